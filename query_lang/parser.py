@@ -1,0 +1,307 @@
+"""Text → AST. ``parse`` raises only :class:`TQLSyntaxError` on bad input."""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from typing import Any
+
+from lark import Lark, Token, Transformer
+from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
+from lark.lexer import PatternStr
+
+from . import ast
+from .errors import TQLError, TQLSyntaxError, suggest
+
+#: Deeper expressions are rejected so that every later (recursive) stage is safe.
+MAX_DEPTH = 100
+MAX_QUERY_CHARS = 1_000_000
+_INT64_MAX = 2**63 - 1
+
+_REGEX_NAMES = {
+    "IDENT": "name",
+    "QUOTED_IDENT": '"quoted name"',
+    "NUMBER": "number",
+    "STRING": "'string'",
+    "COMP_OP": "comparison operator",
+    "LIKE_OP": "LIKE",
+    "$END": "end of query",
+}
+
+
+class _LiteralError(Exception):
+    def __init__(self, message: str, token: Token) -> None:
+        super().__init__(message)
+        self.token = token
+
+
+def _kw(children: list[Any], name: str) -> bool:
+    return any(isinstance(c, Token) and c.type == name for c in children)
+
+
+def _exprs(children: list[Any]) -> list[Any]:
+    return [c for c in children if not isinstance(c, Token)]
+
+
+def _number(tok: Token, negative: bool = False) -> int | float:
+    text = str(tok)
+    try:
+        if any(ch in text for ch in ".eE"):
+            value: int | float = float(text)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError
+        else:
+            if len(text) > 19:
+                raise ValueError
+            value = int(text)
+            if value > _INT64_MAX + (1 if negative else 0):
+                raise ValueError
+    except ValueError:
+        raise _LiteralError(f"numeric literal {text[:30]!r} is out of range", tok) from None
+    return -value if negative else value
+
+
+class _Build(Transformer):
+    """Inline (per-reduction) transformer: no recursion regardless of nesting."""
+
+    def start(self, c):
+        return c[0]
+
+    def query(self, c):
+        parts: dict[str, Any] = {}
+        select = None
+        for item in c:
+            if isinstance(item, tuple) and item and item[0] == "select":
+                select = item[1]
+            elif isinstance(item, tuple):
+                parts[item[0]] = item[1]
+        return ast.Query(
+            select=select,
+            source=parts.get("from"),
+            where=parts.get("where"),
+            order_by=parts.get("order", ()),
+            limit=parts.get("limit"),
+            offset=parts.get("offset"),
+        )
+
+    def select_list(self, c):
+        return ("select", tuple(c))
+
+    def star(self, c):
+        return ast.Star()
+
+    def select_expr(self, c):
+        e = _exprs(c)
+        return ast.SelectItem(e[0], e[1] if len(e) > 1 else None)
+
+    def from_clause(self, c):
+        return ("from", _exprs(c)[0])
+
+    def where_clause(self, c):
+        return ("where", _exprs(c)[0])
+
+    def order_clause(self, c):
+        return ("order", tuple(_exprs(c)))
+
+    def order_key(self, c):
+        return ast.OrderKey(_exprs(c)[0], _kw(c, "DESC"))
+
+    def limit_clause(self, c):
+        return ("limit", _count(c[1]))
+
+    def offset_clause(self, c):
+        return ("offset", _count(c[1]))
+
+    def or_expr(self, c):
+        return ast.BoolOp("OR", tuple(_exprs(c)))
+
+    def and_expr(self, c):
+        return ast.BoolOp("AND", tuple(_exprs(c)))
+
+    def not_(self, c):
+        return ast.Unary("NOT", c[1])
+
+    def compare(self, c):
+        op = {"=": "==", "<>": "!="}.get(str(c[1]), str(c[1]))
+        return ast.Binary(op, c[0], c[2])
+
+    def in_list(self, c):
+        e = _exprs(c)
+        return ast.InList(e[0], tuple(e[1:]), _kw(c, "NOT"))
+
+    def between(self, c):
+        e = _exprs(c)
+        return ast.Between(e[0], e[1], e[2], _kw(c, "NOT"))
+
+    def like(self, c):
+        op = next(t for t in c if isinstance(t, Token) and t.type == "LIKE_OP")
+        e = _exprs(c)
+        return ast.Like(e[0], e[1], str(op).lower() == "ilike", _kw(c, "NOT"))
+
+    def is_null(self, c):
+        return ast.IsNull(c[0], _kw(c, "NOT"))
+
+    def binop(self, c):
+        return ast.Binary(str(c[1]), c[0], c[2])
+
+    def neg(self, c):
+        operand = c[1]
+        if (
+            isinstance(operand, ast.Literal)
+            and isinstance(operand.value, (int, float))
+            and not isinstance(operand.value, bool)
+        ):
+            return ast.Literal(-operand.value)
+        return ast.Unary("-", operand)
+
+    def pos(self, c):
+        return c[1]
+
+    def index(self, c):
+        return ast.Index(c[0], tuple(c[1:]))
+
+    def index_int(self, c):
+        return c[0]
+
+    def index_str(self, c):
+        return _string(c[0])
+
+    def slice2(self, c):
+        return ast.Slice(c[0], c[1])
+
+    def slice3(self, c):
+        return ast.Slice(c[0], c[1], c[2])
+
+    def int_value(self, c):
+        tok = c[-1]
+        if any(ch in str(tok) for ch in ".eE"):
+            raise _LiteralError("index must be an integer", tok)
+        return _number(tok, negative=len(c) == 2)
+
+    def number(self, c):
+        return ast.Literal(_number(c[0]))
+
+    def string(self, c):
+        return ast.Literal(_string(c[0]))
+
+    def true(self, c):
+        return ast.Literal(True)
+
+    def false(self, c):
+        return ast.Literal(False)
+
+    def null(self, c):
+        return ast.Literal(None)
+
+    def array(self, c):
+        return ast.ArrayLiteral(tuple(v for v in c[1:] if v is not None))
+
+    def array_item(self, c):
+        return _number(c[-1], negative=len(c) == 2)
+
+    def call(self, c):
+        name = c[0]
+        return ast.Call(name.lower(), tuple(a for a in c[1:] if a is not None))
+
+    def column(self, c):
+        return ast.Column(c[0])
+
+    def name(self, c):
+        tok = c[0]
+        if tok.type == "QUOTED_IDENT":
+            return str(tok)[1:-1].replace('""', '"')
+        return str(tok)
+
+
+def _string(tok: Token) -> str:
+    return str(tok)[1:-1].replace("''", "'")
+
+
+def _count(tok: Token) -> int:
+    if any(ch in str(tok) for ch in ".eE"):
+        raise _LiteralError("LIMIT/OFFSET must be a non-negative integer", tok)
+    return int(_number(tok))
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> Lark:
+    grammar = resources.files(__package__).joinpath("grammar.lark").read_text()
+    return Lark(grammar, parser="lalr", transformer=_Build(), maybe_placeholders=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _terminal_names() -> dict[str, str]:
+    names = dict(_REGEX_NAMES)
+    for term in _parser().terminals:
+        if term.name in names:
+            continue
+        if isinstance(term.pattern, PatternStr):
+            value = term.pattern.value
+            names[term.name] = value.upper() if value.isalpha() else f"'{value}'"
+        else:
+            names[term.name] = term.name.lower()
+    return names
+
+
+def _describe(expected: Any) -> list[str]:
+    names = _terminal_names()
+    return sorted({names.get(t, t) for t in expected or ()})
+
+
+def _line_col(text: str, pos: int) -> tuple[int, int]:
+    line = text.count("\n", 0, pos) + 1
+    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return line, col
+
+
+def parse(text: str) -> ast.Query:
+    """Parse TQL text into a :class:`~query_lang.ast.Query`.
+
+    Raises :class:`TQLSyntaxError` (with line, column and a caret) for any bad input.
+    """
+    if not isinstance(text, str):
+        raise TQLSyntaxError(f"query must be a str, not {type(text).__name__}")
+    if len(text) > MAX_QUERY_CHARS:
+        raise TQLSyntaxError(f"query is longer than {MAX_QUERY_CHARS} characters")
+    nul = text.find("\x00")
+    if nul >= 0:
+        line, col = _line_col(text, nul)
+        raise TQLSyntaxError("NUL character in query", text, line, col)
+    try:
+        query = _parser().parse(text)
+    except _LiteralError as e:
+        raise TQLSyntaxError(str(e), text, e.token.line, e.token.column) from None
+    except UnexpectedInput as e:
+        raise _syntax_error(text, e) from None
+    except (LarkError, RecursionError, ValueError, TypeError, IndexError) as e:
+        if isinstance(e, TQLError):
+            raise
+        raise TQLSyntaxError(f"could not parse query: {e}") from None
+    if ast.depth(query) > MAX_DEPTH:
+        raise TQLSyntaxError(f"query is nested more than {MAX_DEPTH} levels deep")
+    return query
+
+
+def _syntax_error(text: str, e: UnexpectedInput) -> TQLSyntaxError:
+    if isinstance(e, UnexpectedCharacters):
+        line, col = e.line, e.column
+        ch = text[e.pos_in_stream] if 0 <= e.pos_in_stream < len(text) else ""
+        return TQLSyntaxError(f"unexpected character {ch!r}", text, line, col, _describe(e.allowed))
+    if isinstance(e, UnexpectedEOF):
+        line, col = _line_col(text, len(text))
+        return TQLSyntaxError("unexpected end of query", text, line, col, _describe(e.expected))
+    token = getattr(e, "token", None)
+    expected = _describe(getattr(e, "expected", None) or getattr(e, "accepts", None))
+    if token is None or token.type == "$END" or getattr(token, "line", None) is None:
+        line, col = _line_col(text, len(text))
+        return TQLSyntaxError("unexpected end of query", text, line, col, expected)
+    shown = str(token)
+    if len(shown) > 30:
+        shown = shown[:27] + "..."
+    reason = f"unexpected {shown!r}"
+    if token.type == "IDENT":
+        keywords = [x for x in expected if x.isalpha() and x.isupper()]
+        close = suggest(str(token), keywords)
+        if close is not None:
+            reason += f" (did you mean {close}?)"
+    return TQLSyntaxError(reason, text, token.line, token.column, expected)

@@ -1,0 +1,78 @@
+"""The narrow scan interface that query_lang plans and executes against.
+
+query_lang never touches storage: a dataset (or any other table) hands it an
+object that satisfies :class:`ScanSource`. Rows are numbered ``0..len-1`` in the
+source's own order; results are expressed as positions in that numbering.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+#: htypes whose values are Python objects (str, dict, list, None) rather than numbers.
+OBJECT_HTYPES = frozenset({"text", "json", "list", "id"})
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    """What the planner may know about a column before reading it.
+
+    ``shape`` is the per-row shape; ``None`` marks a dimension that varies
+    between rows, and ``shape`` itself is ``None`` when even the rank varies or
+    the column holds objects.
+    """
+
+    name: str
+    htype: str
+    dtype: np.dtype | None
+    shape: tuple[int | None, ...] | None
+
+
+@dataclass
+class Batch:
+    """A run of rows read together, usually one storage chunk.
+
+    ``rows`` are source positions. ``values[name]`` is either an ndarray of
+    shape ``(len(rows), *row_shape)`` for fixed-shape numeric columns, or a
+    list of per-row values (str, dict, list, ndarray or None) otherwise.
+    ``l2_norms[name]`` holds precomputed row norms for embedding columns when the
+    storage has them, so cosine similarity need not re-read the vectors.
+    ``cache_keys[name]`` identifies the exact data of that column in this batch:
+    equal keys mean equal data, so derived values may be cached by it.
+    """
+
+    rows: np.ndarray
+    values: dict[str, Any]
+    l2_norms: dict[str, np.ndarray] = field(default_factory=dict)
+    cache_keys: dict[str, Hashable] = field(default_factory=dict)
+
+
+class ScanSource(Protocol):
+    """A table that query_lang can scan."""
+
+    def __len__(self) -> int:
+        """The number of rows."""
+        ...
+
+    def column_names(self) -> list[str]:
+        """All column names, in display order."""
+        ...
+
+    def column_info(self, name: str) -> ColumnInfo:
+        """Metadata of one column; raises ``KeyError`` for an unknown name."""
+        ...
+
+    def scan(self, columns: Sequence[str], rows: np.ndarray | None = None) -> Iterator[Batch]:
+        """Yield batches covering ``rows`` (all rows when ``None``) in ascending order.
+
+        ``rows`` must be sorted and unique. Only ``columns`` are read.
+        """
+        ...
+
+    def take(self, column: str, rows: np.ndarray) -> Any:
+        """Read one column at the given positions (any order), as in :class:`Batch`."""
+        ...

@@ -1,0 +1,215 @@
+"""Reading and writing the chunks of one tensor, with a shared cache of decoded chunks.
+
+Chunks are immutable, so a decoded chunk can be cached by its key for as long
+as memory allows, and a chunk verified once need not be verified again.
+"""
+
+from __future__ import annotations
+
+import mmap
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataCorruptionError, KeyNotFoundError
+from ..format import chunk as chunkfmt
+from ..format import envelope
+from ..format.manifest import CHUNK_PREFIX, TensorMeta, TensorState
+from ..storage import Store
+from .htypes import ENCODING, EncodedRows
+
+DEFAULT_CACHE_BYTES = 512 << 20
+
+
+def chunk_label(meta: TensorMeta, key: str) -> str:
+    """How errors name a chunk: the tensor and the chunk file."""
+    return f"tensor {meta.name!r}, chunk {key!r}"
+
+
+class ChunkReader:
+    """Decodes chunks from a store, caching them by key (thread-safe LRU)."""
+
+    def __init__(self, store: Store, cache_bytes: int = DEFAULT_CACHE_BYTES):
+        self.store = store
+        self.cache_bytes = cache_bytes
+        self._cache: OrderedDict[str, tuple[chunkfmt.Chunk, int]] = OrderedDict()
+        self._used = 0
+        self._verified: set[str] = set()
+        self._lock = threading.Lock()
+
+    def chunk(self, meta: TensorMeta, key: str) -> chunkfmt.Chunk:
+        """The decoded, verified chunk ``key`` of tensor ``meta``."""
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit[0]
+        what = chunk_label(meta, key)
+        try:
+            data = self.store.map(key)
+        except KeyNotFoundError:
+            raise DataCorruptionError(f"{what}: chunk file is missing") from None
+        decoded = chunkfmt.decode_chunk(data, what, verify=key not in self._verified)
+        # A memory map costs page cache, not heap: count it lightly so hot chunks stay mapped.
+        size = len(data) // 8 + 1 if isinstance(data.obj, mmap.mmap) else len(data)
+        with self._lock:
+            self._verified.add(key)
+            if key not in self._cache:
+                self._cache[key] = (decoded, size)
+                self._used += size
+                while self._used > self.cache_bytes and len(self._cache) > 1:
+                    _, (_, old) = self._cache.popitem(last=False)
+                    self._used -= old
+        return decoded
+
+    def read_fixed_into(self, meta: TensorMeta, key: str, out: np.ndarray) -> None:
+        """Read a fixed-layout chunk straight into ``out`` (one copy, then a checksum)."""
+        what = chunk_label(meta, key)
+        try:
+            header = envelope.read_header(lambda s, n: self.store.get_range(key, s, n), what, envelope.MAGIC_CHUNK)
+        except KeyNotFoundError:
+            raise DataCorruptionError(f"{what}: chunk file is missing") from None
+        ref = header.buffers.get("data")
+        if header.meta.get("kind") != chunkfmt.FIXED or ref is None or ref.codec is not None or ref.nbytes != out.nbytes:
+            out[...] = self.chunk(meta, key).array
+            return
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        self.store.read_into(key, ref.offset, view)
+        envelope.check_buffer(view, ref, what, "data")
+
+
+def new_chunk_key() -> str:
+    return f"{CHUNK_PREFIX}{uuid.uuid4().hex}"
+
+
+def _split_points(sizes: np.ndarray, target: int) -> list[int]:
+    """Row boundaries that cut rows with byte ``sizes`` into runs of about ``target`` bytes."""
+    ends = np.cumsum(sizes)
+    bounds = [0]
+    while bounds[-1] < len(sizes):
+        start = bounds[-1]
+        base = ends[start - 1] if start else 0
+        stop = int(np.searchsorted(ends, base + target, side="right"))
+        bounds.append(max(stop, start + 1))
+    return bounds
+
+
+def _encode_piece(meta: TensorMeta, rows: EncodedRows, start: int, stop: int) -> bytes:
+    codec = meta.compression
+    if rows.array is not None:
+        return chunkfmt.encode_fixed(rows.array[start:stop], codec, with_norms=meta.htype == "embedding")
+    if rows.arrays is not None:
+        piece = rows.arrays[start:stop]
+        if len({a.shape for a in piece}) == 1:
+            return chunkfmt.encode_fixed(np.stack(piece), codec, with_norms=meta.htype == "embedding")
+        return chunkfmt.encode_ragged(piece, np.dtype(meta.dtype), piece[0].ndim, codec)
+    return chunkfmt.encode_blobs(rows.blobs[start:stop], ENCODING[meta.htype], codec)
+
+
+def encode_chunks(meta: TensorMeta, rows: EncodedRows) -> Iterator[tuple[bytes, int]]:
+    """Cut ``rows`` into chunk files of about ``meta.chunk_bytes``; yields (file bytes, row count)."""
+    n = len(rows)
+    if n == 0:
+        return
+    if rows.array is not None:
+        row_bytes = max(1, rows.array[0].nbytes)
+        per_chunk = max(1, meta.chunk_bytes // row_bytes)
+        bounds = list(range(0, n, per_chunk)) + [n]
+    elif rows.arrays is not None:
+        bounds = _split_points(np.fromiter((a.nbytes for a in rows.arrays), np.int64, n), meta.chunk_bytes)
+    else:
+        sizes = np.fromiter((0 if b is None else len(b) for b in rows.blobs), np.int64, n) + 8
+        bounds = _split_points(sizes, meta.chunk_bytes)
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        yield _encode_piece(meta, rows, start, stop), stop - start
+
+
+def chunk_items(reader: ChunkReader, meta: TensorMeta, key: str) -> EncodedRows:
+    """A chunk's rows as encoded items, so they can be spliced and written again."""
+    c = reader.chunk(meta, key)
+    if isinstance(c, chunkfmt.FixedChunk):
+        return EncodedRows(array=np.asarray(c.array))
+    if isinstance(c, chunkfmt.RaggedChunk):
+        return EncodedRows(arrays=[c.row(i) for i in range(c.nrows)])
+    data, offsets, nulls = c.data, c.offsets, c.nulls
+    return EncodedRows(
+        blobs=[None if nulls is not None and nulls[i] else bytes(data[offsets[i] : offsets[i + 1]]) for i in range(c.nrows)]
+    )
+
+
+def concat_items(parts: list[EncodedRows]) -> EncodedRows:
+    """Join encoded runs of rows of one tensor."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return EncodedRows(blobs=[])
+    if parts[0].blobs is not None:
+        return EncodedRows(blobs=[b for p in parts for b in p.blobs])
+    if all(p.array is not None for p in parts) and len({p.array.shape[1:] for p in parts}) == 1:
+        return EncodedRows(array=np.concatenate([p.array for p in parts]))
+    return EncodedRows(arrays=[a for p in parts for a in (list(p.array) if p.array is not None else p.arrays)])
+
+
+def take_items(items: EncodedRows, keep: np.ndarray) -> EncodedRows:
+    """The rows of ``items`` at positions ``keep``."""
+    if items.array is not None:
+        return EncodedRows(array=items.array[keep])
+    source = items.arrays if items.arrays is not None else items.blobs
+    picked = [source[i] for i in keep.tolist()]
+    return EncodedRows(arrays=picked) if items.arrays is not None else EncodedRows(blobs=picked)
+
+
+def locate(state: TensorState, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each row: its chunk number and position in the chunk; also the chunk start rows."""
+    starts = np.zeros(len(state.chunk_rows) + 1, dtype=np.int64)
+    np.cumsum(state.chunk_rows, out=starts[1:])
+    chunk_no = np.searchsorted(starts, rows, side="right") - 1
+    return chunk_no, rows - starts[chunk_no], starts
+
+
+def read_rows(reader: ChunkReader, state: TensorState, rows: np.ndarray) -> Any:
+    """Values of ``rows`` (any order, repeats allowed): an ndarray when all rows share a shape, else a list."""
+    meta = state.meta
+    if len(rows) == 0:
+        if meta.htype not in ENCODING and meta.shape is not None and None not in meta.shape:
+            return np.empty((0, *meta.shape), dtype=np.dtype(meta.dtype))
+        return []
+    chunk_no, local, _ = locate(state, rows)
+    order = np.argsort(chunk_no, kind="stable")
+    pieces: list[tuple[np.ndarray, Any]] = []
+    sorted_chunks = chunk_no[order]
+    bounds = np.flatnonzero(np.diff(sorted_chunks)) + 1
+    for group in np.split(order, bounds):
+        c = reader.chunk(meta, state.chunk_keys[int(chunk_no[group[0]])])
+        pieces.append((group, c.take(local[group])))
+    if all(isinstance(v, np.ndarray) for _, v in pieces) and len({v.shape[1:] for _, v in pieces}) == 1:
+        first = pieces[0][1]
+        out = np.empty((len(rows), *first.shape[1:]), dtype=first.dtype)
+        for group, values in pieces:
+            out[group] = values
+        return out
+    result: list[Any] = [None] * len(rows)
+    for group, values in pieces:
+        for pos, value in zip(group.tolist(), values):
+            result[pos] = value
+    return result
+
+
+def read_all_fixed(reader: ChunkReader, state: TensorState, threads: int = 4) -> np.ndarray:
+    """A whole fixed-shape tensor as one array, reading chunks in parallel threads."""
+    meta = state.meta
+    out = np.empty((state.nrows, *meta.shape), dtype=np.dtype(meta.dtype))
+    starts = np.concatenate([[0], np.cumsum(state.chunk_rows)]).astype(np.int64)
+    jobs = [(k, int(a), int(b)) for k, a, b in zip(state.chunk_keys, starts[:-1], starts[1:]) if b > a]
+    if len(jobs) <= 1 or threads <= 1:
+        for key, a, b in jobs:
+            reader.read_fixed_into(meta, key, out[a:b])
+        return out
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for f in [pool.submit(reader.read_fixed_into, meta, key, out[a:b]) for key, a, b in jobs]:
+            f.result()
+    return out

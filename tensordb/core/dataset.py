@@ -1,0 +1,418 @@
+"""The writable dataset handle: atomic writes, batches, commits and branches."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from ..errors import (
+    ReadOnlyError,
+    SampleError,
+    TensorDBError,
+    TensorExistsError,
+    VersionError,
+)
+from ..format import codecs
+from ..format import manifest as mf
+from ..storage import Store, WriterLock
+from . import maintenance, writes
+from .chunk_io import ChunkReader
+from .htypes import DEFAULT_DTYPE, encode_rows, validate_meta
+from .indexing import normalize_index
+from .table import Table, unknown_tensor
+from .versions import Checkout, VersionStore
+
+DEFAULT_CHUNK_BYTES = 16 << 20
+_BRANCH_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+
+
+class Dataset(Table):
+    """A dataset on a path: tensors of equal row count, versioned, with one writer at a time.
+
+    Every public write is atomic and durable when it returns: either all of its
+    rows land in all tensors, or the dataset is left exactly as it was. Inside
+    ``with ds:`` the calls become one atomic step that lands at the block's end
+    (and is discarded if the block raises).
+    """
+
+    def __init__(self, store: Store, checkout: Checkout, lock: WriterLock | None, reader: ChunkReader | None = None):
+        self._store = store
+        self._versions = VersionStore(store)
+        self._reader = reader or ChunkReader(store)
+        self._lock = lock
+        self._checkout = checkout
+        self._state = self._versions.state(checkout.state_key)
+        self._batch_depth = 0
+        self._batch_start: tuple[mf.DatasetState, str] | None = None
+        self._written: list[str] = []
+
+    # -- identity -------------------------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        return self._store.url
+
+    @property
+    def read_only(self) -> bool:
+        return self._lock is None or self._checkout.detached
+
+    @property
+    def branch(self) -> str | None:
+        """The checked-out branch, or ``None`` when an old commit is checked out."""
+        return self._checkout.branch
+
+    @property
+    def commit_id(self) -> str | None:
+        """The last commit of the branch (or the commit checked out); ``None`` before the first commit."""
+        return self._checkout.commit
+
+    @property
+    def branches(self) -> list[str]:
+        return sorted(self._versions.refs())
+
+    @property
+    def has_head_changes(self) -> bool:
+        """Whether the branch has writes not yet committed."""
+        if self._checkout.commit is None:
+            return bool(self._state.tensors)
+        return self._versions.commit_record(self._checkout.commit).state != self._checkout.state_key
+
+    def __repr__(self) -> str:
+        where = self.branch if self.branch else f"commit {self.commit_id}"
+        mode = ", read_only" if self.read_only else ""
+        return f"Dataset(path={self.path!r}, {where}, tensors={list(self._state.tensors)}{mode})"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the writer lock. Reading the snapshot stays possible."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self) -> Dataset:
+        self._as_writable("start a batch")
+        if self._batch_depth == 0:
+            self._batch_start = (self._state, self._checkout.state_key)
+            self._written = []
+        self._batch_depth += 1
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._batch_depth -= 1
+        if self._batch_depth:
+            return
+        start_state, _ = self._batch_start
+        self._batch_start = None
+        if exc_type is not None:
+            self._state = start_state
+            self._discard_written()
+            return
+        try:
+            self._publish()
+        except BaseException:
+            self._state = start_state
+            self._discard_written()
+            raise
+
+    def flush(self) -> None:
+        """Make every completed write durable (writes outside ``with`` blocks already are)."""
+        if self._batch_depth == 0 and self._state is not None:
+            return
+        self._publish()
+
+    # -- write machinery ------------------------------------------------------------------------
+    def _as_writable(self, operation: str) -> Dataset:
+        if self._checkout.detached:
+            raise ReadOnlyError(
+                f"cannot {operation}: commit {self._checkout.commit} is checked out; "
+                f"checkout a branch (or create one) to write"
+            )
+        if self._lock is None:
+            raise ReadOnlyError(f"cannot {operation}: {self.path} is open read-only")
+        return self
+
+    def _put_chunk(self, key: str, data: bytes) -> None:
+        self._written.append(key)
+        self._store.put(key, data)
+
+    def _discard_written(self, keys: list[str] | None = None) -> None:
+        for key in self._written if keys is None else keys:
+            try:
+                self._store.delete(key)
+            except TensorDBError:
+                pass  # an orphan is harmless; vacuum() removes it
+        if keys is None:
+            self._written = []
+
+    def _apply(self, operation: str, change: Callable[[mf.DatasetState], mf.DatasetState]) -> None:
+        """Run one public write: compute the new snapshot, then make it visible atomically."""
+        self._as_writable(operation)
+        before = self._state
+        if self._batch_depth == 0:
+            self._written = []
+        mark = len(self._written)
+        try:
+            self._state = change(before)
+            if self._batch_depth == 0:
+                self._publish()
+        except BaseException:
+            if self._batch_depth == 0 and self._published_anyway():
+                raise  # the new refs reached the disk: keep them and their chunks
+            self._state = before
+            new_keys = self._written[mark:]
+            del self._written[mark:]
+            self._discard_written(new_keys)
+            raise
+
+    def _published_anyway(self) -> bool:
+        """After a failed publish: did the rename land before the failure (e.g. in the final fsync)?"""
+        try:
+            ref = self._versions.refs().get(self.branch)
+        except TensorDBError:
+            return False
+        if ref is None or ref.state == self._checkout.state_key:
+            return False
+        self._checkout = replace(self._checkout, state_key=ref.state)
+        self._written = []
+        return True
+
+    def _publish(self) -> None:
+        key = self._versions.put_state(self._state)
+        refs = self._versions.refs()
+        refs[self.branch] = mf.BranchRef(self._checkout.commit, key)
+        self._versions.publish_refs(refs)
+        self._checkout = replace(self._checkout, state_key=key)
+        self._written = []
+
+    # -- schema ---------------------------------------------------------------------------------
+    def create_tensor(
+        self,
+        name: str,
+        htype: str = "generic",
+        dtype: str | np.dtype | None = None,
+        chunk_compression: str | None = None,
+        max_chunk_size: int = DEFAULT_CHUNK_BYTES,
+        class_names: Sequence[str] | None = None,
+        exist_ok: bool = False,
+        **_deeplake_compat: Any,
+    ) -> Any:
+        """Add an empty tensor. ``htype`` is one of generic, text, json, list, embedding, class_label, id."""
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+            raise ValueError(f"tensor name {name!r} must be a Python identifier not starting with '_'")
+        if name in self._state.tensors:
+            if exist_ok:
+                return self._tensor(name)
+            raise TensorExistsError(f"tensor {name!r} already exists; tensors are {list(self._state.tensors)}")
+        compression = chunk_compression or _deeplake_compat.pop("compression", None)
+        codecs.validate(compression)
+        dtype_str = np.dtype(dtype).name if dtype is not None else DEFAULT_DTYPE.get(htype)
+        meta = mf.TensorMeta(
+            name=name,
+            htype=htype,
+            dtype=dtype_str,
+            shape=None,
+            compression=compression,
+            chunk_bytes=int(max_chunk_size),
+            class_names=tuple(class_names or ()),
+        )
+        validate_meta(meta)
+
+        def change(state: mf.DatasetState) -> mf.DatasetState:
+            return mf.DatasetState({**state.tensors, name: mf.TensorState(meta)}, state.info)
+
+        self._apply(f"create tensor {name!r}", change)
+        return self._tensor(name)
+
+    def delete_tensor(self, name: str) -> None:
+        """Remove a tensor from the working state (committed versions keep it)."""
+        self._tensor_state(name)
+        self._apply(
+            f"delete tensor {name!r}",
+            lambda s: mf.DatasetState({k: v for k, v in s.tensors.items() if k != name}, s.info),
+        )
+
+    # -- row writes -----------------------------------------------------------------------------
+    def append(self, row: Mapping[str, Any]) -> None:
+        """Add one row: a value for every tensor."""
+        if not isinstance(row, Mapping):
+            raise SampleError(f"append expects a dict of tensor name to value, got {type(row).__name__}")
+        self._extend_tensors({k: [v] for k, v in row.items()}, require_all=True)
+
+    def extend(self, rows: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
+        """Add rows: a dict of tensor name to values (all tensors), or a list of row dicts."""
+        if isinstance(rows, Sequence) and not isinstance(rows, (str, bytes)):
+            names = list(self._state.tensors)
+            for i, row in enumerate(rows):
+                if not isinstance(row, Mapping):
+                    raise SampleError(f"extend: row {i} must be a dict of tensor values, got {type(row).__name__}")
+            rows = {n: [r.get(n) for r in rows] for n in names} | {
+                k: [r.get(k) for r in rows] for r in rows for k in r if k not in names
+            }
+        if not isinstance(rows, Mapping):
+            raise SampleError(f"extend expects a dict of tensor name to values, got {type(rows).__name__}")
+        self._extend_tensors(rows, require_all=True)
+
+    def _extend_tensors(self, columns: Mapping[str, Any], require_all: bool) -> None:
+        known = list(self._state.tensors)
+        for name in columns:
+            if name not in self._state.tensors:
+                raise unknown_tensor(name, known)
+        if require_all:
+            missing = [n for n in known if n not in columns]
+            if missing:
+                raise SampleError(f"extend: no values for tensors {missing}; every tensor needs a value per row")
+        lengths = {}
+        for name, values in columns.items():
+            if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__len__"):
+                raise SampleError(
+                    f"tensor {name!r}: expected a sequence of rows, got {type(values).__name__} "
+                    f"(use append for a single row)"
+                )
+            lengths[name] = len(values)
+        if len(set(lengths.values())) > 1:
+            raise SampleError(f"extend: tensors got different numbers of rows: {lengths}")
+        if require_all and len(set(self._state.tensors[n].nrows for n in columns)) > 1:
+            counts = {n: self._state.tensors[n].nrows for n in columns}
+            raise SampleError(f"extend: tensors have different lengths {counts}; extend them one by one")
+
+        def change(state: mf.DatasetState) -> mf.DatasetState:
+            encoded = {}
+            for name, values in columns.items():
+                t = state.tensors[name]
+                encoded[name] = encode_rows(t.meta, values, t.nrows)
+            tensors = dict(state.tensors)
+            for name, (rows, meta) in encoded.items():
+                tensors[name] = writes.append(self._put_chunk, self._reader, state.tensors[name], meta, rows)
+            return mf.DatasetState(tensors, state.info)
+
+        self._apply("extend", change)
+
+    def _update_tensor(self, name: str, rows: np.ndarray, values: Any) -> None:
+        if len(np.unique(rows)) != len(rows):
+            raise SampleError(f"tensor {name!r}: update index selects a row more than once")
+        if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__len__") or len(values) != len(rows):
+            got = len(values) if hasattr(values, "__len__") and not isinstance(values, (str, bytes)) else 1
+            raise SampleError(f"tensor {name!r}: update of {len(rows)} rows needs {len(rows)} values, got {got}")
+
+        def change(state: mf.DatasetState) -> mf.DatasetState:
+            t = state.tensors[name]
+            first = int(rows[0]) if len(rows) else 0
+            encoded, meta = encode_rows(t.meta, values, first)
+            tensors = dict(state.tensors)
+            tensors[name] = writes.update(self._put_chunk, self._reader, t, meta, rows, encoded)
+            return mf.DatasetState(tensors, state.info)
+
+        if len(rows):
+            self._apply(f"update tensor {name!r}", change)
+
+    def update(self, index: Any, values: Mapping[str, Any]) -> None:
+        """Replace the rows at ``index`` in several tensors at once (one atomic step)."""
+        rows, single = normalize_index(index, len(self), "dataset")
+        for name in values:
+            self._tensor_state(name)
+        with self:
+            for name, value in values.items():
+                self._update_tensor(name, rows, [value] if single else value)
+
+    def pop(self, index: int | Sequence[int] | None = None) -> None:
+        """Delete rows from every tensor (the last row when ``index`` is None)."""
+        length = len(self)
+        if index is None:
+            if length == 0:
+                raise SampleError("pop: the dataset is empty")
+            index = length - 1
+        rows, _ = normalize_index(index, length, "dataset")
+        rows = np.unique(rows)
+
+        def change(state: mf.DatasetState) -> mf.DatasetState:
+            tensors = {}
+            for name, t in state.tensors.items():
+                mine = rows[rows < t.nrows]
+                tensors[name] = writes.delete(self._put_chunk, self._reader, t, mine) if len(mine) else t
+            return mf.DatasetState(tensors, state.info)
+
+        if len(rows):
+            self._apply("pop", change)
+
+    delete = pop
+
+    # -- versions -------------------------------------------------------------------------------
+    def commit(self, message: str = "") -> str:
+        """Record the working state as an immutable commit; returns its id."""
+        self._as_writable("commit")
+        if self._batch_depth:
+            raise VersionError("commit inside a 'with ds:' block is not allowed; commit after the block")
+        record = self._versions.new_commit(self._checkout.commit, self.branch, str(message), self._checkout.state_key)
+        refs = self._versions.refs()
+        refs[self.branch] = mf.BranchRef(record.id, self._checkout.state_key)
+        self._versions.publish_refs(refs)
+        self._checkout = replace(self._checkout, commit=record.id)
+        return record.id
+
+    def checkout(self, address: str, create: bool = False) -> str | None:
+        """Switch to a branch or commit; ``create=True`` starts a new branch from the current state."""
+        if self._batch_depth:
+            raise VersionError("checkout inside a 'with ds:' block is not allowed")
+        if create:
+            self._as_writable(f"create branch {address!r}")
+            if not isinstance(address, str) or not _BRANCH_NAME.match(address):
+                raise VersionError(f"invalid branch name {address!r}: use letters, digits, '_', '.', '-'")
+            refs = self._versions.refs()
+            if address in refs:
+                raise VersionError(f"branch {address!r} already exists; checkout it without create=True")
+            refs[address] = mf.BranchRef(self._checkout.commit, self._checkout.state_key)
+            self._versions.publish_refs(refs)
+            self._checkout = Checkout(address, self._checkout.commit, self._checkout.state_key)
+        else:
+            self._checkout = self._versions.resolve(address)
+            self._state = self._versions.state(self._checkout.state_key)
+        return self.commit_id
+
+    def log(self, show: bool = True) -> list[dict[str, Any]]:
+        """The commits of the current branch or commit, newest first; printed unless ``show=False``."""
+        entries = [
+            {"commit": c.id, "branch": c.branch, "message": c.message, "time": c.time, "parent": c.parent}
+            for c in self._versions.history(self._checkout.commit)
+        ]
+        if show:
+            print(f"---- log of {self.branch or self.commit_id} ----")
+            for e in entries:
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
+                print(f"commit {e['commit']}  branch {e['branch']}  {stamp}\n    {e['message']}")
+        return entries
+
+    def diff(self, a: str | None = None, b: str | None = None) -> dict[str, dict[str, int]]:
+        """Row counts per tensor in ``a`` and ``b`` (defaults: the head commit and the working state)."""
+
+        def counts(address: str | None, default_key: str | None) -> dict[str, int]:
+            key = self._versions.resolve(address).state_key if address is not None else default_key
+            if key is None:
+                return {}
+            return {n: t.nrows for n, t in self._versions.state(key).tensors.items()}
+
+        head = self._versions.commit_record(self.commit_id).state if self.commit_id else None
+        before, after = counts(a, head), counts(b, self._checkout.state_key)
+        return {
+            name: {"a": before.get(name, 0), "b": after.get(name, 0), "added": after.get(name, 0) - before.get(name, 0)}
+            for name in dict.fromkeys([*before, *after])
+        }
+
+    # -- maintenance ----------------------------------------------------------------------------
+    def verify(self):
+        """Check every file's checksum and structure; returns a report listing every problem."""
+        return maintenance.verify(self._store)
+
+    def vacuum(self, grace_seconds: float = 3600.0) -> int:
+        """Remove files no version uses (older than ``grace_seconds``); returns how many."""
+        self._as_writable("vacuum")
+        return maintenance.vacuum(self._store, grace_seconds)

@@ -1,0 +1,39 @@
+"""Turning user indexes (int, slice, list, bool mask) into arrays of row numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import IndexOutOfRangeError
+
+
+def normalize_index(index: Any, length: int, what: str) -> tuple[np.ndarray, bool]:
+    """Row numbers selected by ``index`` from ``length`` rows, and whether it picked a single row."""
+    if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+        i = int(index)
+        if not -length <= i < length:
+            raise IndexOutOfRangeError(f"{what}: index {i} is out of range for {length} rows")
+        return np.array([i % length if length else i], dtype=np.int64), True
+    if isinstance(index, slice):
+        return np.arange(length, dtype=np.int64)[index], False
+    if isinstance(index, tuple) and len(index) == 1:
+        return normalize_index(index[0], length, what)
+    try:
+        array = np.asarray(index)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.ndim != 1 or (array.size and array.dtype.kind not in "biu"):
+        raise IndexOutOfRangeError(
+            f"{what}: expected an int, slice, list of ints or bool mask as index, got {type(index).__name__}"
+        )
+    if array.dtype.kind == "b":
+        if len(array) != length:
+            raise IndexOutOfRangeError(f"{what}: bool mask has {len(array)} entries, expected {length}")
+        return np.flatnonzero(array).astype(np.int64), False
+    rows = array.astype(np.int64)
+    if rows.size and (rows.min() < -length or rows.max() >= length):
+        bad = int(rows[(rows < -length) | (rows >= length)][0])
+        raise IndexOutOfRangeError(f"{what}: index {bad} is out of range for {length} rows")
+    return np.where(rows < 0, rows + length, rows), False

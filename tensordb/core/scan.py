@@ -1,0 +1,170 @@
+"""The core's side of query_lang's scan interface: datasets and views as a ScanSource.
+
+query_lang sees rows, batches and column metadata; it never sees chunks or
+stores. Batches follow the chunk boundaries of the widest column read, so an
+embedding batch is a zero-copy slice of one (memory-mapped) chunk, and other
+columns are decoded only when the executor actually asks for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from query_lang import execute
+from query_lang.source import Batch, ColumnInfo
+
+from ..format import chunk as chunkfmt
+from ..format.manifest import DatasetState, TensorState
+from .chunk_io import locate, read_rows
+from .htypes import OBJECT_HTYPES
+
+if TYPE_CHECKING:
+    from .table import DatasetView, Table
+
+VIEW_BATCH_ROWS = 16384
+
+
+class _LazyColumns(Mapping):
+    """Column values of one batch, read on first access."""
+
+    def __init__(self, loaders: dict[str, Any]):
+        self._loaders = loaders
+        self._values: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._values:
+            self._values[name] = self._loaders[name]()
+        return self._values[name]
+
+    def __iter__(self):
+        return iter(self._loaders)
+
+    def __len__(self) -> int:
+        return len(self._loaders)
+
+
+class TableSource:
+    """A dataset or view, seen through query_lang's ``ScanSource`` protocol."""
+
+    def __init__(self, table: Table):
+        self._table = table
+        self._state: DatasetState = table._state
+        self._reader = table._reader
+        self._base = table._selected_rows()
+        self._length = len(table)
+        self._virtual = table._virtual
+
+    def __len__(self) -> int:
+        return self._length
+
+    def column_names(self) -> list[str]:
+        return list(self._state.tensors) + [v for v in self._virtual if v not in self._state.tensors]
+
+    def column_info(self, name: str) -> ColumnInfo:
+        if name in self._virtual:
+            values = self._virtual[name]
+            if isinstance(values, np.ndarray):
+                return ColumnInfo(name, "generic", values.dtype, tuple(values.shape[1:]))
+            return ColumnInfo(name, "json", None, None)
+        meta = self._state.tensors[name].meta
+        dtype = None if meta.htype in OBJECT_HTYPES or meta.dtype is None else np.dtype(meta.dtype)
+        shape = None if meta.htype in OBJECT_HTYPES else meta.shape
+        if meta.htype == "embedding" and meta.dim is not None:
+            shape = (meta.dim,)
+        return ColumnInfo(name, meta.htype, dtype, shape)
+
+    def take(self, column: str, rows: np.ndarray) -> Any:
+        rows = np.asarray(rows, dtype=np.int64)
+        if column in self._virtual:
+            values = self._virtual[column]
+            return values[rows] if isinstance(values, np.ndarray) else [values[i] for i in rows.tolist()]
+        base = rows if self._base is None else self._base[rows]
+        return read_rows(self._reader, self._state.tensors[column], base)
+
+    def scan(self, columns: Sequence[str], rows: np.ndarray | None = None) -> Iterator[Batch]:
+        positions = np.arange(self._length, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        tensors = [c for c in columns if c not in self._virtual]
+        if self._base is not None or not tensors:
+            for start in range(0, len(positions), VIEW_BATCH_ROWS):
+                group = positions[start : start + VIEW_BATCH_ROWS]
+                yield self._gathered_batch(columns, group)
+            return
+        primary = max(tensors, key=lambda c: self._row_bytes(self._state.tensors[c]))
+        chunk_no, _, _ = locate(self._state.tensors[primary], positions)
+        bounds = np.flatnonzero(np.diff(chunk_no)) + 1
+        for group in np.split(positions, bounds) if len(positions) else []:
+            yield self._batch(columns, group)
+
+    @staticmethod
+    def _row_bytes(t: TensorState) -> int:
+        if t.meta.htype in OBJECT_HTYPES or t.meta.shape is None or None in t.meta.shape:
+            return 0
+        return int(np.prod(t.meta.shape, dtype=np.int64)) * np.dtype(t.meta.dtype).itemsize + 1
+
+    def _gathered_batch(self, columns: Sequence[str], group: np.ndarray) -> Batch:
+        loaders = {c: (lambda c=c: self.take(c, group)) for c in columns}
+        return Batch(rows=group, values=_LazyColumns(loaders))
+
+    def _batch(self, columns: Sequence[str], group: np.ndarray) -> Batch:
+        contiguous = len(group) and group[-1] - group[0] + 1 == len(group)
+        loaders, norms, keys = {}, {}, {}
+        for c in columns:
+            if c in self._virtual:
+                loaders[c] = lambda c=c: self.take(c, group)
+                continue
+            t = self._state.tensors[c]
+            pieces = _pieces(t, group) if contiguous else None
+            if pieces is not None and len(pieces) == 1:
+                key, lo, hi = pieces[0]
+                chunk = self._reader.chunk(t.meta, key)
+                keys[c] = (key, lo, hi)
+                if isinstance(chunk, chunkfmt.FixedChunk):
+                    loaders[c] = lambda chunk=chunk, lo=lo, hi=hi: chunk.array[lo:hi]
+                    if chunk.l2_norms is not None:
+                        norms[c] = chunk.l2_norms[lo:hi]
+                    continue
+                loaders[c] = lambda chunk=chunk, lo=lo, hi=hi: chunk.take(np.arange(lo, hi))
+                continue
+            if pieces is not None:
+                keys[c] = tuple(pieces)
+            loaders[c] = lambda t=t: read_rows(self._reader, t, group)
+        return Batch(rows=group, values=_LazyColumns(loaders), l2_norms=norms, cache_keys=keys)
+
+
+def _pieces(t: TensorState, group: np.ndarray) -> list[tuple[str, int, int]] | None:
+    """The (chunk, start, stop) runs that hold the contiguous rows ``group``."""
+    first, last = int(group[0]), int(group[-1])
+    if last >= t.nrows:
+        return None
+    chunk_no, local, _ = locate(t, np.array([first, last]))
+    out = []
+    for c in range(int(chunk_no[0]), int(chunk_no[1]) + 1):
+        lo = int(local[0]) if c == chunk_no[0] else 0
+        hi = int(local[1]) + 1 if c == chunk_no[1] else t.chunk_rows[c]
+        out.append((t.chunk_keys[c], lo, hi))
+    return out
+
+
+
+
+def run_query(table: Table, text: str) -> DatasetView:
+    """Execute TQL over ``table`` and wrap the result as a view."""
+    from .table import DatasetView
+
+    source = TableSource(table)
+    result = execute(text, source)
+    base = table._selected_rows()
+    rows = result.rows if base is None else base[result.rows]
+    selected = [c for c in result.columns if c in table._state.tensors]
+    virtual = {k: _take_virtual(v, result.rows) for k, v in table._virtual.items() if k in result.columns}
+    virtual.update(result.virtual)
+    view = DatasetView(table, np.asarray(rows, dtype=np.int64), virtual=virtual)
+    view._state = DatasetState({n: table._state.tensors[n] for n in selected}, table._state.info)
+    return view
+
+
+def _take_virtual(values: Any, rows: np.ndarray) -> Any:
+    return values[rows] if isinstance(values, np.ndarray) else [values[i] for i in rows.tolist()]

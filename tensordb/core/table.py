@@ -1,0 +1,189 @@
+"""What datasets and views share: a snapshot, a row selection, and read access to tensors."""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ReadOnlyError, TensorNotFoundError
+from ..format.manifest import DatasetState, TensorState
+from .chunk_io import ChunkReader
+from .indexing import normalize_index
+from .tensor import Tensor
+
+if TYPE_CHECKING:
+    from .dataset import Dataset
+
+
+def unknown_tensor(name: str, known: list[str]) -> TensorNotFoundError:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return TensorNotFoundError(f"unknown tensor {name!r}; tensors are {known}{hint}")
+
+
+class VirtualColumn:
+    """A computed column of a query result, such as ``score``."""
+
+    def __init__(self, name: str, values: Any):
+        self.name = name
+        self._values = values
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def numpy(self, aslist: bool = False) -> Any:
+        if aslist:
+            return list(self._values)
+        return self._values if isinstance(self._values, np.ndarray) else np.asarray(self._values, dtype=object)
+
+    def data(self, aslist: bool = False) -> dict[str, Any]:
+        return {"value": self.numpy(aslist)}
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._values[index]
+
+    def __repr__(self) -> str:
+        return f"VirtualColumn(name={self.name!r}, rows={len(self)})"
+
+
+class Table:
+    """Read access shared by :class:`Dataset` and :class:`DatasetView`."""
+
+    _state: DatasetState
+    _reader: ChunkReader
+
+    # -- hooks for Tensor -----------------------------------------------------------------------
+    def _tensor_state(self, name: str) -> TensorState:
+        try:
+            return self._state.tensors[name]
+        except KeyError:
+            raise unknown_tensor(name, list(self._state.tensors)) from None
+
+    def _tensor_len(self, name: str) -> int:
+        return self._tensor_state(name).nrows
+
+    def _base_rows_of(self, rows: np.ndarray | None, name: str) -> np.ndarray:
+        return np.arange(self._tensor_len(name), dtype=np.int64) if rows is None else rows
+
+    def _is_base_order(self) -> bool:
+        return True
+
+    def _as_writable(self, operation: str) -> Dataset:
+        raise ReadOnlyError(f"cannot {operation}: views are read-only")
+
+    # -- the selection --------------------------------------------------------------------------
+    def _selected_rows(self) -> np.ndarray | None:
+        """Base row numbers of this table, or ``None`` for all rows."""
+        return None
+
+    @property
+    def _virtual(self) -> dict[str, Any]:
+        return {}
+
+    def __len__(self) -> int:
+        rows = self._selected_rows()
+        if rows is not None:
+            return len(rows)
+        return min((t.nrows for t in self._state.tensors.values()), default=0)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self)
+
+    @property
+    def tensors(self) -> dict[str, Tensor]:
+        """All tensors by name (a view's tensors are restricted to its rows)."""
+        return {name: self._tensor(name) for name in self._state.tensors}
+
+    def _tensor(self, name: str) -> Tensor:
+        self._tensor_state(name)
+        return Tensor(self, name, self._selected_rows())
+
+    def _column_names(self) -> list[str]:
+        return list(self._state.tensors) + [v for v in self._virtual if v not in self._state.tensors]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._virtual:
+            return VirtualColumn(name, self._virtual[name])
+        if name in self._state.tensors:
+            return self._tensor(name)
+        raise AttributeError(f"{type(self).__name__} has no attribute or tensor {name!r}")
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, str):
+            if index in self._virtual:
+                return VirtualColumn(index, self._virtual[index])
+            return self._tensor(index)
+        rows, single = normalize_index(index, len(self), "dataset")
+        base = self._selected_rows()
+        virtual = {k: _take(v, rows) for k, v in self._virtual.items()}
+        return DatasetView(self, rows if base is None else base[rows], single, virtual)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def summary(self, show: bool = True) -> str:
+        """A table of every tensor's htype, shape, dtype and compression; printed unless ``show=False``."""
+        header = ("tensor", "htype", "shape", "dtype", "compression")
+        lines = [header]
+        for name in self._state.tensors:
+            t = self._tensor(name)
+            m = t.meta
+            lines.append((name, m.htype, str(t.shape), str(m.dtype if m.dtype is None else np.dtype(m.dtype)),
+                          str(m.compression)))
+        for name, values in self._virtual.items():
+            lines.append((name, "virtual", str((len(values),)), "-", "-"))
+        widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+        rule = "  ".join("-" * w for w in widths)
+        rendered = [rule] + ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines] + [rule]
+        rendered.insert(2, rule)
+        text = f"{self!r}\n" + "\n".join(rendered)
+        if show:
+            print(text)
+        return text
+
+    def query(self, text: str) -> DatasetView:
+        """Run a TQL query; the result is a view of the matching rows, in result order."""
+        from .scan import run_query
+
+        return run_query(self, text)
+
+
+def _take(values: Any, rows: np.ndarray) -> Any:
+    if isinstance(values, np.ndarray):
+        return values[rows]
+    return [values[i] for i in rows.tolist()]
+
+
+class DatasetView(Table):
+    """Some rows of a dataset snapshot, in a given order, plus computed columns. Read-only."""
+
+    def __init__(self, parent: Table, rows: np.ndarray, single: bool = False, virtual: dict[str, Any] | None = None):
+        self._state = parent._state
+        self._reader = parent._reader
+        self._rows = rows
+        self._single = single
+        self._virtual_columns = virtual or {}
+        self._source_repr = repr(parent) if not isinstance(parent, DatasetView) else parent._source_repr
+
+    @property
+    def _virtual(self) -> dict[str, Any]:
+        return self._virtual_columns
+
+    def _selected_rows(self) -> np.ndarray:
+        return self._rows
+
+    def _tensor(self, name: str) -> Tensor:
+        self._tensor_state(name)
+        return Tensor(self, name, self._rows, self._single)
+
+    def _is_base_order(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"DatasetView(of {self._source_repr}, rows={len(self._rows)})"

@@ -1,0 +1,144 @@
+"""A tensor (column) of a dataset or view: reading, indexing and single-tensor writes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ReadOnlyError, SampleError
+from ..format.manifest import TensorMeta, TensorState
+from .chunk_io import read_all_fixed, read_rows
+from .htypes import OBJECT_HTYPES
+from .indexing import normalize_index
+
+if TYPE_CHECKING:
+    from .table import Table
+
+
+class Tensor:
+    """One column of a :class:`Dataset` or view, optionally restricted to some rows."""
+
+    def __init__(self, table: Table, name: str, rows: np.ndarray | None = None, single: bool = False):
+        self._table = table
+        self.name = name
+        self._rows = rows
+        self._single = single
+
+    # -- schema -------------------------------------------------------------------------------
+    @property
+    def _state(self) -> TensorState:
+        return self._table._tensor_state(self.name)
+
+    @property
+    def meta(self) -> TensorMeta:
+        """The tensor's stored schema."""
+        return self._state.meta
+
+    @property
+    def htype(self) -> str:
+        return self.meta.htype
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        return None if self.meta.dtype is None else np.dtype(self.meta.dtype)
+
+    @property
+    def shape(self) -> tuple[int | None, ...]:
+        """``(rows, *row_shape)``, with ``None`` where rows differ."""
+        row = self.meta.shape if self.meta.shape is not None else (None,) if self.htype in ("generic",) else ()
+        if self._single:
+            return tuple(row)
+        return (len(self), *row)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta.class_names)
+
+    def _positions(self) -> np.ndarray:
+        return self._table._base_rows_of(self._rows, self.name)
+
+    def __len__(self) -> int:
+        if self._rows is not None:
+            return len(self._rows)
+        return self._table._tensor_len(self.name)
+
+    def __repr__(self) -> str:
+        return f"Tensor(name={self.name!r}, htype={self.htype!r}, shape={self.shape}, dtype={self.meta.dtype})"
+
+    # -- reading ------------------------------------------------------------------------------
+    def __getitem__(self, index: Any) -> Tensor:
+        rows, single = normalize_index(index, len(self), f"tensor {self.name!r}")
+        if self._rows is not None:
+            rows = self._rows[rows]
+        return Tensor(self._table, self.name, rows, single)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def numpy(self, aslist: bool = False) -> Any:
+        """The values as one ndarray (object ndarray for text and JSON), or a list with ``aslist``."""
+        state = self._state
+        meta = state.meta
+        fixed = meta.htype not in OBJECT_HTYPES and meta.shape is not None and None not in meta.shape
+        if self._rows is None and self._table._is_base_order() and fixed and not aslist:
+            values: Any = read_all_fixed(self._table._reader, state)
+        else:
+            values = read_rows(self._table._reader, state, self._positions())
+        if self._single:
+            return values[0]
+        if aslist:
+            return list(values) if isinstance(values, np.ndarray) else values
+        if isinstance(values, np.ndarray):
+            return values
+        if meta.htype in OBJECT_HTYPES:
+            out = np.empty(len(values), dtype=object)
+            out[:] = values
+            return out
+        raise SampleError(
+            f"tensor {self.name!r} has rows of different shapes ({meta.shape}); use numpy(aslist=True)"
+        )
+
+    def data(self, aslist: bool = False) -> dict[str, Any]:
+        """``{"value": ...}`` as Deep Lake returns it; class labels also get ``"text"``."""
+        value = self.numpy(aslist=aslist or self.htype in OBJECT_HTYPES)
+        out = {"value": value}
+        if self.htype == "class_label":
+            names = self.meta.class_names
+            rows = [value] if self._single else value
+            text = [[names[i] if i < len(names) else str(i) for i in np.asarray(r).reshape(-1)] for r in rows]
+            out["text"] = text[0] if self._single else text
+        return out
+
+    def text(self) -> Any:
+        """The value(s) of a text tensor as str (or list of str)."""
+        return self.numpy(aslist=True)
+
+    def tolist(self) -> Any:
+        value = self.numpy(aslist=True)
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        return [v.tolist() if isinstance(v, np.ndarray) else v for v in value] if isinstance(value, list) else value
+
+    # -- writing ------------------------------------------------------------------------------
+    def _writable_dataset(self):
+        dataset = self._table._as_writable(f"write to tensor {self.name!r}")
+        if self._rows is not None and self._table is not dataset:
+            raise ReadOnlyError(f"tensor {self.name!r}: views are read-only; write through the dataset")
+        return dataset
+
+    def append(self, value: Any) -> None:
+        """Add one row to this tensor only."""
+        self._writable_dataset()._extend_tensors({self.name: [value]}, require_all=False)
+
+    def extend(self, values: Any) -> None:
+        """Add rows to this tensor only."""
+        self._writable_dataset()._extend_tensors({self.name: values}, require_all=False)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        dataset = self._writable_dataset()
+        rows, single = normalize_index(index, len(self), f"tensor {self.name!r}")
+        if self._rows is not None:
+            rows = self._rows[rows]
+        dataset._update_tensor(self.name, rows, [value] if single else value)

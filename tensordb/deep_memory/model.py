@@ -1,0 +1,203 @@
+"""The Deep Memory model: a query-side linear map plus a sparse document memory.
+
+Score of document ``j`` (embedding ``d_j``) for query ``q``::
+
+    q'      = normalize(q @ A)                              # transform_queries
+    s(q, j) = q' . d_j / ||d_j||  +  q' . M[mem(j)]         # score_block
+
+``A`` is a ``(dim, dim)`` matrix (identity when untrained), ``M`` holds one learned
+correction vector per *memory* document, i.e. a document that was relevant to some
+training query, looked up by document id (``mem(j) = -1`` means no memory: the second
+term is absent). The first term is plain cosine similarity, so a search scan only
+transforms the query once and adds the correction to the few rows that carry memory:
+search cost stays that of plain cosine search.
+
+Inference is pure numpy; torch is only imported by :mod:`.training`.
+Persistence is ``to_state() -> (arrays, params)`` / ``from_state(arrays, params)``: no
+pickle, arrays are plain float32, params are JSON-serialisable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+_EPS = 1e-12
+
+
+def _normalize_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    # Zero vectors stay zero instead of becoming NaN.
+    return x / np.maximum(norms, _EPS)
+
+
+class DeepMemoryModel:
+    """Query transform ``A`` (dim × dim) and sparse memory ``M`` (len(memory_ids) × dim).
+
+    Attributes:
+        dim: embedding dimension.
+        query_matrix: float32 ``(dim, dim)``; ``q' = normalize(q @ query_matrix)``.
+        memory_ids: document ids that carry a memory vector, row order of
+            ``memory_vectors``.
+        memory_vectors: float32 ``(len(memory_ids), dim)``.
+        metadata: JSON-serialisable training information (metrics, seconds...).
+    """
+
+    def __init__(
+        self,
+        query_matrix: np.ndarray,
+        memory_ids: Sequence[str] = (),
+        memory_vectors: np.ndarray | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        query_matrix = np.ascontiguousarray(query_matrix, dtype=np.float32)
+        assert query_matrix.ndim == 2 and query_matrix.shape[0] == query_matrix.shape[1]
+        dim = query_matrix.shape[0]
+        ids = [str(i) for i in memory_ids]
+        if memory_vectors is None:
+            memory_vectors = np.zeros((len(ids), dim), dtype=np.float32)
+        memory_vectors = np.ascontiguousarray(memory_vectors, dtype=np.float32)
+        assert memory_vectors.shape == (len(ids), dim), memory_vectors.shape
+        if len(set(ids)) != len(ids):
+            raise ValueError("memory_ids must be unique")
+        self.dim = dim
+        self.query_matrix = query_matrix
+        self.memory_ids = ids
+        self.memory_vectors = memory_vectors
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self._memory_pos = {doc_id: i for i, doc_id in enumerate(ids)}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def identity(cls, dim: int) -> DeepMemoryModel:
+        """A model that changes no ranking (plain cosine similarity)."""
+        return cls(np.eye(dim, dtype=np.float32))
+
+    @property
+    def is_identity(self) -> bool:
+        return bool(
+            np.array_equal(self.query_matrix, np.eye(self.dim, dtype=np.float32))
+            and not np.any(self.memory_vectors)
+        )
+
+    # ------------------------------------------------------------------ inference
+    def transform_queries(self, q: np.ndarray) -> np.ndarray:
+        """``(m, d)`` or ``(d,)`` queries → unit-norm transformed queries, float32, same shape."""
+        q = np.asarray(q, dtype=np.float32)
+        assert q.shape[-1] == self.dim, (q.shape, self.dim)
+        return _normalize_rows(q @ self.query_matrix).astype(np.float32, copy=False)
+
+    def memory_index(self, doc_ids: Sequence[str]) -> np.ndarray:
+        """Map document ids to memory rows: int64 array, ``-1`` where there is no memory.
+
+        Storage engines compute this once per chunk (or keep it as a column) and pass it
+        to :meth:`score_block`.
+        """
+        get = self._memory_pos.get
+        return np.fromiter((get(str(i), -1) for i in doc_ids), dtype=np.int64, count=len(doc_ids))
+
+    def score_block(
+        self,
+        q_prime: np.ndarray,
+        doc_block: np.ndarray,
+        doc_norms: np.ndarray | None = None,
+        memory_index: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Exact model scores for one block of documents (higher = better).
+
+        Args:
+            q_prime: output of :meth:`transform_queries`, ``(d,)`` or ``(m, d)``.
+            doc_block: ``(n, d)`` raw document embeddings (need not be unit norm).
+            doc_norms: ``(n,)`` precomputed row norms; computed when ``None``.
+            memory_index: ``(n,)`` ints from :meth:`memory_index`, ``-1`` for rows
+                without memory; ``None`` means no row has memory.
+
+        Returns:
+            float32 ``(n,)`` for a single query or ``(m, n)`` for a batch.
+        """
+        q_prime = np.asarray(q_prime, dtype=np.float32)
+        doc_block = np.asarray(doc_block, dtype=np.float32)
+        single = q_prime.ndim == 1
+        q2 = q_prime[None, :] if single else q_prime
+        assert q2.shape[1] == self.dim and doc_block.shape[1] == self.dim
+        if doc_norms is None:
+            doc_norms = np.linalg.norm(doc_block, axis=1)
+        inv = 1.0 / np.maximum(np.asarray(doc_norms, dtype=np.float32), _EPS)
+        scores = (q2 @ doc_block.T) * inv[None, :]
+        if memory_index is not None and len(self.memory_ids):
+            memory_index = np.asarray(memory_index)
+            rows = np.flatnonzero(memory_index >= 0)
+            if rows.size:
+                # Only the few memory rows pay for the correction.
+                scores[:, rows] += q2 @ self.memory_vectors[memory_index[rows]].T
+        return scores[0] if single else scores
+
+    def search(
+        self,
+        queries: np.ndarray,
+        doc_embeddings: np.ndarray,
+        doc_ids: Sequence[str],
+        k: int = 10,
+        block_size: int = 65536,
+    ) -> list[list[str]]:
+        """Brute-force top-k ids per query (reference implementation for evaluation)."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        qp = self.transform_queries(queries)
+        ids = np.asarray([str(i) for i in doc_ids], dtype=object)
+        mem = self.memory_index(ids)
+        norms = np.linalg.norm(doc_embeddings, axis=1)
+        n = len(ids)
+        k = min(k, n)
+        results: list[list[str]] = []
+        for start in range(0, len(qp), 256):
+            scores = np.empty((min(256, len(qp) - start), n), dtype=np.float32)
+            for b in range(0, n, block_size):
+                sl = slice(b, b + block_size)
+                scores[:, sl] = self.score_block(
+                    qp[start : start + 256], doc_embeddings[sl], norms[sl], mem[sl]
+                )
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            for row, cand in zip(scores, top, strict=True):
+                # Stable tie-break on position keeps identity ranking deterministic.
+                order = cand[np.lexsort((cand, -row[cand]))]
+                results.append(ids[order].tolist())
+        return results
+
+    # ------------------------------------------------------------------ persistence
+    def to_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """``(arrays, params)``: float32 arrays and JSON-serialisable params."""
+        arrays = {
+            "query_matrix": self.query_matrix.copy(),
+            "memory_vectors": self.memory_vectors.copy(),
+        }
+        params = {
+            "format_version": FORMAT_VERSION,
+            "kind": "deep_memory.linear_query+sparse_memory",
+            "dim": self.dim,
+            "memory_ids": list(self.memory_ids),
+            "metadata": self.metadata,
+        }
+        return arrays, params
+
+    @classmethod
+    def from_state(
+        cls, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]
+    ) -> DeepMemoryModel:
+        version = params.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"unsupported Deep Memory format_version {version!r}")
+        model = cls(
+            arrays["query_matrix"],
+            params.get("memory_ids", []),
+            arrays["memory_vectors"],
+            params.get("metadata"),
+        )
+        if model.dim != params.get("dim", model.dim):
+            raise ValueError("Deep Memory state: dim does not match query_matrix")
+        return model
+
+    def __repr__(self) -> str:
+        return f"DeepMemoryModel(dim={self.dim}, memory={len(self.memory_ids)})"

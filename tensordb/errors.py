@@ -1,0 +1,65 @@
+"""One exception hierarchy for tensordb: catch :class:`TensorDBError` to catch them all."""
+
+from __future__ import annotations
+
+
+class TensorDBError(Exception):
+    """Base class of every error tensordb raises on purpose."""
+
+
+class StorageError(TensorDBError):
+    """Reading or writing the underlying store failed (disk full, I/O error, ...)."""
+
+
+class KeyNotFoundError(StorageError, KeyError):
+    """A key that should exist is absent from the store."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DataCorruptionError(TensorDBError):
+    """A file failed its checksum or could not be decoded."""
+
+
+class FormatVersionError(DataCorruptionError):
+    """A file was written by a newer, unknown format version."""
+
+
+class LockedError(TensorDBError):
+    """Another writer holds the dataset's lock."""
+
+
+class ReadOnlyError(TensorDBError):
+    """A write was attempted on a read-only dataset or an old commit."""
+
+
+class DatasetNotFoundError(TensorDBError):
+    """No dataset exists at the given path."""
+
+
+class DatasetExistsError(TensorDBError):
+    """A dataset already exists where a new one was requested."""
+
+
+class TensorNotFoundError(TensorDBError, KeyError):
+    """An unknown tensor name was used."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class TensorExistsError(TensorDBError):
+    """``create_tensor`` was called with a name already in use."""
+
+
+class SampleError(TensorDBError, ValueError):
+    """A row does not fit its tensor: wrong type, shape, dtype or value."""
+
+
+class IndexOutOfRangeError(TensorDBError, IndexError):
+    """A row index lies outside the tensor or view."""
+
+
+class VersionError(TensorDBError):
+    """An unknown branch or commit, or an invalid version operation."""

@@ -1,0 +1,1 @@
+"""Format layer: how chunks, manifests and records are laid out as bytes."""

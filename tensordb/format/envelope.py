@@ -1,0 +1,172 @@
+"""The one container every tensordb file uses: a versioned, checksummed envelope.
+
+Layout (little-endian)::
+
+    magic (4 bytes, names the kind of file) | format version u16 | flags u16
+    | header length u32 | header crc32 u32 | header (msgpack)
+    | zero padding to a 64-byte boundary | buffers, each 64-byte aligned
+
+The header is a msgpack map; its ``buffers`` entry lists ``[name, offset,
+nbytes, crc32, codec, raw_nbytes]`` with offsets relative to the payload start.
+Every byte of a file is covered by a checksum, so damage is always detected
+before data is used. msgpack and raw numbers only: nothing here can run code.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from ..errors import DataCorruptionError, FormatVersionError
+from . import codecs
+
+FORMAT_VERSION = 1
+ALIGN = 64
+PREFIX = struct.Struct("<4sHHII")
+MAX_HEADER_BYTES = 64 << 20
+
+MAGIC_CHUNK = b"TDBC"
+MAGIC_STATE = b"TDBS"
+MAGIC_REFS = b"TDBR"
+MAGIC_COMMIT = b"TDBK"
+MAGIC_DATASET = b"TDBD"
+MAGIC_BLOB = b"TDBB"
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+@dataclass(frozen=True)
+class BufferRef:
+    """Where one buffer lies in a file, and how to check and decode it."""
+
+    offset: int  # absolute, from the start of the file
+    nbytes: int
+    crc: int
+    codec: str | None
+    raw_nbytes: int
+
+
+@dataclass(frozen=True)
+class Header:
+    """The decoded header of an envelope."""
+
+    magic: bytes
+    version: int
+    meta: dict[str, Any]
+    buffers: dict[str, BufferRef]
+    payload_start: int
+
+
+def pack(
+    magic: bytes,
+    meta: Mapping[str, Any],
+    buffers: Mapping[str, bytes | memoryview] | None = None,
+    codec: str | None = None,
+) -> bytes:
+    """Serialise ``meta`` and named ``buffers`` into one envelope."""
+    stored: list[tuple[str, bytes | memoryview, str | None, int]] = []
+    for name, raw in (buffers or {}).items():
+        raw = memoryview(raw).cast("B")
+        data = codecs.encode(codec, raw)
+        stored.append((name, data, codec, raw.nbytes))
+    refs = []
+    offset = 0
+    for name, data, used_codec, raw_nbytes in stored:
+        refs.append([name, offset, len(data), zlib.crc32(data), used_codec, raw_nbytes])
+        offset = _align(offset + len(data))
+    header = msgpack.packb({**meta, "buffers": refs}, use_bin_type=True)
+    prefix = PREFIX.pack(magic, FORMAT_VERSION, 0, len(header), zlib.crc32(header))
+    head_len = len(prefix) + len(header)
+    parts: list[bytes | memoryview] = [prefix, header, b"\0" * (_align(head_len) - head_len)]
+    for (_name, data, _c, _r), ref in zip(stored, refs):
+        parts.append(data)
+        parts.append(b"\0" * (_align(ref[1] + len(data)) - ref[1] - len(data)))
+    return b"".join(parts)
+
+
+def read_header(read: Callable[[int, int], bytes], what: str, magic: bytes) -> Header:
+    """Decode and verify the header, reading the file through ``read(start, length)``."""
+    prefix = read(0, PREFIX.size)
+    if len(prefix) < PREFIX.size:
+        raise DataCorruptionError(f"{what}: file is truncated ({len(prefix)} bytes, no header)")
+    got_magic, version, _flags, header_len, header_crc = PREFIX.unpack(prefix)
+    if got_magic != magic:
+        raise DataCorruptionError(f"{what}: not a tensordb {magic.decode()} file (magic {got_magic!r})")
+    if version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{what}: written by format version {version}; this tensordb reads up to {FORMAT_VERSION}"
+        )
+    if header_len > MAX_HEADER_BYTES:
+        raise DataCorruptionError(f"{what}: header length {header_len} is implausible")
+    raw = read(PREFIX.size, header_len)
+    if len(raw) != header_len or zlib.crc32(raw) != header_crc:
+        raise DataCorruptionError(f"{what}: header checksum mismatch (file damaged or truncated)")
+    try:
+        meta = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        payload_start = _align(PREFIX.size + header_len)
+        buffers = {
+            str(name): BufferRef(payload_start + int(off), int(n), int(crc), codec, int(raw_n))
+            for name, off, n, crc, codec, raw_n in meta.pop("buffers")
+        }
+    except Exception as e:  # malformed but checksum-valid header: a bug or a forged file
+        raise DataCorruptionError(f"{what}: header cannot be decoded: {e}") from e
+    return Header(got_magic, version, meta, buffers, payload_start)
+
+
+def check_buffer(data: bytes | memoryview, ref: BufferRef, what: str, name: str) -> None:
+    """Raise ``DataCorruptionError`` unless ``data`` is the stored buffer ``name``."""
+    if len(data) != ref.nbytes:
+        raise DataCorruptionError(f"{what}: buffer {name!r} is truncated ({len(data)} of {ref.nbytes} bytes)")
+    if zlib.crc32(data) != ref.crc:
+        raise DataCorruptionError(f"{what}: buffer {name!r} failed its checksum (file damaged)")
+
+
+def unpack(
+    data: bytes | memoryview, what: str, magic: bytes, verify: bool = True
+) -> tuple[dict[str, Any], dict[str, memoryview]]:
+    """Decode a whole envelope held in memory, verifying every buffer checksum unless told not to.
+
+    The header checksum is always verified.
+    """
+    view = memoryview(data).cast("B")
+    header = read_header(lambda s, n: bytes(view[s : s + n]), what, magic)
+    buffers = {}
+    for name, ref in header.buffers.items():
+        stored = view[ref.offset : ref.offset + ref.nbytes]
+        if verify:
+            check_buffer(stored, ref, what, name)
+        elif len(stored) != ref.nbytes:
+            raise DataCorruptionError(f"{what}: buffer {name!r} is truncated")
+        buffers[name] = decode_buffer(stored, ref, what, name)
+    return header.meta, buffers
+
+
+def decode_buffer(stored: memoryview, ref: BufferRef, what: str, name: str) -> memoryview:
+    """Undo the buffer's codec (the checksum must already have been verified)."""
+    if ref.codec is None:
+        return stored
+    try:
+        raw = codecs.decode(ref.codec, stored, ref.raw_nbytes)
+    except Exception as e:
+        raise DataCorruptionError(f"{what}: buffer {name!r} cannot be decompressed: {e}") from e
+    if len(raw) != ref.raw_nbytes:
+        raise DataCorruptionError(f"{what}: buffer {name!r} decompressed to {len(raw)}, expected {ref.raw_nbytes}")
+    return memoryview(raw)
+
+
+def pack_record(magic: bytes, record: Mapping[str, Any]) -> bytes:
+    """An envelope with metadata only (manifests, refs, commit records)."""
+    return pack(magic, record)
+
+
+def unpack_record(data: bytes, what: str, magic: bytes) -> dict[str, Any]:
+    """Decode a metadata-only envelope."""
+    meta, _ = unpack(data, what, magic)
+    return meta

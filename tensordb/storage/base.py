@@ -1,0 +1,81 @@
+"""The storage layer: bytes by key, and nothing else.
+
+Every store keeps immutable objects under keys such as ``chunks/ab12..`` and a
+few mutable pointers (``refs``) that change only through :meth:`Store.publish`,
+the single atomic step that makes a write visible.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Protocol
+
+
+class WriterLock(Protocol):
+    """A held single-writer lock."""
+
+    def release(self) -> None:
+        """Give the lock up; calling it twice is harmless."""
+
+
+class Store(ABC):
+    """A flat key-value store of bytes. Keys are ``/``-separated relative paths."""
+
+    url: str
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """Return the bytes under ``key``; raise ``KeyNotFoundError`` if absent."""
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Return ``length`` bytes of ``key`` from ``start`` (fewer at the end)."""
+        return self.get(key)[start : start + length]
+
+    def read_into(self, key: str, start: int, out: memoryview) -> None:
+        """Fill ``out`` with the bytes of ``key`` from ``start``; short data is an error."""
+        data = self.get_range(key, start, len(out))
+        if len(data) != len(out):
+            from ..errors import DataCorruptionError
+
+            raise DataCorruptionError(f"{self.url}/{key}: expected {len(out)} bytes at {start}, got {len(data)}")
+        out[:] = data
+
+    def map(self, key: str) -> memoryview:
+        """A read-only view of the whole object; stores may memory-map it."""
+        return memoryview(self.get(key))
+
+    @abstractmethod
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        """Write an object whole. Readers never see a partial object."""
+
+    @abstractmethod
+    def publish(self, key: str, data: bytes) -> None:
+        """Durably and atomically replace ``key``; everything put before is durable first."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is not an error."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds an object."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """All keys starting with ``prefix``, sorted."""
+
+    @abstractmethod
+    def acquire_writer_lock(self, timeout: float = 0.0) -> WriterLock:
+        """Take the single-writer lock; raise ``LockedError`` if not got within ``timeout`` s.
+
+        A lock held by a process that died must never block forever.
+        """
+
+    def modified_time(self, key: str) -> float:
+        """When ``key`` was last written, in seconds since the epoch (0 if unknown)."""
+        return 0.0
+
+    def clear(self) -> None:
+        """Delete every key."""
+        for key in self.list():
+            self.delete(key)

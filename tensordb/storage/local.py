@@ -1,0 +1,213 @@
+"""A store in a local directory, crash-safe through write-to-temp, fsync and rename."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import time
+import uuid
+
+from ..errors import KeyNotFoundError, LockedError, StorageError
+from .base import Store
+
+_TMP_MARK = ".tdb-tmp-"
+_LOCK_FILE = "LOCK"
+
+
+def _check_key(key: str) -> None:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise StorageError(f"invalid storage key {key!r}: expected a relative path without '..'")
+
+
+class _FileLock:
+    """An ``flock`` on the LOCK file: the kernel drops it when the holder dies."""
+
+    def __init__(self, fd: int):
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class LocalStore(Store):
+    """Objects are files below ``root``. ``put`` never leaves a partial file under a key."""
+
+    def __init__(self, root: str):
+        self.root = os.path.abspath(root)
+        self.url = self.root
+        self._unsynced_dirs: set[str] = set()
+
+    def _path(self, key: str) -> str:
+        _check_key(key)
+        return os.path.join(self.root, *key.split("/"))
+
+    def get(self, key: str) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise KeyNotFoundError(f"{self.url}: no object {key!r}") from None
+        except OSError as e:
+            raise StorageError(f"{self.url}: reading {key!r} failed: {e}") from e
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                f.seek(start)
+                return f.read(length)
+        except FileNotFoundError:
+            raise KeyNotFoundError(f"{self.url}: no object {key!r}") from None
+        except OSError as e:
+            raise StorageError(f"{self.url}: reading {key!r} failed: {e}") from e
+
+    def read_into(self, key: str, start: int, out: memoryview) -> None:
+        try:
+            with open(self._path(key), "rb", buffering=0) as f:
+                f.seek(start)
+                got = 0
+                while got < len(out):
+                    n = f.readinto(out[got:])
+                    if not n:
+                        break
+                    got += n
+        except FileNotFoundError:
+            raise KeyNotFoundError(f"{self.url}: no object {key!r}") from None
+        except OSError as e:
+            raise StorageError(f"{self.url}: reading {key!r} failed: {e}") from e
+        if got != len(out):
+            from ..errors import DataCorruptionError
+
+            raise DataCorruptionError(
+                f"{self.url}/{key}: file is truncated: expected {len(out)} bytes at {start}, got {got}"
+            )
+
+    def map(self, key: str) -> memoryview:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as f:
+                if os.fstat(f.fileno()).st_size == 0:
+                    return memoryview(b"")
+                return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+        except FileNotFoundError:
+            raise KeyNotFoundError(f"{self.url}: no object {key!r}") from None
+        except OSError as e:
+            raise StorageError(f"{self.url}: mapping {key!r} failed: {e}") from e
+
+    def _write_file(self, key: str, data: bytes | memoryview) -> None:
+        path = self._path(key)
+        directory = os.path.dirname(path)
+        tmp = f"{path}{_TMP_MARK}{uuid.uuid4().hex}"
+        try:
+            os.makedirs(directory, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data).cast("B")
+                while view:
+                    written = os.write(fd, view)
+                    if written <= 0:
+                        raise OSError(errno.EIO, "short write")
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as e:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise StorageError(f"{self.url}: writing {key!r} failed: {e}") from e
+        self._unsynced_dirs.add(directory)
+
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        self._write_file(key, data)
+
+    def _sync_dirs(self) -> None:
+        for directory in sorted(self._unsynced_dirs):
+            try:
+                fd = os.open(directory, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                raise StorageError(f"{self.url}: fsync of {directory!r} failed: {e}") from e
+        self._unsynced_dirs.clear()
+
+    def publish(self, key: str, data: bytes) -> None:
+        # Everything the new pointer refers to must be durable before the pointer itself.
+        self._sync_dirs()
+        self._write_file(key, data)
+        self._sync_dirs()
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise StorageError(f"{self.url}: deleting {key!r} failed: {e}") from e
+
+    def exists(self, key: str) -> bool:
+        return os.path.isfile(self._path(key))
+
+    def list(self, prefix: str = "") -> list[str]:
+        keys = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            rel = os.path.relpath(dirpath, self.root)
+            for name in files:
+                if _TMP_MARK in name or (rel == "." and name == _LOCK_FILE):
+                    continue
+                key = name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}"
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def temp_files(self) -> list[str]:
+        """Leftovers of writes interrupted by a crash (removed by ``vacuum``)."""
+        found = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            found += [os.path.join(dirpath, n) for n in files if _TMP_MARK in n]
+        return found
+
+    def modified_time(self, key: str) -> float:
+        try:
+            return os.stat(self._path(key)).st_mtime
+        except OSError:
+            return 0.0
+
+    def acquire_writer_lock(self, timeout: float = 0.0) -> _FileLock:
+        os.makedirs(self.root, exist_ok=True)
+        fd = os.open(os.path.join(self.root, _LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return _FileLock(fd)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise LockedError(
+                        f"{self.url} is locked by another writer; open it with read_only=True "
+                        f"to read, or pass lock_timeout to wait"
+                    ) from None
+                time.sleep(0.05)
+
+    def clear(self) -> None:
+        import shutil
+
+        if os.path.isdir(self.root):
+            for name in os.listdir(self.root):
+                if name == _LOCK_FILE:
+                    continue
+                path = os.path.join(self.root, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)

@@ -1,0 +1,68 @@
+"""An in-process store for ``mem://`` paths: fast scratch datasets and tests."""
+
+from __future__ import annotations
+
+import threading
+
+from ..errors import KeyNotFoundError, LockedError
+from .base import Store
+
+_REGISTRY: dict[str, MemoryStore] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+class _ThreadLock:
+    def __init__(self, lock: threading.Lock):
+        self._lock: threading.Lock | None = lock
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+class MemoryStore(Store):
+    """Objects live in a dict; ``publish`` is a single assignment, so it is atomic."""
+
+    def __init__(self, name: str = ""):
+        self.url = f"mem://{name}"
+        self._objects: dict[str, bytes] = {}
+        self._writer = threading.Lock()
+
+    @classmethod
+    def named(cls, name: str) -> MemoryStore:
+        """The process-wide store for ``mem://name``, created on first use."""
+        with _REGISTRY_LOCK:
+            if name not in _REGISTRY:
+                _REGISTRY[name] = cls(name)
+            return _REGISTRY[name]
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._objects[key]
+        except KeyError:
+            raise KeyNotFoundError(f"{self.url}: no object {key!r}") from None
+
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        self._objects[key] = bytes(data)
+
+    def publish(self, key: str, data: bytes) -> None:
+        self._objects[key] = bytes(data)
+
+    def delete(self, key: str) -> None:
+        self._objects.pop(key, None)
+
+    def exists(self, key: str) -> bool:
+        return key in self._objects
+
+    def list(self, prefix: str = "") -> list[str]:
+        return sorted(k for k in list(self._objects) if k.startswith(prefix))
+
+    def acquire_writer_lock(self, timeout: float = 0.0) -> _ThreadLock:
+        if timeout > 0:
+            acquired = self._writer.acquire(timeout=timeout)
+        else:
+            acquired = self._writer.acquire(blocking=False)
+        if not acquired:
+            raise LockedError(f"{self.url} is locked by another writer in this process")
+        return _ThreadLock(self._writer)
