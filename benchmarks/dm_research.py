@@ -47,6 +47,33 @@ def dev_eval(model: DeepMemoryModel, docs, doc_ids, dev) -> dict[str, float]:
     return evaluate_rankings(ranked, dev[1])
 
 
+def scan_cost(model: DeepMemoryModel, docs, doc_ids, queries, block: int = 4096) -> float:
+    """Per-query scan time with the model (transform + score_block) over plain cosine."""
+    norms = np.linalg.norm(docs, axis=1)
+    mem = model.memory_index(doc_ids)
+    blocks = [(docs[i : i + block], norms[i : i + block], mem[i : i + block]) for i in range(0, len(docs), block)]
+
+    def timed(fn) -> float:
+        best = float("inf")
+        for _ in range(5):
+            t = time.perf_counter()
+            for q in queries:
+                fn(q)
+            best = min(best, time.perf_counter() - t)
+        return best
+
+    def cosine(q):
+        qn = q / np.linalg.norm(q)
+        return [(b @ qn) / n for b, n, _ in blocks]
+
+    def with_model(q):
+        qp = model.transform_queries(q)
+        ms = model.memory_scores(qp)
+        return [model.score_block(qp, b, n, m, ms) for b, n, m in blocks]
+
+    return timed(with_model) / timed(cosine)
+
+
 def row(name: str, m: dict[str, float], extra: str = "") -> str:
     return f"{name:<28}" + "".join(f"{m[k]:>8.3f}" for k in SHOW) + f"  {extra}"
 
@@ -76,6 +103,15 @@ def main() -> None:
             f"train {wall:.1f}s epoch {res.best_epoch} improved={res.improved} "
             f"refit={res.refitted} mem={len(res.model.memory_ids)}",
         )
+    )
+    cost = scan_cost(res.model, docs, doc_ids, dev[0][:50])
+    # SciFact is tiny, so fixed per-query costs (the d×d transform) dominate; a corpus
+    # tiled to ~200k rows (memory still on the original 491 ids) shows the scan regime.
+    big = np.tile(docs, (40, 1))
+    big_ids = doc_ids + [f"copy{i}" for i in range(len(big) - len(doc_ids))]
+    cost_big = scan_cost(res.model, big, big_ids, dev[0][:20])
+    print(
+        f"search cost model/plain cosine, 1 query, blocks of 4096: {cost:.2f}x (5k docs), {cost_big:.2f}x (207k docs)"
     )
     print(row("  (val before)", res.val_metrics_before))
     print(row("  (val after)", res.val_metrics_after))

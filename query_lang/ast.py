@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Union
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class Slice:
     step: int | None = None
 
 
-IndexItem = Union[int, str, Slice]
+IndexItem = int | str | Slice
 
 
 @dataclass(frozen=True)
@@ -124,8 +123,8 @@ class IsNull:
     negated: bool = False
 
 
-Expr = Union[Literal, ArrayLiteral, Column, Index, Call, Unary, Binary, BoolOp, InList, Between,
-             Like, IsNull]
+Expr = (Literal | ArrayLiteral | Column | Index | Call | Unary | Binary | BoolOp | InList | Between
+        | Like | IsNull)
 
 
 @dataclass(frozen=True)
@@ -161,7 +160,7 @@ class Query:
     offset: int | None = None
 
 
-Node = Union[Expr, Star, SelectItem, OrderKey, Query]
+Node = Expr | Star | SelectItem | OrderKey | Query
 
 
 def children(node: Node) -> Iterator[Node]:

@@ -59,31 +59,113 @@ class BExpr:
         return self._text
 
 
-class DerivedCache:
-    """Bounded LRU of per-batch values of pure expressions, keyed by data identity."""
+class _Packed:
+    """A per-row list of plain numbers (and NULLs) stored as a numpy array."""
 
-    def __init__(self, maxsize: int = 256) -> None:
+    __slots__ = ("data", "nulls")
+
+    def __init__(self, data: np.ndarray, nulls: np.ndarray | None) -> None:
+        self.data = data
+        self.nulls = nulls
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.nbytes + (0 if self.nulls is None else self.nulls.nbytes)
+
+    def unpack(self) -> list[Any]:
+        out = self.data.tolist()
+        if self.nulls is not None:
+            for i in np.flatnonzero(self.nulls).tolist():
+                out[i] = None
+        return out
+
+
+_PACK_DTYPES = {int: np.int64, float: np.float64, bool: np.bool_}
+
+
+def _pack(v: Any) -> Any:
+    """Compact form of a cached value: lists of one numeric Python type become arrays."""
+    if not isinstance(v, list) or not v:
+        return v
+    kinds = set(map(type, v))
+    has_null = type(None) in kinds
+    kinds.discard(type(None))
+    if len(kinds) != 1:
+        return v
+    dtype = _PACK_DTYPES.get(kinds.pop())
+    if dtype is None:
+        return v
+    try:
+        if not has_null:
+            return _Packed(np.array(v, dtype=dtype), None)
+        nulls = np.fromiter((x is None for x in v), dtype=bool, count=len(v))
+        return _Packed(np.array([0 if x is None else x for x in v], dtype=dtype), nulls)
+    except (OverflowError, TypeError, ValueError):  # e.g. an int beyond int64
+        return v
+
+
+def _size(v: Any) -> int:
+    if isinstance(v, (np.ndarray, _Packed)):
+        return int(v.nbytes) + 64
+    if isinstance(v, list):
+        return 8 * len(v) + 64 + (8 * len(v) if v and isinstance(v[0], str) else 0)
+    return 64
+
+
+class DerivedCache:
+    """Bounded LRU of per-batch values of pure expressions, keyed by data identity.
+
+    Numeric per-row lists (e.g. ``metadata['group']``) are stored as numpy arrays
+    and turned back into lists on a hit, so entries stay compact; masks and other
+    ndarrays are stored as they are. Both the entry count and an estimate of the
+    bytes held are bounded.
+    """
+
+    def __init__(self, maxsize: int = 256, max_bytes: int = 256 << 20) -> None:
         self.maxsize = maxsize
-        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self.max_bytes = max_bytes
+        self._data: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
         self.hits = 0
         self.misses = 0
 
     def get(self, key: Hashable) -> Any:
-        if key in self._data:
+        entry = self._data.get(key)
+        if entry is not None:
             self._data.move_to_end(key)
             self.hits += 1
-            return self._data[key]
+            value = entry[0]
+            return value.unpack() if isinstance(value, _Packed) else value
         self.misses += 1
         return None
 
     def put(self, key: Hashable, value: Any) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
+        if value is None:
+            return
+        packed = _pack(value)
+        size = _size(packed)
+        if size > self.max_bytes:
+            return
+        old = self._data.pop(key, None)
+        if old is not None:
+            self._bytes -= old[1]
+        self._data[key] = (packed, size)
+        self._bytes += size
+        while len(self._data) > self.maxsize or self._bytes > self.max_bytes:
+            _, (_, dropped) = self._data.popitem(last=False)
+            self._bytes -= dropped
+
+    @property
+    def nbytes(self) -> int:
+        """Estimated bytes held."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._data)
 
     def clear(self) -> None:
         self._data.clear()
+        self._bytes = 0
 
 
 #: Shared by all executions so a repeated query does not re-decode JSON.
@@ -99,6 +181,10 @@ class EvalContext:
     fn_caches: dict[str, dict]
     memo: dict[int, Any] = field(default_factory=dict)
     derived: DerivedCache | None = DERIVED_CACHE
+    #: Maps batch positions to original source positions (materialised subqueries).
+    row_map: np.ndarray | None = None
+    #: The source the query runs against (functions may read source-level facts from it).
+    source: Any = None
 
     @property
     def n(self) -> int:
@@ -282,7 +368,7 @@ def _check_boolish(x: BExpr, where: str) -> None:
 
 def _boolop_kernel(op: str, ops: list[BExpr]) -> Kernel:
     def kernel(v, c, ctx):
-        masks = [truthy(x, o.type, cc, ctx.n) for x, o, cc in zip(v, ops, c)]
+        masks = [truthy(x, o.type, cc, ctx.n) for x, o, cc in zip(v, ops, c, strict=False)]
         out = masks[0].copy()
         for m in masks[1:]:
             out = (out & m) if op == "AND" else (out | m)
@@ -294,7 +380,7 @@ def _boolop_kernel(op: str, ops: list[BExpr]) -> Kernel:
 def _any_of_kernel(negated: bool) -> Kernel:
     def kernel(v, c, ctx):
         out = np.zeros(ctx.n, dtype=bool)
-        for x, cc in zip(v, c):
+        for x, cc in zip(v, c, strict=False):
             out |= truthy(x, BOOL, cc, ctx.n)
         return ~out if negated else out
 
@@ -328,7 +414,7 @@ def _array_result_shape(op: str, a: ValueType, b: ValueType, la: BExpr, lb: BExp
     sb = () if b.kind in ("number", "bool") else b.shape
     if sa is None or sb is None or None in sa or None in sb:
         if sa is not None and sb is not None and len(sa) == len(sb):
-            return tuple(x if x == y else None for x, y in zip(sa, sb))
+            return tuple(x if x == y else None for x, y in zip(sa, sb, strict=False))
         return None
     try:
         return np.broadcast_shapes(sa, sb)
@@ -419,7 +505,7 @@ def _bind_call(e: ast.Call, scope: Scope) -> BExpr:
 
     def call_kernel(v, c, ctx):
         cc = CallContext(ctx.batch, ctx.n, tuple(c), arg_columns,
-                         ctx.fn_caches.setdefault(fn.name, {}))
+                         ctx.fn_caches.setdefault(fn.name, {}), ctx.row_map, ctx.source)
         return fn.evaluate(v, cc)
 
     resolved = ast.Call(e.name, tuple(a.resolved for a in args))

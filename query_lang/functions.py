@@ -49,11 +49,14 @@ class CallContext:
     arg_consts: tuple[bool, ...] = ()
     arg_columns: tuple[str | None, ...] = ()  #: source column when an argument is a bare tensor
     cache: dict[Hashable, Any] = field(default_factory=dict)  #: per executor, per function
+    row_map: np.ndarray | None = None
+    source: Any = None  #: the ScanSource being queried (for source-level facts, e.g. a trained model)
 
     @property
     def rows(self) -> np.ndarray:
         """Source positions of the rows being evaluated."""
-        return self.batch.rows
+        rows = np.asarray(self.batch.rows, dtype=np.int64)
+        return rows if self.row_map is None else self.row_map[rows]
 
     def column(self, name: str) -> Any:
         """Values of a column read in this batch (including ``extra_columns``)."""
@@ -173,7 +176,7 @@ def _norms(v: Any, const: bool, column: str | None, ctx: CallContext) -> Any:
 
 def _dots(a: Any, ac: bool, b: Any, bc: bool, n: int) -> np.ndarray:
     if isinstance(a, list) or isinstance(b, list):
-        pairs = zip(rows_iter(a, ac, n), rows_iter(b, bc, n))
+        pairs = zip(rows_iter(a, ac, n), rows_iter(b, bc, n), strict=False)
         return np.asarray([_safe_dot(x, y) for x, y in pairs], dtype=np.float64)
     if bc:
         return (a @ b.astype(a.dtype, copy=False)).astype(np.float64)
@@ -297,7 +300,7 @@ class Contains(Function):
             eq = xs == needle
             return eq.reshape(ctx.n, -1).any(axis=1)
         out = []
-        for x, y in zip(rows_iter(xs, xc, ctx.n), rows_iter(needle, nc, ctx.n)):
+        for x, y in zip(rows_iter(xs, xc, ctx.n), rows_iter(needle, nc, ctx.n), strict=False):
             out.append(_contains(x, y))
         return np.asarray(out, dtype=bool)
 

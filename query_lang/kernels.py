@@ -111,13 +111,18 @@ def numeric_binary(op: str, a: Any, ac: bool, b: Any, bc: bool, n: int) -> Any:
         if (not ac and isinstance(a, list)) or (not bc and isinstance(b, list)):
             ra = rows_iter(a, ac, n)
             rb = rows_iter(b, bc, n)
-            return [fn(np.asarray(x), np.asarray(y)) for x, y in zip(ra, rb)]
+            return [fn(np.asarray(x), np.asarray(y)) for x, y in zip(ra, rb, strict=False)]
         if op in ("+", "-", "*", "/") and (np.asarray(a).dtype == bool):
             a = np.asarray(a, dtype=np.int64)
         if op in ("+", "-", "*", "/") and (np.asarray(b).dtype == bool):
             b = np.asarray(b, dtype=np.int64)
         a, b = align(np.asarray(a), ac, np.asarray(b), bc)
-        return fn(a, b)
+        out = fn(a, b)
+        if op == "!=":  # NaN compares false with everything, != included (two-valued NULL logic)
+            for side in (a, b):
+                if side.dtype.kind == "f":
+                    out = out & ~np.isnan(side)
+        return out
 
 
 def _py_number(x: Any) -> bool:
@@ -132,7 +137,7 @@ def object_binary(op: str, a: Any, ac: bool, b: Any, bc: bool, n: int, cmp: bool
     """
     fn = _OPS[op]
     out = []
-    for x, y in zip(rows_iter(a, ac, n), rows_iter(b, bc, n)):
+    for x, y in zip(rows_iter(a, ac, n), rows_iter(b, bc, n), strict=False):
         if isinstance(x, np.generic):
             x = x.item()
         if isinstance(y, np.generic):
@@ -145,7 +150,7 @@ def _object_op(fn: Any, op: str, x: Any, y: Any, cmp: bool) -> Any:
     if x is None or y is None or (isinstance(x, float) and math.isnan(x)) or (
         isinstance(y, float) and math.isnan(y)
     ):
-        return op == "!=" and x is not None and y is not None if cmp else None
+        return False if cmp else None
     if not cmp and not (_py_number(x) and _py_number(y)):
         return None
     if cmp and op not in ("==", "!=") and type(x) is not type(y):

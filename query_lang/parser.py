@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import math
+import re
+import threading
 from importlib import resources
 from typing import Any
 
@@ -24,7 +27,6 @@ _REGEX_NAMES = {
     "NUMBER": "number",
     "STRING": "'string'",
     "COMP_OP": "comparison operator",
-    "LIKE_OP": "LIKE",
     "$END": "end of query",
 }
 
@@ -134,9 +136,8 @@ class _Build(Transformer):
         return ast.Between(e[0], e[1], e[2], _kw(c, "NOT"))
 
     def like(self, c):
-        op = next(t for t in c if isinstance(t, Token) and t.type == "LIKE_OP")
         e = _exprs(c)
-        return ast.Like(e[0], e[1], str(op).lower() == "ilike", _kw(c, "NOT"))
+        return ast.Like(e[0], e[1], _kw(c, "ILIKE"), _kw(c, "NOT"))
 
     def is_null(self, c):
         return ast.IsNull(c[0], _kw(c, "NOT"))
@@ -194,6 +195,11 @@ class _Build(Transformer):
         return ast.Literal(None)
 
     def array(self, c):
+        fast = getattr(_FAST_ARRAYS, "values", None)
+        if fast:
+            values = fast.get(c[0].start_pos)
+            if values is not None:
+                return ast.ArrayLiteral(values)
         return ast.ArrayLiteral(tuple(v for v in c[1:] if v is not None))
 
     def array_item(self, c):
@@ -223,10 +229,80 @@ def _count(tok: Token) -> int:
     return int(_number(tok))
 
 
+#: ``ARRAY`` literals pre-parsed by :func:`_prescan_arrays`, by the ARRAY token's offset.
+_FAST_ARRAYS = threading.local()
+
+_NUM = r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+#: Skips strings and quoted names; group 1 is an ``ARRAY[`` keyword with its number list.
+_ARRAY_SCAN = re.compile(
+    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")+\"|(?<![A-Za-z0-9_])(ARRAY[ \t\r\n\f]*\[)([^\]'\"]*)\]",
+    re.IGNORECASE,
+)
+_WS = r"[ \t\r\n\f]*"  # exactly what the grammar ignores
+_NUMBER_LIST = re.compile(rf"{_WS}-?{_NUM}{_WS}(?:,{_WS}-?{_NUM}{_WS})*")
+#: Lists shorter than this are left to the grammar: the shortcut only pays for long ones.
+_FAST_ARRAY_MIN_CHARS = 64
+
+
+def _number_list(body: str) -> tuple[int | float, ...] | None:
+    """``body`` as numbers, exactly as the grammar reads them, or None to leave it to the grammar."""
+    if _NUMBER_LIST.fullmatch(body) is None:
+        return None
+    items = body.split(",")
+    try:
+        values = [float(x) if ("." in x or "e" in x or "E" in x) else int(x) for x in items]
+    except ValueError:
+        return None
+    for i, v in enumerate(values):
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                return None
+        elif len(items[i]) > 18:
+            x = items[i].strip()
+            try:
+                values[i] = _number(Token("NUMBER", x.lstrip("-")), negative=x.startswith("-"))
+            except _LiteralError:
+                return None
+    return tuple(values)
+
+
+def _prescan_arrays(text: str) -> tuple[str, dict[int, tuple[int | float, ...]]]:
+    """Parse long ``ARRAY[n, -n, ...]`` number lists without the LALR parser.
+
+    Feeding hundreds of numbers token by token through lark costs milliseconds
+    per query, which dominates a vector search. Each well-formed list is parsed
+    here and blanked to a single ``0`` padded with the same whitespace layout,
+    so every later token keeps its line, column and offset (error messages are
+    unchanged); the transformer then substitutes the values. Anything unusual
+    (an out-of-range number, a stray token) is left for the grammar to report.
+    """
+    found: dict[int, tuple[int | float, ...]] = {}
+    pieces: list[str] = []
+    last = 0
+    for m in _ARRAY_SCAN.finditer(text):
+        body = m.group(2)
+        if m.group(1) is None or len(body) < _FAST_ARRAY_MIN_CHARS:
+            continue
+        values = _number_list(body)
+        if values is not None:
+            found[m.start(1)] = tuple(values)
+            start = m.start(2)
+            pieces.append(text[last:start])
+            blank = "\n".join(" " * len(line) for line in body.split("\n"))
+            first = len(blank) - len(blank.lstrip("\n"))
+            pieces.append(f"{blank[:first]}0{blank[first + 1:]}")
+            last = m.end(2)
+    if not found:
+        return text, found
+    pieces.append(text[last:])
+    return "".join(pieces), found
+
+
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
     grammar = resources.files(__package__).joinpath("grammar.lark").read_text()
-    return Lark(grammar, parser="lalr", transformer=_Build(), maybe_placeholders=True)
+    return Lark(grammar, parser="lalr", lexer="basic", transformer=_Build(),
+                maybe_placeholders=True)
 
 
 @functools.lru_cache(maxsize=1)
@@ -267,8 +343,15 @@ def parse(text: str) -> ast.Query:
     if nul >= 0:
         line, col = _line_col(text, nul)
         raise TQLSyntaxError("NUL character in query", text, line, col)
+    return _parse_cached(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(text: str) -> ast.Query:
+    # The AST is immutable, so repeated query texts share one parse.
+    scanned, _FAST_ARRAYS.values = _prescan_arrays(text)
     try:
-        query = _parser().parse(text)
+        query = _parser().parse(scanned)
     except _LiteralError as e:
         raise TQLSyntaxError(str(e), text, e.token.line, e.token.column) from None
     except UnexpectedInput as e:
@@ -277,6 +360,8 @@ def parse(text: str) -> ast.Query:
         if isinstance(e, TQLError):
             raise
         raise TQLSyntaxError(f"could not parse query: {e}") from None
+    finally:
+        _FAST_ARRAYS.values = None
     if ast.depth(query) > MAX_DEPTH:
         raise TQLSyntaxError(f"query is nested more than {MAX_DEPTH} levels deep")
     return query

@@ -2,9 +2,9 @@
 
 from .core import Dataset, DatasetView, Tensor, dataset, deepcopy, empty, exists, load
 from .errors import (
+    DataCorruptionError,
     DatasetExistsError,
     DatasetNotFoundError,
-    DataCorruptionError,
     LockedError,
     ReadOnlyError,
     SampleError,
@@ -13,12 +13,19 @@ from .errors import (
     VersionError,
 )
 
+from .deep_memory.tql import register as _register_tql_functions
+from .vectorstore import HashingEmbedding, VectorStore
+
+_register_tql_functions()
+
 __version__ = "0.1.0"
 
 __all__ = [
     "Dataset",
     "DatasetView",
     "Tensor",
+    "VectorStore",
+    "HashingEmbedding",
     "dataset",
     "deepcopy",
     "empty",

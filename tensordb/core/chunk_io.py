@@ -11,12 +11,12 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from ..errors import DataCorruptionError, KeyNotFoundError
+from ..errors import DataCorruptionError, KeyNotFoundError, TensorDBError
 from ..format import chunk as chunkfmt
 from ..format import envelope
 from ..format.manifest import CHUNK_PREFIX, TensorMeta, TensorState
@@ -83,6 +83,57 @@ class ChunkReader:
         envelope.check_buffer(view, ref, what, "data")
 
 
+class ChunkWriter:
+    """Writes new chunk files on background threads, so fsyncs overlap with encoding.
+
+    It remembers every key written since ``take_written`` was last called, so a
+    failed operation can delete what it wrote. ``wait`` re-raises the first error.
+    """
+
+    def __init__(self, store: Store, workers: int = 4, max_pending: int = 8):
+        self.store = store
+        self.written: list[str] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._workers = workers
+        self._max_pending = max_pending
+        self._pending: list[Future] = []
+
+    def put(self, key: str, data: bytes) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="tensordb-write")
+        while len(self._pending) >= self._max_pending:
+            self._pending.pop(0).result()
+        self.written.append(key)
+        self._pending.append(self._pool.submit(self.store.put, key, data))
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        error: BaseException | None = None
+        for future in pending:
+            try:
+                future.result()
+            except BaseException as e:  # keep waiting: no write may still run after we return
+                error = error or e
+        if error is not None:
+            raise error
+
+    def discard(self, since: int = 0) -> None:
+        """Delete the chunks written since position ``since`` of ``written`` (best effort)."""
+        self.wait_quietly()
+        for key in self.written[since:]:
+            try:
+                self.store.delete(key)
+            except TensorDBError:
+                pass  # an orphan is harmless; vacuum() removes it
+        del self.written[since:]
+
+    def wait_quietly(self) -> None:
+        try:
+            self.wait()
+        except BaseException:
+            pass
+
+
 def new_chunk_key() -> str:
     return f"{CHUNK_PREFIX}{uuid.uuid4().hex}"
 
@@ -123,7 +174,7 @@ def encode_chunks(meta: TensorMeta, rows: EncodedRows) -> Iterator[tuple[bytes, 
     elif rows.arrays is not None:
         bounds = _split_points(np.fromiter((a.nbytes for a in rows.arrays), np.int64, n), meta.chunk_bytes)
     else:
-        sizes = np.fromiter((0 if b is None else len(b) for b in rows.blobs), np.int64, n) + 8
+        sizes = chunkfmt.blob_lengths(rows.blobs) + 8
         bounds = _split_points(sizes, meta.chunk_bytes)
     for start, stop in zip(bounds[:-1], bounds[1:]):
         yield _encode_piece(meta, rows, start, stop), stop - start

@@ -20,8 +20,8 @@ from ..errors import (
 from ..format import codecs
 from ..format import manifest as mf
 from ..storage import Store, WriterLock
-from . import maintenance, writes
-from .chunk_io import ChunkReader
+from . import attachments, maintenance, writes
+from .chunk_io import ChunkReader, ChunkWriter
 from .htypes import DEFAULT_DTYPE, encode_rows, validate_meta
 from .indexing import normalize_index
 from .table import Table, unknown_tensor
@@ -49,7 +49,8 @@ class Dataset(Table):
         self._state = self._versions.state(checkout.state_key)
         self._batch_depth = 0
         self._batch_start: tuple[mf.DatasetState, str] | None = None
-        self._written: list[str] = []
+        self._chunks = ChunkWriter(store)
+        self._root = self
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -102,8 +103,8 @@ class Dataset(Table):
     def __enter__(self) -> Dataset:
         self._as_writable("start a batch")
         if self._batch_depth == 0:
-            self._batch_start = (self._state, self._checkout.state_key)
-            self._written = []
+            self._batch_start = self._state
+            self._chunks.written.clear()
         self._batch_depth += 1
         return self
 
@@ -111,24 +112,25 @@ class Dataset(Table):
         self._batch_depth -= 1
         if self._batch_depth:
             return
-        start_state, _ = self._batch_start
-        self._batch_start = None
-        if exc_type is not None:
-            self._state = start_state
-            self._discard_written()
-            return
-        try:
-            self._publish()
-        except BaseException:
-            self._state = start_state
-            self._discard_written()
-            raise
+        start, self._batch_start = self._batch_start, None
+        if exc_type is None:
+            try:
+                self._publish()
+                return
+            except BaseException:
+                if self._published_anyway():
+                    raise
+                self._state = start
+                self._chunks.discard()
+                raise
+        self._state = start
+        self._chunks.discard()
 
     def flush(self) -> None:
-        """Make every completed write durable (writes outside ``with`` blocks already are)."""
-        if self._batch_depth == 0 and self._state is not None:
-            return
-        self._publish()
+        """Inside ``with ds:``, make the writes so far durable now; outside, writes already are."""
+        if self._batch_depth:
+            self._publish()
+            self._batch_start = self._state
 
     # -- write machinery ------------------------------------------------------------------------
     def _as_writable(self, operation: str) -> Dataset:
@@ -141,37 +143,23 @@ class Dataset(Table):
             raise ReadOnlyError(f"cannot {operation}: {self.path} is open read-only")
         return self
 
-    def _put_chunk(self, key: str, data: bytes) -> None:
-        self._written.append(key)
-        self._store.put(key, data)
-
-    def _discard_written(self, keys: list[str] | None = None) -> None:
-        for key in self._written if keys is None else keys:
-            try:
-                self._store.delete(key)
-            except TensorDBError:
-                pass  # an orphan is harmless; vacuum() removes it
-        if keys is None:
-            self._written = []
-
     def _apply(self, operation: str, change: Callable[[mf.DatasetState], mf.DatasetState]) -> None:
         """Run one public write: compute the new snapshot, then make it visible atomically."""
         self._as_writable(operation)
         before = self._state
-        if self._batch_depth == 0:
-            self._written = []
-        mark = len(self._written)
+        mark = len(self._chunks.written)
         try:
-            self._state = change(before)
+            try:
+                self._state = change(before)
+            finally:
+                self._chunks.wait()
             if self._batch_depth == 0:
                 self._publish()
         except BaseException:
             if self._batch_depth == 0 and self._published_anyway():
                 raise  # the new refs reached the disk: keep them and their chunks
             self._state = before
-            new_keys = self._written[mark:]
-            del self._written[mark:]
-            self._discard_written(new_keys)
+            self._chunks.discard(mark)
             raise
 
     def _published_anyway(self) -> bool:
@@ -183,7 +171,7 @@ class Dataset(Table):
         if ref is None or ref.state == self._checkout.state_key:
             return False
         self._checkout = replace(self._checkout, state_key=ref.state)
-        self._written = []
+        self._chunks.written.clear()
         return True
 
     def _publish(self) -> None:
@@ -192,7 +180,7 @@ class Dataset(Table):
         refs[self.branch] = mf.BranchRef(self._checkout.commit, key)
         self._versions.publish_refs(refs)
         self._checkout = replace(self._checkout, state_key=key)
-        self._written = []
+        self._chunks.written.clear()
 
     # -- schema ---------------------------------------------------------------------------------
     def create_tensor(
@@ -292,7 +280,7 @@ class Dataset(Table):
                 encoded[name] = encode_rows(t.meta, values, t.nrows)
             tensors = dict(state.tensors)
             for name, (rows, meta) in encoded.items():
-                tensors[name] = writes.append(self._put_chunk, self._reader, state.tensors[name], meta, rows)
+                tensors[name] = writes.append(self._chunks, self._reader, state.tensors[name], meta, rows)
             return mf.DatasetState(tensors, state.info)
 
         self._apply("extend", change)
@@ -307,9 +295,17 @@ class Dataset(Table):
         def change(state: mf.DatasetState) -> mf.DatasetState:
             t = state.tensors[name]
             first = int(rows[0]) if len(rows) else 0
-            encoded, meta = encode_rows(t.meta, values, first)
+            try:
+                encoded, meta = encode_rows(t.meta, values, first)
+            except SampleError:
+                if np.array_equal(rows, np.arange(first, first + len(rows))):
+                    raise
+                # scattered rows: find the bad value one by one, so the error names its real row
+                for position, row in enumerate(rows.tolist()):
+                    encode_rows(t.meta, values[position : position + 1], row)
+                raise
             tensors = dict(state.tensors)
-            tensors[name] = writes.update(self._put_chunk, self._reader, t, meta, rows, encoded)
+            tensors[name] = writes.update(self._chunks, self._reader, t, meta, rows, encoded)
             return mf.DatasetState(tensors, state.info)
 
         if len(rows):
@@ -338,7 +334,7 @@ class Dataset(Table):
             tensors = {}
             for name, t in state.tensors.items():
                 mine = rows[rows < t.nrows]
-                tensors[name] = writes.delete(self._put_chunk, self._reader, t, mine) if len(mine) else t
+                tensors[name] = writes.delete(self._chunks, self._reader, t, mine) if len(mine) else t
             return mf.DatasetState(tensors, state.info)
 
         if len(rows):
@@ -406,6 +402,23 @@ class Dataset(Table):
             name: {"a": before.get(name, 0), "b": after.get(name, 0), "added": after.get(name, 0) - before.get(name, 0)}
             for name in dict.fromkeys([*before, *after])
         }
+
+    # -- attachments: named side records (e.g. trained models) kept beside the versions ------
+    def put_attachment(self, name: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> None:
+        """Atomically store a named record of JSON-like ``meta`` and numpy ``arrays`` (no pickle)."""
+        self._as_writable(f"write attachment {name!r}")
+        attachments.put(self._store, name, meta, arrays or {})
+
+    def get_attachment(self, name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Read a record stored with :meth:`put_attachment`; raises ``KeyNotFoundError`` if absent."""
+        return attachments.get(self._store, name)
+
+    def list_attachments(self, prefix: str = "") -> list[str]:
+        return attachments.names(self._store, prefix)
+
+    def delete_attachment(self, name: str) -> None:
+        self._as_writable(f"delete attachment {name!r}")
+        attachments.delete(self._store, name)
 
     # -- maintenance ----------------------------------------------------------------------------
     def verify(self):

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import msgpack
 import numpy as np
 
 from ..errors import SampleError
@@ -21,7 +22,20 @@ HTYPES = ("generic", "text", "json", "list", "embedding", "class_label", "id")
 OBJECT_HTYPES = frozenset({"text", "json", "list", "id"})
 EMBEDDING_DTYPES = ("float32", "float16")
 DEFAULT_DTYPE = {"embedding": "float32", "class_label": "uint32"}
-ENCODING = {"text": "utf8", "id": "utf8", "json": "json", "list": "json"}
+ENCODING = {"text": "utf8", "id": "utf8", "json": "msgpack", "list": "msgpack"}
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_PACK = msgpack.Packer(use_bin_type=True).pack
+
+
+def _is_json_list(values: Sequence[Any]) -> bool:
+    """Whether every value is a dict or list that JSON can represent (one C-speed pass)."""
+    if not isinstance(values, list) or not all(isinstance(v, (dict, list)) for v in values):
+        return False
+    try:
+        _JSON.encode(values)
+    except (TypeError, ValueError, RecursionError):
+        return False  # the row-by-row loop finds the culprit and says which row it is
+    return True
 
 
 @dataclass
@@ -88,6 +102,16 @@ def _encode_objects(meta: TensorMeta, values: Sequence[Any], first_row: int) -> 
     if isinstance(values, np.ndarray) and values.dtype.kind in "US":
         values = values.tolist()
     htype = meta.htype
+    if htype in ("text", "id"):
+        try:  # the common case, all str, at C speed; anything else takes the checking loop below
+            return EncodedRows(blobs=[v.encode("utf-8", "surrogatepass") for v in values])
+        except (AttributeError, TypeError):
+            pass
+    elif htype == "json" and _is_json_list(values):
+        try:
+            return EncodedRows(blobs=[_PACK(v) for v in values])
+        except (TypeError, ValueError, OverflowError):
+            pass  # e.g. an int msgpack cannot hold: the loop below says which row
     blobs: list[bytes | None] = []
     for i, value in enumerate(values):
         if value is None:
@@ -108,13 +132,14 @@ def _encode_objects(meta: TensorMeta, values: Sequence[Any], first_row: int) -> 
 
 
 def _to_json(meta: TensorMeta, row: int, value: Any) -> bytes:
+    """Check that ``value`` is JSON, then store it as msgpack (compact, and fast to decode)."""
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        _JSON.encode(value)
+        return _PACK(value)
     except RecursionError:
         raise _fail(meta, row, "JSON value is nested too deeply") from None
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise _fail(meta, row, f"value is not JSON-serialisable: {e}") from None
-    return text.encode("utf-8", "surrogatepass")
 
 
 def _as_array(meta: TensorMeta, row: int, value: Any) -> np.ndarray:
@@ -129,16 +154,23 @@ def _as_array(meta: TensorMeta, row: int, value: Any) -> np.ndarray:
     return array
 
 
-def _cast(meta: TensorMeta, row: int | None, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def _cast(
+    meta: TensorMeta, row: int | None, array: np.ndarray, dtype: np.dtype, batch_first_row: int | None = None
+) -> np.ndarray:
+    """``array`` as ``dtype``; ``row`` names a single row, ``batch_first_row`` the first row of a batch."""
     if array.dtype == dtype:
         return array
     if not np.can_cast(array.dtype, dtype, casting="same_kind") and not (
         array.dtype.kind in "iub" and dtype.kind in "iuf"
     ):
-        raise _fail(meta, row, f"expected dtype {dtype}, got {array.dtype} (would lose information)")
+        where = row if row is not None else batch_first_row
+        raise _fail(meta, where, f"expected dtype {dtype}, got {array.dtype} (would lose information)")
     if array.dtype.kind in "iu" and dtype.kind in "iu" and array.size:
         info = np.iinfo(dtype)
         if array.min() < info.min or array.max() > info.max:
+            if row is None and batch_first_row is not None:
+                bad = ((array < info.min) | (array > info.max)).reshape(len(array), -1).any(axis=1)
+                row = batch_first_row + int(np.argmax(bad))
             raise _fail(meta, row, f"values outside the range of dtype {dtype} ({info.min}..{info.max})")
     return array.astype(dtype)
 
@@ -147,7 +179,8 @@ def _encode_numeric(meta: TensorMeta, values: Any, first_row: int) -> tuple[Enco
     dtype = np.dtype(meta.dtype) if meta.dtype else None
     rows: list[np.ndarray] | None = None
     if isinstance(values, np.ndarray) and values.dtype.kind in "biuf" and values.ndim >= 1:
-        batch: np.ndarray | None = _cast(meta, first_row if len(values) == 1 else None, values, dtype or values.dtype)
+        dtype = dtype or values.dtype
+        batch: np.ndarray | None = _cast(meta, None, values, dtype, batch_first_row=first_row)
         expected_ndim = len(meta.shape) if meta.shape is not None else batch.ndim - 1
         if batch.ndim - 1 != expected_ndim:
             raise _fail(meta, first_row, f"expected {expected_ndim}-dimensional rows, got {batch.ndim - 1}-dimensional")
@@ -155,7 +188,7 @@ def _encode_numeric(meta: TensorMeta, values: Any, first_row: int) -> tuple[Enco
         arrays = [None if v is None else _as_array(meta, first_row + i, v) for i, v in enumerate(values)]
         present = [a for a in arrays if a is not None]
         if meta.htype == "embedding" and len(present) != len(arrays):
-            raise _fail(meta, first_row + arrays.index(None), "an embedding cannot be None")
+            raise _fail(meta, first_row + [a is None for a in arrays].index(True), "an embedding cannot be None")
         dtype = dtype or (np.result_type(*present) if present else np.dtype("float32"))
         if meta.shape is not None:
             expected_ndim = len(meta.shape)
@@ -206,12 +239,18 @@ def _merge_shapes(known: tuple | None, shapes: list[tuple]) -> tuple | None:
     return merged
 
 
+_MAX_LABEL = 2**32 - 1  # labels are stored as uint32
+
+
 def _encode_class_labels(meta: TensorMeta, values: Any, first_row: int) -> tuple[EncodedRows, TensorMeta]:
     names = list(meta.class_names)
     index = {n: i for i, n in enumerate(names)}
     if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
         if values.size and values.min() < 0:
             raise _fail(meta, first_row + int(np.argmin(values.reshape(len(values), -1).min(axis=1))), "labels must be >= 0")
+        if values.size and values.max() > _MAX_LABEL:
+            row = first_row + int(np.argmax(values.reshape(len(values), -1).max(axis=1)))
+            raise _fail(meta, row, f"labels must be <= {_MAX_LABEL}")
         array = values.reshape(len(values), -1).astype(np.uint32)
         return EncodedRows(array=array), replace(meta, dtype="<u4", shape=_merge_shapes(meta.shape, [array.shape[1:]]))
     rows = []
@@ -224,10 +263,12 @@ def _encode_class_labels(meta: TensorMeta, values: Any, first_row: int) -> tuple
                     index[item] = len(names)
                     names.append(item)
                 labels.append(index[item])
-            elif isinstance(item, (int, np.integer)) and not isinstance(item, bool) and item >= 0:
+            elif isinstance(item, (int, np.integer)) and not isinstance(item, bool) and 0 <= item <= _MAX_LABEL:
                 labels.append(int(item))
             else:
-                raise _fail(meta, first_row + i, f"expected a class name or a non-negative int label, got {_describe(item)}")
+                raise _fail(
+                    meta, first_row + i, f"expected a class name or an int label in 0..{_MAX_LABEL}, got {_describe(item)}"
+                )
         rows.append(np.array(labels, dtype=np.uint32))
     shape = _merge_shapes(meta.shape, [r.shape for r in rows])
     new_meta = replace(meta, dtype="<u4", shape=shape, class_names=tuple(names))

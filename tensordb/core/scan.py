@@ -8,12 +8,14 @@ columns are decoded only when the executor actually asks for them.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import msgpack
 import numpy as np
 
 from query_lang import execute
+from query_lang.ast import Query
 from query_lang.source import Batch, ColumnInfo
 
 from ..format import chunk as chunkfmt
@@ -56,6 +58,8 @@ class TableSource:
         self._base = table._selected_rows()
         self._length = len(table)
         self._virtual = table._virtual
+        #: The dataset behind the table, for functions that need dataset-level records.
+        self.dataset = table._root
 
     def __len__(self) -> int:
         return self._length
@@ -85,8 +89,18 @@ class TableSource:
         return read_rows(self._reader, self._state.tensors[column], base)
 
     def scan(self, columns: Sequence[str], rows: np.ndarray | None = None) -> Iterator[Batch]:
-        positions = np.arange(self._length, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
         tensors = [c for c in columns if c not in self._virtual]
+        if self._base is None and tensors and rows is None:
+            # Whole table: walk the primary tensor's chunks without a per-row position array.
+            primary = max(tensors, key=lambda c: self._row_bytes(self._state.tensors[c]))
+            start = 0
+            for count in self._state.tensors[primary].chunk_rows:
+                stop = min(start + int(count), self._length)
+                if stop > start:
+                    yield self._batch(columns, np.arange(start, stop, dtype=np.int64))
+                start += int(count)
+            return
+        positions = np.arange(self._length, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
         if self._base is not None or not tensors:
             for start in range(0, len(positions), VIEW_BATCH_ROWS):
                 group = positions[start : start + VIEW_BATCH_ROWS]
@@ -126,12 +140,34 @@ class TableSource:
                     if chunk.l2_norms is not None:
                         norms[c] = chunk.l2_norms[lo:hi]
                     continue
-                loaders[c] = lambda chunk=chunk, lo=lo, hi=hi: chunk.take(np.arange(lo, hi))
+                loaders[c] = lambda chunk=chunk, lo=lo, hi=hi: _chunk_range(chunk, lo, hi)
                 continue
             if pieces is not None:
                 keys[c] = tuple(pieces)
             loaders[c] = lambda t=t: read_rows(self._reader, t, group)
         return Batch(rows=group, values=_LazyColumns(loaders), l2_norms=norms, cache_keys=keys)
+
+
+def _chunk_range(chunk: chunkfmt.Chunk, lo: int, hi: int) -> Any:
+    """Rows ``lo:hi`` of one chunk; a msgpack run is decoded in one streaming pass."""
+    if isinstance(chunk, chunkfmt.BlobChunk) and chunk.encoding == "msgpack" and hi > lo:
+        nulls = None if chunk.nulls is None else np.asarray(chunk.nulls[lo:hi], dtype=bool)
+        expected = hi - lo - (0 if nulls is None else int(nulls.sum()))
+        raw = bytes(chunk.data[int(chunk.offsets[lo]) : int(chunk.offsets[hi])])
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(raw), 1))
+        unpacker.feed(raw)
+        try:
+            values = list(unpacker)
+        except Exception:  # noqa: BLE001 - let the per-row decoder report the bad row
+            values = None
+        if values is not None and len(values) == expected:
+            if nulls is None or expected == hi - lo:
+                return values
+            out: list[Any] = [None] * (hi - lo)
+            for pos, value in zip(np.flatnonzero(~nulls).tolist(), values, strict=True):
+                out[pos] = value
+            return out
+    return chunk.take(np.arange(lo, hi))
 
 
 def _pieces(t: TensorState, group: np.ndarray) -> list[tuple[str, int, int]] | None:
@@ -150,8 +186,8 @@ def _pieces(t: TensorState, group: np.ndarray) -> list[tuple[str, int, int]] | N
 
 
 
-def run_query(table: Table, text: str) -> DatasetView:
-    """Execute TQL over ``table`` and wrap the result as a view."""
+def run_query(table: Table, text: str | Query) -> DatasetView:
+    """Execute TQL (text or a parsed ``Query``) over ``table`` and wrap the result as a view."""
     from .table import DatasetView
 
     source = TableSource(table)

@@ -53,6 +53,7 @@ class Table:
 
     _state: DatasetState
     _reader: ChunkReader
+    _root: Dataset  # the dataset a view was taken from (itself for a dataset)
 
     # -- hooks for Tensor -----------------------------------------------------------------------
     def _tensor_state(self, name: str) -> TensorState:
@@ -147,7 +148,7 @@ class Table:
             print(text)
         return text
 
-    def query(self, text: str) -> DatasetView:
+    def query(self, text: Any) -> DatasetView:
         """Run a TQL query; the result is a view of the matching rows, in result order."""
         from .scan import run_query
 
@@ -169,6 +170,7 @@ class DatasetView(Table):
         self._rows = rows
         self._single = single
         self._virtual_columns = virtual or {}
+        self._root = parent._root
         self._source_repr = repr(parent) if not isinstance(parent, DatasetView) else parent._source_repr
 
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Protocol
 
 import numpy as np
 
@@ -16,33 +17,40 @@ from ..format.manifest import TensorMeta, TensorState
 from .chunk_io import ChunkReader, chunk_items, concat_items, encode_chunks, locate, new_chunk_key, take_items
 from .htypes import EncodedRows
 
-#: Trailing chunks this much smaller than the target get merged, four of a size at a time.
-SMALL_CHUNK_FRACTION = 2
+#: Trailing chunks under 1/16 of the target size get merged, four of a size at a time.
+SMALL_CHUNK_FRACTION = 16
 MERGE_FANOUT = 4
 
-PutChunk = Callable[[str, bytes], None]
 
 
-def _write_rows(put: PutChunk, meta: TensorMeta, rows: EncodedRows) -> tuple[list[str], list[int], list[int]]:
+class ChunkSink(Protocol):
+    """Where new chunk files go; writes may still be in flight until ``wait`` returns."""
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def wait(self) -> None: ...
+
+
+def _write_rows(sink: ChunkSink, meta: TensorMeta, rows: EncodedRows) -> tuple[list[str], list[int], list[int]]:
     keys, counts, sizes = [], [], []
     for data, nrows in encode_chunks(meta, rows):
         key = new_chunk_key()
-        put(key, data)
+        sink.put(key, data)
         keys.append(key)
         counts.append(nrows)
         sizes.append(len(data))
     return keys, counts, sizes
 
 
-def append(put: PutChunk, reader: ChunkReader, state: TensorState, meta: TensorMeta, rows: EncodedRows) -> TensorState:
+def append(sink: ChunkSink, reader: ChunkReader, state: TensorState, meta: TensorMeta, rows: EncodedRows) -> TensorState:
     """Add rows at the end; merges runs of small trailing chunks so append loops stay cheap."""
-    keys, counts, sizes = _write_rows(put, meta, rows)
+    keys, counts, sizes = _write_rows(sink, meta, rows)
     new = TensorState(meta, state.chunk_keys + tuple(keys), state.chunk_rows + tuple(counts),
                       state.chunk_nbytes + tuple(sizes))
-    return _merge_small_tail(put, reader, new)
+    return _merge_small_tail(sink, reader, new)
 
 
-def _merge_small_tail(put: PutChunk, reader: ChunkReader, state: TensorState) -> TensorState:
+def _merge_small_tail(sink: ChunkSink, reader: ChunkReader, state: TensorState) -> TensorState:
     small = state.meta.chunk_bytes // SMALL_CHUNK_FRACTION
     while len(state.chunk_keys) >= MERGE_FANOUT:
         tail = state.chunk_nbytes[-MERGE_FANOUT:]
@@ -50,8 +58,9 @@ def _merge_small_tail(put: PutChunk, reader: ChunkReader, state: TensorState) ->
         if max(tail) >= small or max(tail) > 2 * min(tail):
             break
         keys = state.chunk_keys[-MERGE_FANOUT:]
+        sink.wait()  # the chunks to merge may have been written just now
         merged = concat_items([chunk_items(reader, state.meta, k) for k in keys])
-        new_keys, counts, sizes = _write_rows(put, state.meta, merged)
+        new_keys, counts, sizes = _write_rows(sink, state.meta, merged)
         state = TensorState(
             state.meta,
             state.chunk_keys[:-MERGE_FANOUT] + tuple(new_keys),
@@ -62,7 +71,7 @@ def _merge_small_tail(put: PutChunk, reader: ChunkReader, state: TensorState) ->
 
 
 def _rewrite_chunks(
-    put: PutChunk,
+    sink: ChunkSink,
     reader: ChunkReader,
     state: TensorState,
     meta: TensorMeta,
@@ -76,7 +85,7 @@ def _rewrite_chunks(
     for c in np.unique(chunk_no).tolist():
         positions = np.flatnonzero(chunk_no == c)
         items = edit(chunk_items(reader, state.meta, keys[c]), local[positions], positions)
-        replaced[c] = _write_rows(put, meta, items) if len(items) else ([], [], [])
+        replaced[c] = _write_rows(sink, meta, items) if len(items) else ([], [], [])
     out_keys, out_counts, out_sizes = [], [], []
     for c in range(len(keys)):
         k, n, b = replaced.get(c, ([keys[c]], [counts[c]], [sizes[c]]))
@@ -87,7 +96,7 @@ def _rewrite_chunks(
 
 
 def update(
-    put: PutChunk, reader: ChunkReader, state: TensorState, meta: TensorMeta, rows: np.ndarray, values: EncodedRows
+    sink: ChunkSink, reader: ChunkReader, state: TensorState, meta: TensorMeta, rows: np.ndarray, values: EncodedRows
 ) -> TensorState:
     """Replace the rows at ``rows`` (unique) with ``values``, rewriting only their chunks."""
 
@@ -105,10 +114,10 @@ def update(
         parts.append(take_items(items, np.arange(start, n)))
         return concat_items(parts)
 
-    return _rewrite_chunks(put, reader, state, meta, rows, edit)
+    return _rewrite_chunks(sink, reader, state, meta, rows, edit)
 
 
-def delete(put: PutChunk, reader: ChunkReader, state: TensorState, rows: np.ndarray) -> TensorState:
+def delete(sink: ChunkSink, reader: ChunkReader, state: TensorState, rows: np.ndarray) -> TensorState:
     """Remove the rows at ``rows`` (unique), rewriting only the chunks that held them."""
 
     def edit(items: EncodedRows, local: np.ndarray, _positions: np.ndarray) -> EncodedRows:
@@ -116,7 +125,7 @@ def delete(put: PutChunk, reader: ChunkReader, state: TensorState, rows: np.ndar
         keep[local] = False
         return take_items(items, np.flatnonzero(keep))
 
-    return _rewrite_chunks(put, reader, state, state.meta, rows, edit)
+    return _rewrite_chunks(sink, reader, state, state.meta, rows, edit)
 
 
 def with_meta(state: TensorState, meta: TensorMeta) -> TensorState:

@@ -31,9 +31,7 @@ def _as_dict(rel: Relevance) -> dict[str, float]:
 
 def _check(ranked_ids: Sequence[Sequence[str]], relevance: Sequence[Relevance], k: int) -> None:
     if len(ranked_ids) != len(relevance):
-        raise ValueError(
-            f"ranked_ids has {len(ranked_ids)} queries but relevance has {len(relevance)}"
-        )
+        raise ValueError(f"ranked_ids has {len(ranked_ids)} queries but relevance has {len(relevance)}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
 
@@ -56,9 +54,7 @@ def _top_k_unique(ranked: Sequence[str], k: int) -> list[str]:
     return out
 
 
-def recall_at_k(
-    ranked_ids: Sequence[Sequence[str]], relevance: Sequence[Relevance], k: int
-) -> float:
+def recall_at_k(ranked_ids: Sequence[Sequence[str]], relevance: Sequence[Relevance], k: int) -> float:
     """Mean of |relevant ∩ top-k| / |relevant|."""
     _check(ranked_ids, relevance, k)
     vals = []
@@ -71,9 +67,7 @@ def recall_at_k(
     return _mean(vals)
 
 
-def hit_rate_at_k(
-    ranked_ids: Sequence[Sequence[str]], relevance: Sequence[Relevance], k: int
-) -> float:
+def hit_rate_at_k(ranked_ids: Sequence[Sequence[str]], relevance: Sequence[Relevance], k: int) -> float:
     """Fraction of queries with at least one relevant document in the top k."""
     _check(ranked_ids, relevance, k)
     vals = []
@@ -98,9 +92,7 @@ def mrr_at_k(ranked_ids: Sequence[Sequence[str]], relevance: Sequence[Relevance]
     return _mean(vals)
 
 
-def ndcg_at_k(
-    ranked_ids: Sequence[Sequence[str]], relevance: Sequence[Relevance], k: int
-) -> float:
+def ndcg_at_k(ranked_ids: Sequence[Sequence[str]], relevance: Sequence[Relevance], k: int) -> float:
     """Mean nDCG@k with linear graded gains (gain = score) and a log2(rank + 1) discount.
 
     The ideal DCG is computed from the query's full relevance list.

@@ -79,8 +79,7 @@ class DeepMemoryModel:
     @property
     def is_identity(self) -> bool:
         return bool(
-            np.array_equal(self.query_matrix, np.eye(self.dim, dtype=np.float32))
-            and not np.any(self.memory_vectors)
+            np.array_equal(self.query_matrix, np.eye(self.dim, dtype=np.float32)) and not np.any(self.memory_vectors)
         )
 
     # ------------------------------------------------------------------ inference
@@ -99,12 +98,22 @@ class DeepMemoryModel:
         get = self._memory_pos.get
         return np.fromiter((get(str(i), -1) for i in doc_ids), dtype=np.int64, count=len(doc_ids))
 
+    def memory_scores(self, q_prime: np.ndarray) -> np.ndarray:
+        """``q' . M`` for every memory vector: ``(k,)`` or ``(m, k)``.
+
+        Compute once per query and pass to every :meth:`score_block` call, so the
+        memory costs one ``k × d`` product per query however many blocks are scanned.
+        """
+        q_prime = np.asarray(q_prime, dtype=np.float32)
+        return q_prime @ self.memory_vectors.T
+
     def score_block(
         self,
         q_prime: np.ndarray,
         doc_block: np.ndarray,
         doc_norms: np.ndarray | None = None,
         memory_index: np.ndarray | None = None,
+        memory_scores: np.ndarray | None = None,
     ) -> np.ndarray:
         """Exact model scores for one block of documents (higher = better).
 
@@ -114,6 +123,8 @@ class DeepMemoryModel:
             doc_norms: ``(n,)`` precomputed row norms; computed when ``None``.
             memory_index: ``(n,)`` ints from :meth:`memory_index`, ``-1`` for rows
                 without memory; ``None`` means no row has memory.
+            memory_scores: optional :meth:`memory_scores` of ``q_prime``, to avoid
+                recomputing it per block.
 
         Returns:
             float32 ``(n,)`` for a single query or ``(m, n)`` for a batch.
@@ -125,14 +136,24 @@ class DeepMemoryModel:
         assert q2.shape[1] == self.dim and doc_block.shape[1] == self.dim
         if doc_norms is None:
             doc_norms = np.linalg.norm(doc_block, axis=1)
-        inv = 1.0 / np.maximum(np.asarray(doc_norms, dtype=np.float32), _EPS)
-        scores = (q2 @ doc_block.T) * inv[None, :]
+        doc_norms = np.asarray(doc_norms, dtype=np.float32)
+        if doc_norms.size and doc_norms.min() <= 0:
+            # Zero rows score 0 instead of NaN; the check is one cheap reduction.
+            doc_norms = np.maximum(doc_norms, _EPS)
+        # Single queries take the gemv path and divide in place: same passes as cosine.
+        scores = (doc_block @ q_prime)[None, :] if single else q2 @ doc_block.T
+        scores /= doc_norms
         if memory_index is not None and len(self.memory_ids):
             memory_index = np.asarray(memory_index)
             rows = np.flatnonzero(memory_index >= 0)
             if rows.size:
-                # Only the few memory rows pay for the correction.
-                scores[:, rows] += q2 @ self.memory_vectors[memory_index[rows]].T
+                mi = memory_index[rows]
+                if memory_scores is not None:
+                    ms = np.asarray(memory_scores, dtype=np.float32).reshape(len(q2), -1)
+                    scores[:, rows] += ms[:, mi]
+                else:
+                    # Only the few memory rows of this block pay for the correction.
+                    scores[:, rows] += q2 @ self.memory_vectors[mi].T
         return scores[0] if single else scores
 
     def search(
@@ -153,12 +174,11 @@ class DeepMemoryModel:
         k = min(k, n)
         results: list[list[str]] = []
         for start in range(0, len(qp), 256):
+            ms = self.memory_scores(qp[start : start + 256])
             scores = np.empty((min(256, len(qp) - start), n), dtype=np.float32)
             for b in range(0, n, block_size):
                 sl = slice(b, b + block_size)
-                scores[:, sl] = self.score_block(
-                    qp[start : start + 256], doc_embeddings[sl], norms[sl], mem[sl]
-                )
+                scores[:, sl] = self.score_block(qp[start : start + 256], doc_embeddings[sl], norms[sl], mem[sl], ms)
             top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
             for row, cand in zip(scores, top, strict=True):
                 # Stable tie-break on position keeps identity ranking deterministic.
@@ -183,9 +203,7 @@ class DeepMemoryModel:
         return arrays, params
 
     @classmethod
-    def from_state(
-        cls, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]
-    ) -> DeepMemoryModel:
+    def from_state(cls, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> DeepMemoryModel:
         version = params.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(f"unsupported Deep Memory format_version {version!r}")

@@ -56,6 +56,10 @@ class TrainingConfig:
     reg_memory: float = 1e-4
     ref_queries: int = 500
     reg_power: float = 1.0
+    # A dense d×d transform fitted on a handful of queries moves *every* query and
+    # hurt unrelated ones in SciFact few-label runs; below this many usable queries
+    # only the sparse memory (which touches only its own documents) is learned.
+    min_queries_for_transform: int = 100
     batch_size: int = 64
     max_epochs: int = 200
     patience: int = 15
@@ -113,6 +117,7 @@ class _Trainer:
         cfg: TrainingConfig,
         n_train: int,
         seed: int,
+        use_transform: bool = True,
     ) -> None:
         import torch
 
@@ -128,7 +133,7 @@ class _Trainer:
         self.W = torch.zeros(d, d, requires_grad=True)
         self.M = torch.zeros(len(memory_rows), d, requires_grad=True)
         groups = []
-        if cfg.use_query_transform:
+        if use_transform:
             groups.append({"params": [self.W], "lr": cfg.lr_query})
         if cfg.use_memory and len(memory_rows):
             groups.append({"params": [self.M], "lr": cfg.lr_memory})
@@ -197,10 +202,7 @@ def _make_folds(
     if n_q < cfg.cv_below_queries:
         k = max(2, min(cfg.cv_folds, n_q // max(cfg.min_val_queries, 1)))
         parts = np.array_split(perm, k)
-        return [
-            (np.sort(np.concatenate(parts[:j] + parts[j + 1 :])), np.sort(parts[j]))
-            for j in range(k)
-        ]
+        return [(np.sort(np.concatenate(parts[:j] + parts[j + 1 :])), np.sort(parts[j])) for j in range(k)]
     n_val = int(round(val_fraction * n_q))
     n_val = min(max(n_val, cfg.min_val_queries), cfg.max_val_queries, n_q // 2)
     return [(np.sort(perm[n_val:]), np.sort(perm[:n_val]))]
@@ -266,6 +268,8 @@ def train_model(
                 pos_lists.append(pos)
         rel_dicts = [{ids[r]: s for r, s in p} for p in pos_lists]
         n_q = len(keep)
+        # Decided on the whole label set so that validation and refit train the same family.
+        use_transform = cfg.use_query_transform and n_q >= cfg.min_queries_for_transform
         folds = _make_folds(n_q, val_fraction, cfg, np.random.default_rng(seed))
         docs_t = torch.nn.functional.normalize(torch.from_numpy(docs_np), dim=1)
         q_all = torch.from_numpy(q_np[keep]) if keep else torch.zeros(0, dim)
@@ -277,7 +281,7 @@ def train_model(
             mem_rows = sorted({r for i in train_q for r, _ in pos_lists[i]})
             if not cfg.use_memory:
                 mem_rows = []
-            tr = _Trainer(docs_t, np.asarray(mem_rows, dtype=np.int64), cfg, len(train_q), seed)
+            tr = _Trainer(docs_t, np.asarray(mem_rows, dtype=np.int64), cfg, len(train_q), seed, use_transform)
             return tr, [ids[r] for r in mem_rows]
 
         def pooled_metrics(trainers: list[_Trainer | None]) -> dict[str, float]:
@@ -330,12 +334,7 @@ def train_model(
             select_deadline = t0 + (0.6 if cfg.refit else 1.0) * max_seconds
             for epoch in range(1, cfg.max_epochs + 1):
                 loss = float(
-                    np.mean(
-                        [
-                            run_epoch(tr, t, h)
-                            for (tr, _), (t, _), h in zip(fold_models, folds, hards, strict=True)
-                        ]
-                    )
+                    np.mean([run_epoch(tr, t, h) for (tr, _), (t, _), h in zip(fold_models, folds, hards, strict=True)])
                 )
                 m = pooled_metrics([tr for tr, _ in fold_models])
                 score = _selection_score(m)
@@ -355,10 +354,7 @@ def train_model(
                     tr.W.copy_(best_states[0][0])
                     tr.M.copy_(best_states[0][1])
 
-        improved = bool(
-            best_epoch > 0
-            and _selection_score(after) > _selection_score(before) + cfg.min_improvement
-        )
+        improved = bool(best_epoch > 0 and _selection_score(after) > _selection_score(before) + cfg.min_improvement)
         refitted = False
         model = DeepMemoryModel.identity(dim)
         if not improved:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 import numpy as np
 
 from ..errors import DataCorruptionError
@@ -47,23 +48,32 @@ def encode_ragged(arrays: Sequence[np.ndarray], dtype: np.dtype, ndim: int, code
 
 def encode_blobs(blobs: Sequence[bytes | None], encoding: str, codec: str | None) -> bytes:
     """A chunk of serialised objects; ``None`` marks an empty row."""
-    lengths = np.fromiter((0 if b is None else len(b) for b in blobs), dtype=np.uint64, count=len(blobs))
+    lengths = blob_lengths(blobs)
     offsets = np.zeros(len(blobs) + 1, dtype=np.uint64)
     np.cumsum(lengths, out=offsets[1:])
+    has_nulls = None in blobs
     buffers: dict[str, Any] = {
         "offsets": offsets,
-        "data": b"".join(b for b in blobs if b is not None),
+        "data": b"".join(b for b in blobs if b is not None) if has_nulls else b"".join(blobs),
     }
-    nulls = np.fromiter((b is None for b in blobs), dtype=bool, count=len(blobs))
-    if nulls.any():
-        buffers["nulls"] = nulls.view(np.uint8)
+    if has_nulls:
+        buffers["nulls"] = np.fromiter((b is None for b in blobs), dtype=bool, count=len(blobs)).view(np.uint8)
     meta = {"kind": BLOB, "nrows": len(blobs), "encoding": encoding}
     return envelope.pack(envelope.MAGIC_CHUNK, meta, buffers, codec)
 
 
+def blob_lengths(blobs: Sequence[bytes | None]) -> np.ndarray:
+    """Byte length of each blob (0 for ``None``)."""
+    if None in blobs:
+        return np.fromiter((0 if b is None else len(b) for b in blobs), dtype=np.int64, count=len(blobs))
+    return np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
+
+
 def decode_blob(raw: bytes, encoding: str) -> Any:
     """Turn one stored object back into its Python value."""
-    text = raw.decode("utf-8")
+    if encoding == "msgpack":
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False)  # JSON allows int, float, bool, None keys
+    text = raw.decode("utf-8", "surrogatepass")  # text is encoded with surrogatepass too
     return json.loads(text) if encoding == "json" else text
 
 

@@ -3,11 +3,11 @@
 Layout (little-endian)::
 
     magic (4 bytes, names the kind of file) | format version u16 | flags u16
-    | header length u32 | header crc32 u32 | header (msgpack)
+    | header length u32 | header xxh3-64 u64 | header (msgpack)
     | zero padding to a 64-byte boundary | buffers, each 64-byte aligned
 
 The header is a msgpack map; its ``buffers`` entry lists ``[name, offset,
-nbytes, crc32, codec, raw_nbytes]`` with offsets relative to the payload start.
+nbytes, xxh3-64, codec, raw_nbytes]`` with offsets relative to the payload start.
 Every byte of a file is covered by a checksum, so damage is always detected
 before data is used. msgpack and raw numbers only: nothing here can run code.
 """
@@ -15,19 +15,19 @@ before data is used. msgpack and raw numbers only: nothing here can run code.
 from __future__ import annotations
 
 import struct
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+import xxhash
 
 from ..errors import DataCorruptionError, FormatVersionError
 from . import codecs
 
 FORMAT_VERSION = 1
 ALIGN = 64
-PREFIX = struct.Struct("<4sHHII")
+PREFIX = struct.Struct("<4sHHIQ")
 MAX_HEADER_BYTES = 64 << 20
 
 MAGIC_CHUNK = b"TDBC"
@@ -36,6 +36,11 @@ MAGIC_REFS = b"TDBR"
 MAGIC_COMMIT = b"TDBK"
 MAGIC_DATASET = b"TDBD"
 MAGIC_BLOB = b"TDBB"
+
+
+def checksum(data: bytes | memoryview) -> int:
+    """XXH3-64 of ``data``: catches damage at memory speed (crc32 is 3x slower here)."""
+    return xxhash.xxh3_64_intdigest(data)
 
 
 def _align(n: int) -> int:
@@ -79,10 +84,10 @@ def pack(
     refs = []
     offset = 0
     for name, data, used_codec, raw_nbytes in stored:
-        refs.append([name, offset, len(data), zlib.crc32(data), used_codec, raw_nbytes])
+        refs.append([name, offset, len(data), checksum(data), used_codec, raw_nbytes])
         offset = _align(offset + len(data))
     header = msgpack.packb({**meta, "buffers": refs}, use_bin_type=True)
-    prefix = PREFIX.pack(magic, FORMAT_VERSION, 0, len(header), zlib.crc32(header))
+    prefix = PREFIX.pack(magic, FORMAT_VERSION, 0, len(header), checksum(header))
     head_len = len(prefix) + len(header)
     parts: list[bytes | memoryview] = [prefix, header, b"\0" * (_align(head_len) - head_len)]
     for (_name, data, _c, _r), ref in zip(stored, refs):
@@ -103,10 +108,12 @@ def read_header(read: Callable[[int, int], bytes], what: str, magic: bytes) -> H
         raise FormatVersionError(
             f"{what}: written by format version {version}; this tensordb reads up to {FORMAT_VERSION}"
         )
+    if version < 1 or _flags != 0:
+        raise DataCorruptionError(f"{what}: invalid format version {version} or flags {_flags:#x} (file damaged)")
     if header_len > MAX_HEADER_BYTES:
         raise DataCorruptionError(f"{what}: header length {header_len} is implausible")
     raw = read(PREFIX.size, header_len)
-    if len(raw) != header_len or zlib.crc32(raw) != header_crc:
+    if len(raw) != header_len or checksum(raw) != header_crc:
         raise DataCorruptionError(f"{what}: header checksum mismatch (file damaged or truncated)")
     try:
         meta = msgpack.unpackb(raw, raw=False, strict_map_key=True)
@@ -124,7 +131,7 @@ def check_buffer(data: bytes | memoryview, ref: BufferRef, what: str, name: str)
     """Raise ``DataCorruptionError`` unless ``data`` is the stored buffer ``name``."""
     if len(data) != ref.nbytes:
         raise DataCorruptionError(f"{what}: buffer {name!r} is truncated ({len(data)} of {ref.nbytes} bytes)")
-    if zlib.crc32(data) != ref.crc:
+    if checksum(data) != ref.crc:
         raise DataCorruptionError(f"{what}: buffer {name!r} failed its checksum (file damaged)")
 
 
@@ -137,6 +144,8 @@ def unpack(
     """
     view = memoryview(data).cast("B")
     header = read_header(lambda s, n: bytes(view[s : s + n]), what, magic)
+    if verify:
+        _check_layout(view, header, what)
     buffers = {}
     for name, ref in header.buffers.items():
         stored = view[ref.offset : ref.offset + ref.nbytes]
@@ -146,6 +155,18 @@ def unpack(
             raise DataCorruptionError(f"{what}: buffer {name!r} is truncated")
         buffers[name] = decode_buffer(stored, ref, what, name)
     return header.meta, buffers
+
+
+def _check_layout(view: memoryview, header: Header, what: str) -> None:
+    """The bytes no checksum covers (padding) must be zero, and the file must end where ``pack`` ends it."""
+    cursor = PREFIX.size + PREFIX.unpack_from(view)[3]
+    for offset, nbytes in sorted((ref.offset, ref.nbytes) for ref in header.buffers.values()):
+        if offset < cursor or bytes(view[cursor:offset]).strip(b"\0"):
+            raise DataCorruptionError(f"{what}: damaged padding or overlapping buffers")
+        cursor = offset + nbytes
+    end = _align(cursor)
+    if len(view) != end or bytes(view[cursor:end]).strip(b"\0"):
+        raise DataCorruptionError(f"{what}: file is {len(view)} bytes, expected {end} (truncated or damaged)")
 
 
 def decode_buffer(stored: memoryview, ref: BufferRef, what: str, name: str) -> memoryview:

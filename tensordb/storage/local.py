@@ -6,6 +6,7 @@ import errno
 import fcntl
 import mmap
 import os
+import threading
 import time
 import uuid
 
@@ -42,6 +43,7 @@ class LocalStore(Store):
         self.root = os.path.abspath(root)
         self.url = self.root
         self._unsynced_dirs: set[str] = set()
+        self._dirs_lock = threading.Lock()  # writes come from background threads too
 
     def _path(self, key: str) -> str:
         _check_key(key)
@@ -123,13 +125,16 @@ class LocalStore(Store):
             except OSError:
                 pass
             raise StorageError(f"{self.url}: writing {key!r} failed: {e}") from e
-        self._unsynced_dirs.add(directory)
+        with self._dirs_lock:
+            self._unsynced_dirs.add(directory)
 
     def put(self, key: str, data: bytes | memoryview) -> None:
         self._write_file(key, data)
 
     def _sync_dirs(self) -> None:
-        for directory in sorted(self._unsynced_dirs):
+        with self._dirs_lock:
+            dirs, self._unsynced_dirs = sorted(self._unsynced_dirs), set()
+        for directory in dirs:
             try:
                 fd = os.open(directory, os.O_RDONLY)
                 try:
@@ -137,8 +142,9 @@ class LocalStore(Store):
                 finally:
                     os.close(fd)
             except OSError as e:
+                with self._dirs_lock:
+                    self._unsynced_dirs.update(dirs)
                 raise StorageError(f"{self.url}: fsync of {directory!r} failed: {e}") from e
-        self._unsynced_dirs.clear()
 
     def publish(self, key: str, data: bytes) -> None:
         # Everything the new pointer refers to must be durable before the pointer itself.

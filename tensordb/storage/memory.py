@@ -6,6 +6,7 @@ import threading
 
 from ..errors import KeyNotFoundError, LockedError
 from .base import Store
+from .local import _check_key
 
 _REGISTRY: dict[str, MemoryStore] = {}
 _REGISTRY_LOCK = threading.Lock()
@@ -38,21 +39,26 @@ class MemoryStore(Store):
             return _REGISTRY[name]
 
     def get(self, key: str) -> bytes:
+        _check_key(key)
         try:
             return self._objects[key]
         except KeyError:
             raise KeyNotFoundError(f"{self.url}: no object {key!r}") from None
 
     def put(self, key: str, data: bytes | memoryview) -> None:
+        _check_key(key)
         self._objects[key] = bytes(data)
 
     def publish(self, key: str, data: bytes) -> None:
+        _check_key(key)
         self._objects[key] = bytes(data)
 
     def delete(self, key: str) -> None:
+        _check_key(key)
         self._objects.pop(key, None)
 
     def exists(self, key: str) -> bool:
+        _check_key(key)
         return key in self._objects
 
     def list(self, prefix: str = "") -> list[str]:

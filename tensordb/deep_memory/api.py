@@ -1,0 +1,235 @@
+"""``vs.deep_memory``: train, watch, evaluate and manage Deep Memory models of a store."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import TensorDBError
+from . import jobs as jobmod
+from .jobs import JobRecord
+from .metrics import evaluate_rankings
+from .model import DeepMemoryModel
+from .relevance import check_relevance
+from .tql import jobs_of
+
+if TYPE_CHECKING:
+    from ..vectorstore.vector_store import VectorStore
+
+DEFAULT_TOP_K = (1, 3, 5, 10, 50, 100)
+#: How often a running job writes its progress into its record.
+PROGRESS_EVERY_SECONDS = 1.0
+
+
+class DeepMemory:
+    """Deep Memory of one VectorStore: jobs persist inside its dataset."""
+
+    def __init__(self, store: VectorStore):
+        self._vs = store
+        self._jobs = jobs_of(store.dataset)
+
+    # -- training -------------------------------------------------------------------------------
+    def train(
+        self,
+        queries: Sequence[str],
+        relevance: Sequence[Sequence[Any]],
+        embedding_function: Any = None,
+        max_seconds: float = 60.0,
+        seed: int = 0,
+    ) -> str:
+        """Start training in the background and return the job id at once.
+
+        ``relevance[i]`` lists ``(id, score)`` pairs (score in [0, 1]) relevant to ``queries[i]``.
+        Bad input raises before anything is written.
+        """
+        ds = self._vs.dataset
+        ds._as_writable("train Deep Memory")
+        doc_ids, doc_embeddings = self._vs._corpus()
+        pairs = check_relevance(queries, relevance, set(doc_ids))
+        query_embeddings = self._vs._embed_queries(list(queries), embedding_function)
+        record = JobRecord(
+            id=jobmod.new_job_id(), status=jobmod.PENDING, created=jobmod.now(), commit_id=ds.commit_id,
+            n_queries=len(queries),
+        )
+        self._jobs.save(record)
+
+        def run(stop: threading.Event) -> None:
+            self._run_job(record, doc_embeddings, doc_ids, query_embeddings, pairs, max_seconds, seed, stop)
+
+        self._jobs.start(record.id, run)
+        return record.id
+
+    def _run_job(
+        self,
+        record: JobRecord,
+        doc_embeddings: np.ndarray,
+        doc_ids: list[str],
+        query_embeddings: np.ndarray,
+        relevance: list[list[tuple[str, float]]],
+        max_seconds: float,
+        seed: int,
+        stop: threading.Event,
+    ) -> None:
+        from .training import TrainingCancelled, train_model
+
+        record.status, record.started = jobmod.RUNNING, jobmod.now()
+        last_save = 0.0
+        try:
+            self._jobs.save(record)
+
+            def progress(epoch: int, max_epochs: int, metrics: dict[str, float]) -> None:
+                nonlocal last_save
+                record.epoch, record.max_epochs, record.progress = epoch, max_epochs, dict(metrics)
+                if time.monotonic() - last_save >= PROGRESS_EVERY_SECONDS:
+                    last_save = time.monotonic()
+                    self._jobs.save(record)
+
+            result = train_model(
+                doc_embeddings, doc_ids, query_embeddings, relevance,
+                seed=seed, max_seconds=max_seconds, progress=progress, should_stop=stop.is_set,
+            )
+            # The model lands before the record says completed: search never sees half a job.
+            self._jobs.save_model(record.id, result.model)
+            record.baseline, record.results = result.val_metrics_before, result.val_metrics_after
+            record.improved, record.seconds = result.improved, result.seconds
+            record.status = jobmod.COMPLETED
+        except TrainingCancelled:
+            record.status = jobmod.CANCELLED
+        except Exception as e:  # the job reports every failure in its record
+            record.status, record.error = jobmod.FAILED, f"{type(e).__name__}: {e}"
+        record.finished = jobmod.now()
+        try:
+            self._jobs.save(record)
+        except TensorDBError:
+            pass  # the dataset went away (closed); the record reads as failed next time
+
+    # -- jobs -----------------------------------------------------------------------------------
+    def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the job ends (or ``timeout`` seconds pass); returns its status."""
+        self._jobs.load(job_id)
+        self._jobs.wait(job_id, timeout)
+        return self.status(job_id, show=False)
+
+    def status(self, job_id: str, show: bool = True) -> dict[str, Any]:
+        """The job's status, progress and results; prints a boxed table unless ``show=False``."""
+        record = self._jobs.load(job_id)
+        info = {
+            "id": record.id,
+            "status": record.status,
+            "progress": _progress_text(record),
+            "results": _results_text(record),
+            "record": record,
+        }
+        if show:
+            print(_box(record.id, [("status", [record.status]), ("progress", info["progress"]),
+                                   ("results", info["results"])]))
+        return info
+
+    def list_jobs(self, show: bool = True) -> list[dict[str, Any]]:
+        """Every job of this store, oldest first; printed as a table unless ``show=False``."""
+        rows = [self.status(r.id, show=False) for r in self._jobs.records()]
+        if show:
+            header = f"{'ID':<26}{'STATUS':<12}{'RESULTS':<34}PROGRESS"
+            print(header)
+            for r in rows:
+                print(f"{r['id']:<26}{r['status']:<12}{'; '.join(r['results']):<34}{'; '.join(r['progress'])}")
+        return rows
+
+    def cancel(self, job_id: str) -> bool:
+        """Ask a running job to stop; returns whether it was running here."""
+        self._jobs.load(job_id)
+        return self._jobs.cancel(job_id)
+
+    def delete(self, job_id: str) -> None:
+        """Remove a finished job and its model."""
+        record = self._jobs.load(job_id)
+        if record.status in (jobmod.PENDING, jobmod.RUNNING):
+            raise TensorDBError(f"job {job_id!r} is {record.status}; cancel it and wait before deleting")
+        self._vs.dataset._as_writable("delete a Deep Memory job")
+        self._jobs.delete(job_id)
+
+    def model(self) -> DeepMemoryModel | None:
+        """The model search uses: that of the latest completed job (``None`` if none)."""
+        latest = self._jobs.latest_model()
+        return None if latest is None else latest[1]
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def evaluate(
+        self,
+        queries: Sequence[str],
+        relevance: Sequence[Sequence[Any]],
+        embedding_function: Any = None,
+        top_k: Sequence[int] = DEFAULT_TOP_K,
+        show: bool = True,
+    ) -> dict[str, dict[str, float]]:
+        """Recall@k (and nDCG@10, MRR@10) without and with the trained model, on these queries."""
+        model = self.model()
+        if model is None:
+            raise TensorDBError("no trained Deep Memory model: run vs.deep_memory.train(...) and wait for it first")
+        doc_ids, doc_embeddings = self._vs._corpus()
+        pairs = check_relevance(queries, relevance, set(doc_ids))
+        query_embeddings = self._vs._embed_queries(list(queries), embedding_function)
+        ks = sorted({int(k) for k in top_k} | {10})
+        depth = max(ks)
+        identity = DeepMemoryModel.identity(model.dim)
+        out = {}
+        for label, m in (("without model", identity), ("with model", model)):
+            ranked = m.search(query_embeddings, doc_embeddings, doc_ids, k=depth)
+            metrics = evaluate_rankings(ranked, [dict(p) for p in pairs], top_k=ks)
+            out[label] = {k: v for k, v in metrics.items() if k.split("@")[0] == "recall"
+                          or k in ("ndcg@10", "mrr@10")}
+            if show:
+                print(f"---- Evaluating {label.replace('model', 'Deep Memory')} ----")
+                for k in ks:
+                    if k in top_k:
+                        print(f"Recall@{k}:\t{100 * metrics[f'recall@{k}']:.1f}%")
+        return out
+
+
+def _pct(metrics: dict[str, float], baseline: dict[str, float], key: str = "recall@10") -> str:
+    if key not in metrics:
+        return ""
+    delta = metrics[key] - baseline.get(key, metrics[key])
+    return f"{key}: {100 * metrics[key]:.2f}% ({100 * delta:+.2f}%)"
+
+
+def _progress_text(record: JobRecord) -> list[str]:
+    if record.status in (jobmod.PENDING,):
+        return ["waiting to start"]
+    if record.status == jobmod.RUNNING:
+        lines = [f"epoch {record.epoch}/{record.max_epochs}"]
+        if record.started and record.epoch:
+            per_epoch = (time.time() - record.started) / record.epoch
+            lines.append(f"eta: {per_epoch * max(record.max_epochs - record.epoch, 0):.1f} seconds")
+        if record.progress:
+            lines.append(_pct(record.progress, record.baseline or record.progress))
+        return lines
+    lines = [f"duration: {record.seconds:.1f} seconds"]
+    if record.error:
+        lines.append(record.error)
+    return lines
+
+
+def _results_text(record: JobRecord) -> list[str]:
+    if record.status != jobmod.COMPLETED:
+        return ["not available yet" if record.status in (jobmod.PENDING, jobmod.RUNNING) else "none"]
+    lines = [_pct(record.results, record.baseline)]
+    if not record.improved:
+        lines.append("no gain on validation: the identity (no change) was kept")
+    return lines
+
+
+def _box(title: str, rows: list[tuple[str, list[str]]]) -> str:
+    left = max(len(k) for k, _ in rows) + 2
+    right = max([len(title) - left] + [len(v) for _, vs in rows for v in vs]) + 2
+    rule = "-" * (left + right + 3)
+    out = [rule, f"|{title.center(left + right + 1)}|", rule]
+    for key, values in rows:
+        for i, value in enumerate(values or [""]):
+            out.append(f"| {(key if i == 0 else ''):<{left - 1}}| {value:<{right - 1}}|")
+        out.append(rule)
+    return "\n".join(out)

@@ -1,0 +1,173 @@
+"""Training jobs: records persisted in the dataset, and the threads that run them.
+
+A job record is an attachment ``deep_memory/jobs/<id>``; its model is the
+attachment ``deep_memory/models/<id>``, written (atomically) before the record
+says ``completed``, so search never sees a half-written model. A record left
+``running`` by a process that died reads as ``failed``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..core import Dataset
+from ..errors import KeyNotFoundError, TensorDBError
+from .model import DeepMemoryModel
+
+JOB_PREFIX = "deep_memory/jobs/"
+MODEL_PREFIX = "deep_memory/models/"
+#: Identifies this process in job records, so a restarted process can tell its jobs from dead ones.
+PROCESS_TOKEN = f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = "pending", "running", "completed", "failed", "cancelled"
+
+
+class JobNotFoundError(TensorDBError, KeyError):
+    """An unknown Deep Memory job id."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass
+class JobRecord:
+    """What a job did and how far it got; persisted as the job's attachment."""
+
+    id: str
+    status: str
+    created: float
+    commit_id: str | None
+    n_queries: int
+    owner: str = PROCESS_TOKEN
+    started: float | None = None
+    finished: float | None = None
+    epoch: int = 0
+    max_epochs: int = 0
+    progress: dict[str, float] = field(default_factory=dict)
+    baseline: dict[str, float] = field(default_factory=dict)
+    results: dict[str, float] = field(default_factory=dict)
+    improved: bool = False
+    error: str | None = None
+    seconds: float = 0.0
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> JobRecord:
+        known = {k: v for k, v in meta.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:24]
+
+
+def _owner_alive(owner: str) -> bool:
+    if owner == PROCESS_TOKEN:
+        return True
+    try:
+        pid = int(owner.split(":", 1)[0])
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class JobStore:
+    """Reads and writes job records and models of one dataset; thread-safe."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        self._lock = threading.Lock()
+        self._cancel: dict[str, threading.Event] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._models: dict[str, DeepMemoryModel] = {}
+        self._latest: tuple[str, DeepMemoryModel] | None = None
+        self._latest_known = False  # search asks for the latest model every query: keep it
+
+    def save(self, record: JobRecord) -> None:
+        with self._lock:
+            self.dataset.put_attachment(JOB_PREFIX + record.id, asdict(record))
+            if record.status == COMPLETED:
+                self._latest_known = False
+
+    def load(self, job_id: str) -> JobRecord:
+        try:
+            meta, _ = self.dataset.get_attachment(JOB_PREFIX + job_id)
+        except (KeyNotFoundError, ValueError):
+            known = ", ".join(self.ids()[-5:]) or "none"
+            raise JobNotFoundError(f"no Deep Memory job {job_id!r}; recent jobs: {known}") from None
+        record = JobRecord.from_meta(meta)
+        if record.status in (PENDING, RUNNING) and job_id not in self._threads and not _owner_alive(record.owner):
+            record.status = FAILED
+            record.error = record.error or "interrupted: the training process ended before the job finished"
+        return record
+
+    def ids(self) -> list[str]:
+        return [name[len(JOB_PREFIX) :] for name in self.dataset.list_attachments(JOB_PREFIX)]
+
+    def records(self) -> list[JobRecord]:
+        return sorted((self.load(i) for i in self.ids()), key=lambda r: r.created)
+
+    def save_model(self, job_id: str, model: DeepMemoryModel) -> None:
+        arrays, params = model.to_state()
+        with self._lock:
+            self.dataset.put_attachment(MODEL_PREFIX + job_id, params, arrays)
+
+    def model(self, job_id: str) -> DeepMemoryModel:
+        if job_id not in self._models:
+            params, arrays = self.dataset.get_attachment(MODEL_PREFIX + job_id)
+            try:
+                self._models[job_id] = DeepMemoryModel.from_state(arrays, params)
+            except (KeyError, ValueError, AssertionError) as e:
+                from ..errors import DataCorruptionError
+
+                raise DataCorruptionError(f"Deep Memory model of job {job_id!r} is malformed: {e}") from e
+        return self._models[job_id]
+
+    def latest_model(self) -> tuple[str, DeepMemoryModel] | None:
+        """The model of the most recently finished completed job, if any."""
+        if not self._latest_known:
+            done = [r for r in self.records() if r.status == COMPLETED]
+            job = max(done, key=lambda r: r.finished or 0.0) if done else None
+            self._latest = None if job is None else (job.id, self.model(job.id))
+            self._latest_known = True
+        return self._latest
+
+    def delete(self, job_id: str) -> None:
+        with self._lock:
+            self.dataset.delete_attachment(MODEL_PREFIX + job_id)
+            self.dataset.delete_attachment(JOB_PREFIX + job_id)
+            self._latest_known = False
+        self._models.pop(job_id, None)
+
+    # -- threads -------------------------------------------------------------------------------
+    def start(self, job_id: str, target: Any) -> None:
+        stop = threading.Event()
+        thread = threading.Thread(target=target, args=(stop,), name=f"deep-memory-{job_id}", daemon=True)
+        self._cancel[job_id] = stop
+        self._threads[job_id] = thread
+        thread.start()
+
+    def cancel(self, job_id: str) -> bool:
+        stop = self._cancel.get(job_id)
+        if stop is None or not self._threads[job_id].is_alive():
+            return False
+        stop.set()
+        return True
+
+    def wait(self, job_id: str, timeout: float | None = None) -> bool:
+        thread = self._threads.get(job_id)
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+
+def now() -> float:
+    return time.time()

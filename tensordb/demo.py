@@ -1,0 +1,278 @@
+"""End-to-end demo: a VectorStore, Deep Memory training, evaluation and search.
+
+``python -m tensordb demo`` (or ``tensordb demo``) builds a store from the corpus
+shipped in ``tensordb/demo_data`` (tensordb's own documentation, cut into chunks)
+with the built-in offline :class:`~tensordb.vectorstore.HashingEmbedding`, trains
+Deep Memory on the training questions, and compares recall on held-out test
+questions without and with the trained model.
+
+``--data DIR`` runs the same steps on a BEIR-format folder with precomputed
+embeddings (``corpus.jsonl``, ``corpus_ids.txt``, ``corpus_emb.npy``,
+``queries.jsonl``, ``query_ids.txt``, ``queries_emb.npy``, ``qrels/train.tsv``,
+``qrels/dev.tsv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from .vectorstore import HashingEmbedding, VectorStore
+
+DEMO_DATA = "demo_data"
+TOP_K = (1, 3, 5, 10)
+SAMPLE_QUESTION = "my process crashed halfway through adding rows, is the data broken now?"
+
+
+@dataclass
+class DemoData:
+    """Documents and labelled questions, ready for a VectorStore."""
+
+    ids: list[str]
+    texts: list[str]
+    metadata: list[dict[str, Any]]
+    train_queries: list[str]
+    train_relevance: list[list[tuple[str, float]]]
+    test_queries: list[str]
+    test_relevance: list[list[tuple[str, float]]]
+    embeddings: np.ndarray | None = None  # precomputed document embeddings (BEIR)
+    embedding_function: Any = None
+    name: str = ""
+    sample_question: str = SAMPLE_QUESTION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# -- loading -------------------------------------------------------------------------------------
+def _read_jsonl(lines: Sequence[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def load_shipped() -> DemoData:
+    """The corpus and questions shipped with tensordb (its own documentation)."""
+    root = resources.files("tensordb").joinpath(DEMO_DATA)
+    chunks = _read_jsonl(root.joinpath("chunks.jsonl").read_text("utf-8").splitlines())
+    questions = _read_jsonl(root.joinpath("questions.jsonl").read_text("utf-8").splitlines())
+    data = DemoData(
+        ids=[c["id"] for c in chunks],
+        texts=[c["text"] for c in chunks],
+        metadata=[c.get("metadata", {}) for c in chunks],
+        train_queries=[], train_relevance=[], test_queries=[], test_relevance=[],
+        embedding_function=HashingEmbedding(),
+        name="tensordb documentation (shipped corpus)",
+    )
+    for q in questions:
+        rel = [(str(doc), float(score)) for doc, score in q["relevant"]]
+        if q.get("split", "train") == "test":
+            data.test_queries.append(q["question"])
+            data.test_relevance.append(rel)
+        else:
+            data.train_queries.append(q["question"])
+            data.train_relevance.append(rel)
+    return data
+
+
+class PrecomputedQueries:
+    """An embedding function that looks query texts up in precomputed vectors."""
+
+    def __init__(self, texts: Sequence[str], vectors: np.ndarray):
+        self._rows = {t: i for i, t in enumerate(texts)}
+        self._vectors = np.asarray(vectors, dtype=np.float32)
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        missing = [t for t in texts if t not in self._rows]
+        if missing:
+            raise KeyError(f"no precomputed embedding for query {missing[0]!r}")
+        return self._vectors[[self._rows[t] for t in texts]]
+
+
+def _read_qrels(path: str) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    for row in rows[1:] if rows and not rows[0][-1].strip().lstrip("-").isdigit() else rows:
+        if len(row) >= 3:
+            out[row[0]][row[1]] = float(row[2])
+    return out
+
+
+def load_beir(folder: str) -> DemoData:
+    """A BEIR-format folder with precomputed corpus and query embeddings."""
+
+    def path(*parts: str) -> str:
+        p = os.path.join(folder, *parts)
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"{folder}: missing {os.path.join(*parts)} (expected a BEIR folder with embeddings)")
+        return p
+
+    with open(path("corpus.jsonl"), encoding="utf-8") as f:
+        docs = {str(d["_id"]): d for d in _read_jsonl(f.readlines())}
+    with open(path("corpus_ids.txt"), encoding="utf-8") as f:
+        ids = [line.strip() for line in f if line.strip()]
+    doc_emb = np.load(path("corpus_emb.npy"))
+    with open(path("queries.jsonl"), encoding="utf-8") as f:
+        queries = {str(q["_id"]): q["text"] for q in _read_jsonl(f.readlines())}
+    with open(path("query_ids.txt"), encoding="utf-8") as f:
+        query_ids = [line.strip() for line in f if line.strip()]
+    query_emb = np.load(path("queries_emb.npy"))
+    if len(ids) != len(doc_emb) or len(query_ids) != len(query_emb):
+        raise ValueError(f"{folder}: ids and embeddings have different lengths")
+
+    texts, metadata = [], []
+    for doc_id in ids:
+        d = docs.get(doc_id, {})
+        title, body = d.get("title", ""), d.get("text", "")
+        texts.append(f"{title}\n{body}" if title else body)
+        metadata.append({"title": title, "source": os.path.basename(os.path.normpath(folder))})
+    known = set(ids)
+    # Query texts can repeat across ids; key the lookup by a per-id text that is unique.
+    query_text = {qid: queries.get(qid, qid) for qid in query_ids}
+    seen: dict[str, int] = defaultdict(int)
+    unique_text = {}
+    for qid in query_ids:
+        text = query_text[qid]
+        seen[text] += 1
+        unique_text[qid] = text if seen[text] == 1 else f"{text} [{qid}]"
+    lookup = PrecomputedQueries([unique_text[q] for q in query_ids], query_emb)
+
+    def split(qrels: dict[str, dict[str, float]]) -> tuple[list[str], list[list[tuple[str, float]]]]:
+        qs, rels = [], []
+        for qid, judged in qrels.items():
+            if qid not in unique_text:
+                continue
+            top = max(judged.values(), default=0.0)
+            rel = [(d, s / top) for d, s in judged.items() if s > 0 and d in known]
+            if rel:
+                qs.append(unique_text[qid])
+                rels.append(rel)
+        return qs, rels
+
+    train_q, train_rel = split(_read_qrels(path("qrels", "train.tsv")))
+    dev_name = "dev.tsv" if os.path.exists(os.path.join(folder, "qrels", "dev.tsv")) else "test.tsv"
+    test_q, test_rel = split(_read_qrels(path("qrels", dev_name)))
+    return DemoData(
+        ids=ids, texts=texts, metadata=metadata,
+        train_queries=train_q, train_relevance=train_rel, test_queries=test_q, test_relevance=test_rel,
+        embeddings=doc_emb.astype(np.float32, copy=False), embedding_function=lookup,
+        name=f"BEIR folder {folder}", sample_question=test_q[0] if test_q else train_q[0],
+    )
+
+
+# -- running -------------------------------------------------------------------------------------
+def _short(text: str, width: int = 90) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _print_hits(hits: dict[str, list], say: Callable[..., None]) -> None:
+    scores = hits.get("score") or [None] * len(hits.get("id", []))
+    for rank, (doc_id, text, score) in enumerate(zip(hits["id"], hits["text"], scores, strict=False), 1):
+        shown = "" if score is None else f" ({score:.3f})"
+        say(f"  {rank}. [{doc_id}]{shown} {_short(text)}")
+
+
+def run(data: DemoData, path: str, quiet: bool = False, max_seconds: float = 30.0, seed: int = 0) -> dict[str, Any]:
+    """Build the store at ``path``, train, evaluate and search; returns what it measured."""
+
+    def say(*args: Any) -> None:
+        if not quiet:
+            print(*args, flush=True)
+
+    started = time.monotonic()
+    say(f"== tensordb demo: {data.name} ==")
+    say(f"store at {path}: {len(data.ids)} documents, {len(data.train_queries)} training questions, "
+        f"{len(data.test_queries)} test questions")
+    vs = VectorStore(path, embedding_function=data.embedding_function, overwrite=True)
+    try:
+        vs.add(text=data.texts, metadata=data.metadata, embedding=data.embeddings, id=data.ids)
+        vs.dataset.commit(f"add {len(data.ids)} documents")
+        if not quiet:
+            vs.summary()
+
+        say("\n== training Deep Memory ==")
+        job_id = vs.deep_memory.train(data.train_queries, data.train_relevance, max_seconds=max_seconds, seed=seed)
+        status = vs.deep_memory.wait(job_id)
+        if not quiet:
+            vs.deep_memory.status(job_id)
+        if status["status"] != "completed":
+            raise RuntimeError(f"Deep Memory job {job_id} ended {status['status']}: {status['progress']}")
+
+        say("\n== evaluation on the held-out questions ==")
+        results = vs.deep_memory.evaluate(data.test_queries, data.test_relevance, top_k=TOP_K, show=not quiet)
+        if not quiet:
+            print(f"\n{'':<14}" + "".join(f"{'R@' + str(k):>8}" for k in TOP_K) + f"{'nDCG@10':>9}")
+            for label, metrics in results.items():
+                cells = "".join(f"{100 * metrics[f'recall@{k}']:>7.1f}%" for k in TOP_K)
+                print(f"{label:<14}{cells}{100 * metrics['ndcg@10']:>8.1f}%")
+
+        question = data.sample_question
+        say(f"\n== vs.search(..., deep_memory=True) ==\nQ: {question}")
+        hits = vs.search(embedding_data=question, k=3, deep_memory=True)
+        if not quiet:
+            _print_hits(hits, say)
+
+        vector = vs._embed_queries([question])[0]
+        array = ", ".join(f"{x:.6g}" for x in vector)
+        tql = f"select * order by deepmemory_distance(embedding, ARRAY[{array}]) desc limit 3"
+        shown = f"select * order by deepmemory_distance(embedding, ARRAY[{', '.join(array.split(', ')[:3])}, ...]) " \
+                "desc limit 3"
+        say(f"\n== TQL ==\n{shown}")
+        tql_hits = vs.search(query=tql)
+        if not quiet:
+            _print_hits(tql_hits, say)
+        seconds = time.monotonic() - started
+        say(f"\ndone in {seconds:.1f} s; open it again with: tensordb info {path}")
+        return {
+            "path": path,
+            "job_id": job_id,
+            "status": status["status"],
+            "results": results,
+            "search": hits,
+            "tql": tql,
+            "tql_hits": tql_hits,
+            "seconds": seconds,
+        }
+    finally:
+        vs.close()
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="tensordb demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--path", help="where to build the store (default: a temporary directory, removed after)")
+    parser.add_argument("--data", metavar="DIR", help="a BEIR-format folder with precomputed embeddings "
+                        "(e.g. scifact) instead of the shipped corpus")
+    parser.add_argument("--max-seconds", type=float, default=30.0, help="training time budget (default 30)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing; just run")
+    return parser
+
+
+def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    data = load_beir(args.data) if args.data else load_shipped()
+    if args.path:
+        return run(data, args.path, quiet=args.quiet, max_seconds=args.max_seconds, seed=args.seed)
+    tmp = tempfile.mkdtemp(prefix="tensordb-demo-")
+    try:
+        return run(data, os.path.join(tmp, "store"), quiet=args.quiet, max_seconds=args.max_seconds, seed=args.seed)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the demo; returns the measured results (see :func:`run`)."""
+    return run_from_args(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
