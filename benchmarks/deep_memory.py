@@ -12,8 +12,6 @@ check (random 40 training queries, 5 seeds).
 from __future__ import annotations
 
 import argparse
-import collections
-import json
 import os
 import random
 import shutil
@@ -30,30 +28,6 @@ KS = (1, 3, 5, 10, 50, 100)
 METRICS = [f"recall@{k}" for k in KS] + ["ndcg@10"]
 
 
-def load_beir(folder: str):
-    ids = open(os.path.join(folder, "corpus_ids.txt")).read().split()
-    corpus = np.load(os.path.join(folder, "corpus_emb.npy"))
-    query_ids = open(os.path.join(folder, "query_ids.txt")).read().split()
-    query_emb = np.load(os.path.join(folder, "queries_emb.npy"))
-    texts = {}
-    with open(os.path.join(folder, "queries.jsonl")) as f:
-        for line in f:
-            row = json.loads(line)
-            texts[row["_id"]] = row["text"]
-    vectors = {texts[q]: query_emb[i] for i, q in enumerate(query_ids)}
-
-    def qrels(split: str):
-        rel = collections.defaultdict(list)
-        with open(os.path.join(folder, "qrels", f"{split}.tsv")) as f:
-            next(f)
-            for line in f:
-                q, c, s = line.rstrip("\n").split("\t")
-                rel[q].append((c, float(s)))
-        return [texts[q] for q in rel], list(rel.values())
-
-    return ids, corpus, vectors, qrels
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="BEIR folder with corpus_emb.npy, queries_emb.npy, qrels/")
@@ -63,14 +37,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from tensordb import VectorStore
+    from tensordb.demo import load_beir
 
-    ids, corpus, vectors, qrels = load_beir(args.data)
-
-    def embed(texts):
-        return np.stack([vectors[t] for t in texts])
-
-    train_q, train_rel = qrels("train")
-    dev_q, dev_rel = qrels("dev")
+    data = load_beir(args.data)
+    ids, corpus, embed = data.ids, data.embeddings, data.embedding_function
+    train_q, train_rel = data.train_queries, data.train_relevance
+    dev_q, dev_rel = data.test_queries, data.test_relevance
     scratch = tempfile.mkdtemp(prefix="tensordb-dm-")
     try:
         vs = VectorStore(os.path.join(scratch, "store"), embedding_function=embed, overwrite=True)
@@ -87,7 +59,7 @@ def main() -> None:
         full = vs.deep_memory.evaluate(queries=dev_q, relevance=dev_rel, top_k=KS, show=False)
 
         # Latency: the same store, plain cosine vs deep_memory=True, alternating per query.
-        qs = [vectors[t] for t in dev_q[: args.latency_queries]]
+        qs = list(embed(dev_q[: args.latency_queries]))
         plain, dm = [], []
         for q in qs * 2:
             t0 = time.perf_counter()

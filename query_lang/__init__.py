@@ -11,7 +11,7 @@ from .errors import (
     TQLSyntaxError,
     TQLTypeError,
 )
-from .executor import QueryResult, execute
+from .executor import QueryResult, execute, execute_many
 from .functions import (
     Arg,
     CallContext,
@@ -46,6 +46,7 @@ __all__ = [
     "TQLTypeError",
     "ValueType",
     "execute",
+    "execute_many",
     "function_names",
     "get_function",
     "parse",

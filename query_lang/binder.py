@@ -490,7 +490,7 @@ def _bind_call(e: ast.Call, scope: Scope) -> BExpr:
     fn = get_function(e.name)
     fn.check_arity(len(e.args))
     args = [bind(a, scope) for a in e.args]
-    infos = [Arg(a.type, a.const, a.value, a.text) for a in args]
+    infos = [Arg(a.type, a.const, a.value, _arg_text(a)) for a in args]
     try:
         t = fn.check(infos)
     except TQLError:
@@ -510,6 +510,20 @@ def _bind_call(e: ast.Call, scope: Scope) -> BExpr:
 
     resolved = ast.Call(e.name, tuple(a.resolved for a in args))
     return _make(t, resolved, args, call_kernel, function=fn, extra_columns=fn.extra_columns)
+
+
+#: Longer ARRAY literals are abbreviated in the text handed to ``Function.check``.
+_ARG_ARRAY_SHOWN = 8
+
+
+def _arg_text(a: BExpr) -> str:
+    """An argument as written, for messages; a long ARRAY literal (a query vector) is
+    abbreviated rather than printed number by number on every query."""
+    r = a.resolved
+    if a.const and isinstance(r, ast.ArrayLiteral) and len(r.values) > 2 * _ARG_ARRAY_SHOWN:
+        head = expr_to_sql(ast.ArrayLiteral(r.values[:_ARG_ARRAY_SHOWN]))[:-1]
+        return f"{head}, ... ({len(r.values)} values)]"
+    return a.text
 
 
 def _bind_index(e: ast.Index, scope: Scope) -> BExpr:

@@ -11,6 +11,7 @@ import numpy as np
 from . import ast
 from .binder import BExpr, EvalContext, evaluate
 from .errors import TQLError, TQLExecutionError
+from .functions import CallContext
 from .kernels import materialize, truthy
 from .ordering import TopK, key_array, sort_order
 from .parser import parse
@@ -53,10 +54,68 @@ def execute(query: str | ast.Query, source: ScanSource) -> QueryResult:
         raise TQLExecutionError(f"{type(exc).__name__}: {exc}") from exc
 
 
+def execute_many(queries: Sequence[str | ast.Query], source: ScanSource) -> list[QueryResult]:
+    """Run several queries over ``source``; results are the same as ``execute`` one by one.
+
+    Top-k vector searches that differ only in their query vector (same WHERE, same
+    ordering function and column, same LIMIT/OFFSET and outputs) share one scan:
+    the filter is evaluated once per batch, and all their scores come from one
+    matrix product per batch instead of one matrix-vector product per query.
+    Other queries run one by one.
+    """
+    parsed = [parse(q) if isinstance(q, str) else q for q in queries]
+    try:
+        plans = [plan_query(q, source) for q in parsed]
+        results: list[QueryResult | None] = [None] * len(plans)
+        groups: dict[Any, list[int]] = {}
+        for i, plan in enumerate(plans):
+            sig = _vector_signature(plan)
+            if sig is not None:
+                groups.setdefault(sig, []).append(i)
+        for members in groups.values():
+            if len(members) > 1:
+                batch = Executor(source).run_vector_batch([plans[i] for i in members])
+                for i, r in zip(members, batch, strict=True):
+                    results[i] = r
+        return [r if r is not None else Executor(source).run(plans[i]) for i, r in enumerate(results)]
+    except TQLError:
+        raise
+    except RecursionError:
+        raise TQLExecutionError("query is too deeply nested to execute") from None
+    except Exception as exc:  # noqa: BLE001 - surface every failure as a TQLError
+        raise TQLExecutionError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _vector_signature(plan: Plan) -> Any:
+    """What must be equal for top-k vector searches to share a scan, or None."""
+    if plan.sub is not None or not plan.vector_fast_path or len(plan.order) != 1:
+        return None
+    key, desc = plan.order[0]
+    if key.function is None or len(key.children) != 2:
+        return None
+    consts = [c.const for c in key.children]
+    if consts.count(True) != 1:
+        return None
+    vary = consts.index(True)
+    column = key.children[1 - vary]
+    if column.column is None or not isinstance(key.children[vary].value, np.ndarray):
+        return None
+    outputs = []
+    for o in plan.outputs:
+        if o.virtual and o.expr is not key and not o.expr.const:
+            return None
+        outputs.append((o.name, o.virtual, o.expr is key, o.expr.text if o.expr.const else None))
+    return (key.function.name, vary, column.column, desc, plan.limit, plan.offset,
+            None if plan.where is None else plan.where.text, tuple(outputs),
+            tuple(plan.scan_columns))
+
+
 def gather(v: Any, idx: np.ndarray) -> Any:
     """Select rows ``idx`` of a per-row value."""
     if isinstance(v, np.ndarray):
-        return v[idx]
+        # np.take copies whole rows in one pass; it is markedly faster than v[idx]
+        # on wide rows (e.g. gathering the passing embeddings of a filtered batch).
+        return np.take(v, idx, axis=0) if v.ndim else v[idx]
     return [v[i] for i in idx]
 
 
@@ -173,6 +232,40 @@ class Executor:
             rows = inner.rows[rows]
         return QueryResult(np.asarray(rows, dtype=np.int64), [o.name for o in plan.outputs],
                            virtual)
+
+    def run_vector_batch(self, plans: list[Plan]) -> list[QueryResult]:
+        """Execute top-k vector searches sharing a :func:`_vector_signature` in one scan."""
+        first = plans[0]
+        keys = [p.order[0][0] for p in plans]
+        vary = [c.const for c in keys[0].children].index(True)
+        column = keys[0].children[1 - vary]
+        fn = keys[0].function
+        values = [k.children[vary].value for k in keys]
+        stop = first.offset + first.limit
+        topks = [TopK(stop, [first.order[0][1]]) for _ in plans] if first.limit else []
+        self._row_map = None
+        arg_consts = tuple(c.const for c in keys[0].children)
+        arg_columns = tuple(c.column for c in keys[0].children)
+        for batch, ctx in (self._filtered(first, self.source) if topks else ()):
+            args: list[Any] = [None, None]
+            args[1 - vary] = evaluate(column, ctx)
+            cc = CallContext(ctx.batch, ctx.n, arg_consts, arg_columns,
+                             ctx.fn_caches.setdefault(fn.name, {}), ctx.row_map)
+            with np.errstate(all="ignore"):
+                scores = [key_array(v, ctx.n) for v in fn.evaluate_many(args, vary, values, cc)]
+            _push_many(topks, batch.rows, scores, stop, first.order[0][1])
+        out = []
+        for plan, key, topk in zip(plans, keys, topks or [None] * len(plans), strict=True):
+            if topk is None:
+                rows, known = np.empty(0, dtype=np.int64), {}
+            else:
+                rows, ks = topk.result()
+                rows = rows[plan.offset : stop]
+                known = {id(key): ks[0][plan.offset : stop]} if ks else {}
+            virtual = self._project(plan, self.source, rows, known)
+            out.append(QueryResult(np.asarray(rows, dtype=np.int64),
+                                   [o.name for o in plan.outputs], virtual))
+        return out
 
     # -------------------------------------------------------------- row selection
 
@@ -292,6 +385,30 @@ class Executor:
             for o in todo:
                 out[o.name] = _as_values(concat(parts[o.name], o.expr.type), o.expr.type)
         return out
+
+
+def _push_many(topks: list[TopK], rows: np.ndarray, scores: list[np.ndarray], k: int,
+               descending: bool) -> None:
+    """Push one batch's scores into many top-k heaps, pre-selecting with one partition.
+
+    Only rows scoring at least each query's k-th best in this batch (ties included,
+    so the tie-break by row stays exact) can reach its result.
+    """
+    n = len(rows)
+    if n <= k or any(s.dtype.kind != "f" for s in scores):
+        for topk, s in zip(topks, scores, strict=True):
+            topk.push(rows, [s])
+        return
+    matrix = np.stack(scores)
+    if descending:
+        np.negative(matrix, out=matrix)
+    kth = np.partition(matrix, k - 1, axis=1)[:, k - 1]
+    for j, (topk, s) in enumerate(zip(topks, scores, strict=True)):
+        if np.isnan(kth[j]):
+            topk.push(rows, [s])
+            continue
+        keep = np.flatnonzero(matrix[j] <= kth[j])
+        topk.push(rows[keep], [s[keep]])
 
 
 def _join_keys(parts: list[np.ndarray]) -> np.ndarray:

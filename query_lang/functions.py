@@ -92,6 +92,21 @@ class Function:
         """Compute the per-row result for a batch of ``ctx.n`` rows."""
         raise NotImplementedError
 
+    def evaluate_many(self, args: list[Any], vary: int, values: list[Any],
+                      ctx: CallContext) -> list[Any]:
+        """Results for several calls that differ only in the constant argument ``vary``.
+
+        ``values`` are that argument's constants; ``args`` holds the others. Used by
+        batched execution (:func:`query_lang.execute_many`); the default simply calls
+        :meth:`evaluate` once per value. Overrides must give the same results.
+        """
+        out = []
+        for v in values:
+            call_args = list(args)
+            call_args[vary] = v
+            out.append(self.evaluate(call_args, ctx))
+        return out
+
     def check_arity(self, nargs: int) -> None:
         """Raise :class:`TQLTypeError` for a wrong argument count."""
         hi = self.max_args
@@ -178,11 +193,34 @@ def _dots(a: Any, ac: bool, b: Any, bc: bool, n: int) -> np.ndarray:
     if isinstance(a, list) or isinstance(b, list):
         pairs = zip(rows_iter(a, ac, n), rows_iter(b, bc, n), strict=False)
         return np.asarray([_safe_dot(x, y) for x, y in pairs], dtype=np.float64)
-    if bc:
-        return (a @ b.astype(a.dtype, copy=False)).astype(np.float64)
-    if ac:
-        return (b @ a.astype(b.dtype, copy=False)).astype(np.float64)
+    # Matrix-vector products use einsum's single-threaded SIMD loop rather than BLAS:
+    # a batch is one chunk, so a scan makes many such calls, and a multi-threaded BLAS
+    # gemv waits on its worker threads at every call, which on a busy machine costs
+    # several times the arithmetic (the product is memory-bound either way).
+    if bc or ac:
+        rows, vec = (a, b) if bc else (b, a)
+        vec = vec.astype(rows.dtype, copy=False)
+        if rows.ndim == 2 and vec.ndim == 1:
+            return np.einsum("ij,j->i", rows, vec).astype(np.float64)
+        return (rows @ vec).astype(np.float64)
     return np.einsum("ij,ij->i", a, b).astype(np.float64)
+
+
+def _many_dots(args: list[Any], vary: int, values: list[Any],
+               ctx: CallContext) -> tuple[np.ndarray, list[np.ndarray], np.ndarray] | None:
+    """Per-row vectors, the constant vectors, and all their dot products in one matrix
+    product (``(len(values), n)``), for a (column, constant) pair of arguments; None
+    when the arguments are not of that form."""
+    other = 1 - vary
+    if ctx.arg_consts[other] or not ctx.arg_consts[vary]:
+        return None
+    rows = vectors(args[other], False)
+    consts = [vectors(v, True) for v in values]
+    if (not isinstance(rows, np.ndarray) or rows.ndim != 2
+            or any(c.shape != rows.shape[1:] for c in consts)):
+        return None
+    matrix = np.stack(consts).astype(rows.dtype, copy=False)
+    return rows, consts, (matrix @ rows.T).astype(np.float64)
 
 
 def _safe_dot(x: np.ndarray, y: np.ndarray) -> float:
@@ -204,9 +242,22 @@ class CosineSimilarity(_VectorPair):
     name = "cosine_similarity"
 
     def evaluate(self, args: list[Any], ctx: CallContext) -> np.ndarray:
-        (ac, bc), (acol, bcol) = ctx.arg_consts, ctx.arg_columns
+        (ac, bc) = ctx.arg_consts
         a, b = vectors(args[0], ac), vectors(args[1], bc)
-        dots = _dots(a, ac, b, bc, ctx.n)
+        return self._finish(_dots(a, ac, b, bc, ctx.n), a, b, ctx)
+
+    def evaluate_many(self, args: list[Any], vary: int, values: list[Any],
+                      ctx: CallContext) -> list[Any]:
+        many = _many_dots(args, vary, values, ctx)
+        if many is None:
+            return super().evaluate_many(args, vary, values, ctx)
+        rows, consts, dots = many
+        return [self._finish(dots[j], *((rows, c) if vary == 1 else (c, rows)), ctx)
+                for j, c in enumerate(consts)]
+
+    @staticmethod
+    def _finish(dots: np.ndarray, a: Any, b: Any, ctx: CallContext) -> np.ndarray:
+        (ac, bc), (acol, bcol) = ctx.arg_consts, ctx.arg_columns
         na, nb = _norms(a, ac, acol, ctx), _norms(b, bc, bcol, ctx)
         with np.errstate(all="ignore"):
             # Unit query against unit-norm storage: the dot product already is the cosine.
@@ -229,6 +280,13 @@ class Dot(_VectorPair):
     def evaluate(self, args: list[Any], ctx: CallContext) -> np.ndarray:
         ac, bc = ctx.arg_consts
         return _dots(vectors(args[0], ac), ac, vectors(args[1], bc), bc, ctx.n)
+
+    def evaluate_many(self, args: list[Any], vary: int, values: list[Any],
+                      ctx: CallContext) -> list[Any]:
+        many = _many_dots(args, vary, values, ctx)
+        if many is None:
+            return super().evaluate_many(args, vary, values, ctx)
+        return list(many[2])
 
 
 class _Norm(Function):

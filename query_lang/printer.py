@@ -87,7 +87,10 @@ def expr_to_sql(e: ast.Expr) -> str:
     if isinstance(e, ast.Column):
         return quote_name(e.name)
     if isinstance(e, ast.Index):
-        return _wrap(e.base, 100) + "[" + ", ".join(_index_item(i) for i in e.items) + "]"
+        base = _wrap(e.base, 100)
+        if base.startswith("-"):  # "-1[0]" would parse as -(1[0])
+            base = f"({base})"
+        return base + "[" + ", ".join(_index_item(i) for i in e.items) + "]"
     if isinstance(e, ast.Call):
         return quote_name(e.name) + "(" + ", ".join(expr_to_sql(a) for a in e.args) + ")"
     if isinstance(e, ast.Unary):

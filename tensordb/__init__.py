@@ -1,6 +1,7 @@
 """tensordb: an embedded, versioned, columnar tensor database for AI retrieval."""
 
-from .core import Dataset, DatasetView, Tensor, dataset, deepcopy, empty, exists, load
+from .core import Dataset, DatasetView, Tensor, dataset, deepcopy, empty, exists, from_arrow, ingest_jsonl, load, verify
+from .deep_memory.tql import register as _register_tql_functions
 from .errors import (
     DataCorruptionError,
     DatasetExistsError,
@@ -12,8 +13,6 @@ from .errors import (
     TensorNotFoundError,
     VersionError,
 )
-
-from .deep_memory.tql import register as _register_tql_functions
 from .vectorstore import HashingEmbedding, VectorStore
 
 _register_tql_functions()
@@ -30,7 +29,10 @@ __all__ = [
     "deepcopy",
     "empty",
     "exists",
+    "from_arrow",
+    "ingest_jsonl",
     "load",
+    "verify",
     "TensorDBError",
     "DataCorruptionError",
     "DatasetExistsError",

@@ -113,7 +113,9 @@ def load_beir(folder: str) -> DemoData:
     def path(*parts: str) -> str:
         p = os.path.join(folder, *parts)
         if not os.path.exists(p):
-            raise FileNotFoundError(f"{folder}: missing {os.path.join(*parts)} (expected a BEIR folder with embeddings)")
+            raise FileNotFoundError(
+                f"{folder}: missing {os.path.join(*parts)} (expected a BEIR folder with embeddings)"
+            )
         return p
 
     with open(path("corpus.jsonl"), encoding="utf-8") as f:
@@ -182,7 +184,9 @@ def _print_hits(hits: dict[str, list], say: Callable[..., None]) -> None:
         say(f"  {rank}. [{doc_id}]{shown} {_short(text)}")
 
 
-def run(data: DemoData, path: str, quiet: bool = False, max_seconds: float = 30.0, seed: int = 0) -> dict[str, Any]:
+def run(
+    data: DemoData, path: str, quiet: bool = False, max_seconds: float = 20.0, seed: int = 0, keep: bool = True
+) -> dict[str, Any]:
     """Build the store at ``path``, train, evaluate and search; returns what it measured."""
 
     def say(*args: Any) -> None:
@@ -232,7 +236,8 @@ def run(data: DemoData, path: str, quiet: bool = False, max_seconds: float = 30.
         if not quiet:
             _print_hits(tql_hits, say)
         seconds = time.monotonic() - started
-        say(f"\ndone in {seconds:.1f} s; open it again with: tensordb info {path}")
+        hint = f"; inspect it with: tensordb info {path}" if keep else " (temporary store removed; --path keeps it)"
+        say(f"\ndone in {seconds:.1f} s{hint}")
         return {
             "path": path,
             "job_id": job_id,
@@ -252,7 +257,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--path", help="where to build the store (default: a temporary directory, removed after)")
     parser.add_argument("--data", metavar="DIR", help="a BEIR-format folder with precomputed embeddings "
                         "(e.g. scifact) instead of the shipped corpus")
-    parser.add_argument("--max-seconds", type=float, default=30.0, help="training time budget (default 30)")
+    parser.add_argument("--max-seconds", type=float, default=20.0, help="training time budget in seconds (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--quiet", action="store_true", help="print nothing; just run")
     return parser
@@ -264,7 +269,8 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
         return run(data, args.path, quiet=args.quiet, max_seconds=args.max_seconds, seed=args.seed)
     tmp = tempfile.mkdtemp(prefix="tensordb-demo-")
     try:
-        return run(data, os.path.join(tmp, "store"), quiet=args.quiet, max_seconds=args.max_seconds, seed=args.seed)
+        return run(data, os.path.join(tmp, "store"), quiet=args.quiet, max_seconds=args.max_seconds, seed=args.seed,
+                   keep=False)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -1,8 +1,10 @@
 """Core layer: tensors, datasets, views and versions, on top of the format and storage layers."""
 
 from .dataset import Dataset
-from .lifecycle import dataset, deepcopy, empty, exists, load
+from .ingest import from_arrow, ingest_jsonl
+from .lifecycle import dataset, deepcopy, empty, exists, load, verify
 from .table import DatasetView, VirtualColumn
 from .tensor import Tensor
 
-__all__ = ["Dataset", "DatasetView", "Tensor", "VirtualColumn", "dataset", "deepcopy", "empty", "exists", "load"]
+__all__ = ["Dataset", "DatasetView", "Tensor", "VirtualColumn", "dataset", "deepcopy", "empty", "exists", "load", "verify"]
+__all__ += ["from_arrow", "ingest_jsonl"]

@@ -79,7 +79,12 @@ class ChunkReader:
             out[...] = self.chunk(meta, key).array
             return
         view = memoryview(out.reshape(-1).view(np.uint8))
-        self.store.read_into(key, ref.offset, view)
+        try:
+            self.store.read_into(key, ref.offset, view)
+        except KeyNotFoundError:
+            raise DataCorruptionError(f"{what}: chunk file is missing") from None
+        except DataCorruptionError as e:  # a truncated file: say which tensor and chunk
+            raise DataCorruptionError(f"{what}: {e}") from e
         envelope.check_buffer(view, ref, what, "data")
 
 

@@ -80,7 +80,7 @@ class Dataset(Table):
         """Whether the branch has writes not yet committed."""
         if self._checkout.commit is None:
             return bool(self._state.tensors)
-        return self._versions.commit_record(self._checkout.commit).state != self._checkout.state_key
+        return self._versions.commit_record(self._checkout.commit, "the refs file").state != self._checkout.state_key
 
     def __repr__(self) -> str:
         where = self.branch if self.branch else f"commit {self.commit_id}"
@@ -322,6 +322,7 @@ class Dataset(Table):
 
     def pop(self, index: int | Sequence[int] | None = None) -> None:
         """Delete rows from every tensor (the last row when ``index`` is None)."""
+        self._as_writable("pop")
         length = len(self)
         if index is None:
             if length == 0:
@@ -350,10 +351,22 @@ class Dataset(Table):
             raise VersionError("commit inside a 'with ds:' block is not allowed; commit after the block")
         record = self._versions.new_commit(self._checkout.commit, self.branch, str(message), self._checkout.state_key)
         refs = self._versions.refs()
-        refs[self.branch] = mf.BranchRef(record.id, self._checkout.state_key)
-        self._versions.publish_refs(refs)
+        ref = refs[self.branch] = mf.BranchRef(record.id, self._checkout.state_key)
+        try:
+            self._versions.publish_refs(refs)
+        except BaseException:
+            if self._ref_landed(self.branch, ref):  # only the final fsync failed: the commit is visible
+                self._checkout = replace(self._checkout, commit=record.id)
+            raise
         self._checkout = replace(self._checkout, commit=record.id)
         return record.id
+
+    def _ref_landed(self, branch: str, ref: mf.BranchRef) -> bool:
+        """After a failed ``publish_refs``: does the refs file on disk already hold ``ref`` for ``branch``?"""
+        try:
+            return self._versions.refs().get(branch) == ref
+        except TensorDBError:
+            return False
 
     def checkout(self, address: str, create: bool = False) -> str | None:
         """Switch to a branch or commit; ``create=True`` starts a new branch from the current state."""
@@ -366,8 +379,13 @@ class Dataset(Table):
             refs = self._versions.refs()
             if address in refs:
                 raise VersionError(f"branch {address!r} already exists; checkout it without create=True")
-            refs[address] = mf.BranchRef(self._checkout.commit, self._checkout.state_key)
-            self._versions.publish_refs(refs)
+            ref = refs[address] = mf.BranchRef(self._checkout.commit, self._checkout.state_key)
+            try:
+                self._versions.publish_refs(refs)
+            except BaseException:
+                if self._ref_landed(address, ref):  # the branch exists on disk: the handle follows it
+                    self._checkout = Checkout(address, self._checkout.commit, self._checkout.state_key)
+                raise
             self._checkout = Checkout(address, self._checkout.commit, self._checkout.state_key)
         else:
             self._checkout = self._versions.resolve(address)
@@ -396,7 +414,7 @@ class Dataset(Table):
                 return {}
             return {n: t.nrows for n, t in self._versions.state(key).tensors.items()}
 
-        head = self._versions.commit_record(self.commit_id).state if self.commit_id else None
+        head = self._versions.commit_record(self.commit_id, "the refs file").state if self.commit_id else None
         before, after = counts(a, head), counts(b, self._checkout.state_key)
         return {
             name: {"a": before.get(name, 0), "b": after.get(name, 0), "added": after.get(name, 0) - before.get(name, 0)}

@@ -160,6 +160,8 @@ def _cast(
     """``array`` as ``dtype``; ``row`` names a single row, ``batch_first_row`` the first row of a batch."""
     if array.dtype == dtype:
         return array
+    if array.size == 0:  # e.g. [] (float64 to numpy): nothing can be lost
+        return array.astype(dtype)
     if not np.can_cast(array.dtype, dtype, casting="same_kind") and not (
         array.dtype.kind in "iub" and dtype.kind in "iuf"
     ):
@@ -197,6 +199,10 @@ def _encode_numeric(meta: TensorMeta, values: Any, first_row: int) -> tuple[Enco
         for i, a in enumerate(arrays):
             if a is not None and a.ndim != expected_ndim:
                 raise _fail(meta, first_row + i, f"expected {expected_ndim}-dimensional rows, got {a.ndim}-dimensional")
+        if expected_ndim == 0 and len(present) != len(arrays):
+            # an empty row of scalars would read back as a made-up 0
+            row = first_row + [a is None for a in arrays].index(True)
+            raise _fail(meta, row, "None (an empty row) needs rows of at least 1 dimension; this tensor holds scalars")
         rows = [
             np.zeros((0,) * expected_ndim, dtype) if a is None else _cast(meta, first_row + i, a, dtype)
             for i, a in enumerate(arrays)

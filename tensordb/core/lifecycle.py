@@ -10,31 +10,35 @@ from tqdm.auto import tqdm
 from ..errors import DatasetExistsError, DatasetNotFoundError, KeyNotFoundError
 from ..format import manifest as mf
 from ..storage import Store, open_store
+from . import maintenance
 from .dataset import Dataset
+from .maintenance import VerifyReport
 from .versions import DEFAULT_BRANCH, Checkout, VersionStore
 
 
-def _split_address(path: str) -> tuple[str, str | None]:
+def _split_address(path: str | Store) -> tuple[str | Store, str | None]:
     """``"./db@abc123"`` → ``("./db", "abc123")``; the ``@`` must be in the last path component."""
+    if isinstance(path, Store):
+        return path, None
     head, sep, tail = path.rpartition("@")
     if sep and tail and "/" not in tail and os.sep not in tail:
         return head, tail
     return path, None
 
 
-def exists(path: str) -> bool:
+def exists(path: str | Store) -> bool:
     """Whether a dataset lives at ``path``."""
     store = open_store(_split_address(path)[0])
     return store.exists(mf.DATASET_KEY)
 
 
-def empty(path: str, overwrite: bool = False, lock_timeout: float = 0.0) -> Dataset:
+def empty(path: str | Store, overwrite: bool = False, lock_timeout: float = 0.0) -> Dataset:
     """Create a new, empty dataset at ``path`` (a directory or ``mem://name``)."""
     store = open_store(path)
     lock = store.acquire_writer_lock(lock_timeout)
     try:
         if store.list():
-            if not overwrite:
+            if not overwrite and not _interrupted_creation(store):
                 kind = "a dataset" if store.exists(mf.DATASET_KEY) else "files"
                 raise DatasetExistsError(f"{store.url} already holds {kind}; pass overwrite=True to replace it")
             store.clear()
@@ -47,6 +51,30 @@ def empty(path: str, overwrite: bool = False, lock_timeout: float = 0.0) -> Data
         raise
 
 
+def _interrupted_creation(store: Store) -> bool:
+    """Whether ``store`` holds only what an ``empty()`` that failed or crashed before its marker left.
+
+    That is: no marker, and at most an empty first snapshot plus refs naming only it.
+    Such leftovers hold no data, so creating the dataset again may replace them.
+    """
+    from ..errors import TensorDBError
+
+    keys = store.list()
+    states = [k for k in keys if k.startswith(mf.STATE_PREFIX)]
+    if store.exists(mf.DATASET_KEY) or len(states) > 1 or set(keys) - set(states) - {mf.REFS_KEY}:
+        return False
+    try:
+        if states and mf.decode_state(store.get(states[0]), states[0]).tensors:
+            return False
+        if mf.REFS_KEY in keys:
+            refs = VersionStore(store).refs()
+            if refs != {DEFAULT_BRANCH: mf.BranchRef(None, states[0] if states else "")}:
+                return False
+    except TensorDBError:
+        return False
+    return True
+
+
 def _initialise(store: Store) -> None:
     versions = VersionStore(store)
     state_key = versions.put_state(mf.DatasetState())
@@ -55,14 +83,14 @@ def _initialise(store: Store) -> None:
     store.publish(mf.DATASET_KEY, mf.encode_dataset_marker(time.time()))
 
 
-def load(path: str, read_only: bool = False, lock_timeout: float = 0.0) -> Dataset:
+def load(path: str | Store, read_only: bool = False, lock_timeout: float = 0.0) -> Dataset:
     """Open an existing dataset. ``path@branch`` or ``path@commit_id`` opens that version."""
     location, address = _split_address(path)
     store = open_store(location)
     try:
         mf.decode_dataset_marker(store.get(mf.DATASET_KEY), f"{store.url}/{mf.DATASET_KEY}")
     except KeyNotFoundError:
-        raise DatasetNotFoundError(f"no tensordb dataset at {location!r}") from None
+        raise DatasetNotFoundError(f"no tensordb dataset at {store.url!r}") from None
     lock = None if read_only else store.acquire_writer_lock(lock_timeout)
     try:
         checkout = VersionStore(store).resolve(address or DEFAULT_BRANCH)
@@ -73,7 +101,7 @@ def load(path: str, read_only: bool = False, lock_timeout: float = 0.0) -> Datas
         raise
 
 
-def dataset(path: str, read_only: bool = False, overwrite: bool = False, lock_timeout: float = 0.0) -> Dataset:
+def dataset(path: str | Store, read_only: bool = False, overwrite: bool = False, lock_timeout: float = 0.0) -> Dataset:
     """Open the dataset at ``path``, creating it when there is none."""
     if overwrite or not exists(path):
         return empty(path, overwrite=overwrite, lock_timeout=lock_timeout)
@@ -104,3 +132,11 @@ def deepcopy(src: str, dest: str, overwrite: bool = False, progress: bool = True
     except BaseException:
         lock.release()
         raise
+
+
+def verify(path: str | Store) -> VerifyReport:
+    """Check every checksum of the dataset at ``path``, even one too damaged to open."""
+    store = open_store(_split_address(path)[0])
+    if not store.list():
+        raise DatasetNotFoundError(f"no tensordb dataset at {store.url!r}")
+    return maintenance.verify(store)

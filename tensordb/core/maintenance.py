@@ -10,6 +10,7 @@ from ..errors import TensorDBError
 from ..format import chunk as chunkfmt
 from ..format import manifest as mf
 from ..storage import LocalStore, Store
+from . import attachments
 from .chunk_io import chunk_label
 from .versions import VersionStore
 
@@ -36,13 +37,24 @@ def _reachable_states(versions: VersionStore, report: VerifyReport) -> dict[str,
         report.problems.append(str(e))
         refs = {}
     keys.update(ref.state for ref in refs.values())
-    for commit_key in versions.store.list(mf.COMMIT_PREFIX):
+    stored = {k[len(mf.COMMIT_PREFIX) :] for k in versions.store.list(mf.COMMIT_PREFIX)}
+    # Every commit a branch or another commit points at must exist.
+    named = {ref.head: f"branch {name!r} in the refs file" for name, ref in refs.items() if ref.head is not None}
+    for commit_id in sorted(stored):
         try:
-            record = versions.commit_record(commit_key[len(mf.COMMIT_PREFIX) :])
+            record = versions.commit_record(commit_id)
             keys.add(record.state)
             report.files_checked += 1
+            if record.parent is not None:
+                named.setdefault(record.parent, f"the parent link of commit {record.id!r}")
         except TensorDBError as e:
             report.problems.append(str(e))
+    for commit_id, named_by in sorted(named.items()):
+        if commit_id not in stored:
+            report.problems.append(
+                f"{versions.store.url}: commit {commit_id!r} named by {named_by} is missing "
+                f"(file '{mf.COMMIT_PREFIX}{commit_id}')"
+            )
     for key in sorted(keys):
         try:
             states[key] = versions.state(key)
@@ -76,6 +88,17 @@ def verify(store: Store) -> VerifyReport:
                         report.problems.append(f"{what}: holds {decoded.nrows} rows, manifest says {nrows}")
                 except TensorDBError as e:
                     report.problems.append(f"{what}: {e}" if what not in str(e) else str(e))
+    names = attachments.names(store)
+    records = {}
+    for name in names:
+        try:
+            records[name] = attachments.get(store, name)[0]
+            report.files_checked += 1
+        except TensorDBError as e:
+            report.problems.append(f"attachment {name!r}: {e}")
+    from ..deep_memory.jobs import missing_models  # deep_memory builds on core: import late
+
+    report.problems += missing_models(store.url, records, set(names))
     return report
 
 

@@ -8,16 +8,20 @@ columns are decoded only when the executor actually asks for them.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
 
-from query_lang import execute
+from query_lang import QueryResult, execute, execute_many
 from query_lang.ast import Query
+from query_lang.errors import TQLError
 from query_lang.source import Batch, ColumnInfo
 
+from ..errors import DataCorruptionError, StorageError
 from ..format import chunk as chunkfmt
 from ..format.manifest import DatasetState, TensorState
 from .chunk_io import locate, read_rows
@@ -58,6 +62,7 @@ class TableSource:
         self._base = table._selected_rows()
         self._length = len(table)
         self._virtual = table._virtual
+        self._starts: dict[str, list[int]] = {}
         #: The dataset behind the table, for functions that need dataset-level records.
         self.dataset = table._root
 
@@ -118,6 +123,14 @@ class TableSource:
             return 0
         return int(np.prod(t.meta.shape, dtype=np.int64)) * np.dtype(t.meta.dtype).itemsize + 1
 
+    def _chunk_starts(self, name: str) -> list[int]:
+        starts = self._starts.get(name)
+        if starts is None:
+            counts = self._state.tensors[name].chunk_rows
+            starts = [0, *itertools.accumulate(int(n) for n in counts)]
+            self._starts[name] = starts
+        return starts
+
     def _gathered_batch(self, columns: Sequence[str], group: np.ndarray) -> Batch:
         loaders = {c: (lambda c=c: self.take(c, group)) for c in columns}
         return Batch(rows=group, values=_LazyColumns(loaders))
@@ -130,7 +143,7 @@ class TableSource:
                 loaders[c] = lambda c=c: self.take(c, group)
                 continue
             t = self._state.tensors[c]
-            pieces = _pieces(t, group) if contiguous else None
+            pieces = _pieces(t, group, self._chunk_starts(c)) if contiguous else None
             if pieces is not None and len(pieces) == 1:
                 key, lo, hi = pieces[0]
                 chunk = self._reader.chunk(t.meta, key)
@@ -170,28 +183,46 @@ def _chunk_range(chunk: chunkfmt.Chunk, lo: int, hi: int) -> Any:
     return chunk.take(np.arange(lo, hi))
 
 
-def _pieces(t: TensorState, group: np.ndarray) -> list[tuple[str, int, int]] | None:
-    """The (chunk, start, stop) runs that hold the contiguous rows ``group``."""
+def _pieces(t: TensorState, group: np.ndarray, starts: list[int]) -> list[tuple[str, int, int]] | None:
+    """The (chunk, start, stop) runs that hold the contiguous rows ``group``.
+
+    ``starts`` are the tensor's chunk start rows followed by its row count.
+    """
     first, last = int(group[0]), int(group[-1])
     if last >= t.nrows:
         return None
-    chunk_no, local, _ = locate(t, np.array([first, last]))
+    c0 = bisect.bisect_right(starts, first) - 1
+    c1 = bisect.bisect_right(starts, last) - 1
     out = []
-    for c in range(int(chunk_no[0]), int(chunk_no[1]) + 1):
-        lo = int(local[0]) if c == chunk_no[0] else 0
-        hi = int(local[1]) + 1 if c == chunk_no[1] else t.chunk_rows[c]
+    for c in range(c0, c1 + 1):
+        lo = first - starts[c] if c == c0 else 0
+        hi = last - starts[c] + 1 if c == c1 else t.chunk_rows[c]
         out.append((t.chunk_keys[c], lo, hi))
     return out
 
 
-
-
 def run_query(table: Table, text: str | Query) -> DatasetView:
     """Execute TQL (text or a parsed ``Query``) over ``table`` and wrap the result as a view."""
+    with _storage_errors_surface():
+        return _as_view(table, execute(text, TableSource(table)))
+
+
+class _storage_errors_surface:
+    """query_lang turns every failure inside a function into a TQLError; damaged or unreadable
+    files met during a query must surface as what they are (DataCorruptionError, StorageError)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        cause = exc.__cause__ if exc is not None else None
+        if isinstance(exc, TQLError) and isinstance(cause, (DataCorruptionError, StorageError)):
+            raise cause
+
+
+def _as_view(table: Table, result: QueryResult) -> DatasetView:
     from .table import DatasetView
 
-    source = TableSource(table)
-    result = execute(text, source)
     base = table._selected_rows()
     rows = result.rows if base is None else base[result.rows]
     selected = [c for c in result.columns if c in table._state.tensors]
@@ -200,6 +231,16 @@ def run_query(table: Table, text: str | Query) -> DatasetView:
     view = DatasetView(table, np.asarray(rows, dtype=np.int64), virtual=virtual)
     view._state = DatasetState({n: table._state.tensors[n] for n in selected}, table._state.info)
     return view
+
+
+def run_queries(table: Table, texts: Sequence[str | Query]) -> list[DatasetView]:
+    """Execute several TQL queries over ``table`` (see ``query_lang.execute_many``).
+
+    Top-k vector searches that differ only in their query vector share one scan.
+    """
+    source = TableSource(table)
+    with _storage_errors_surface():
+        return [_as_view(table, r) for r in execute_many(list(texts), source)]
 
 
 def _take_virtual(values: Any, rows: np.ndarray) -> Any:

@@ -154,6 +154,28 @@ class Table:
 
         return run_query(self, text)
 
+    # -- interchange (torch, pyarrow and pandas are imported only when used) ---------------------
+    def pytorch(self, tensors: Any = None, batch_size: int | None = 1, shuffle: bool = False, num_workers: int = 0,
+                transform: Any = None, collate_fn: Any = None, drop_last: bool = False,
+                shuffle_buffer: int = 16_384, seed: int | None = None, **loader_kwargs: Any) -> Any:
+        """A ``torch.utils.data.DataLoader`` streaming these rows chunk by chunk; see ``core/torch_loader.py``."""
+        from .torch_loader import make_dataloader
+
+        return make_dataloader(self, tensors, batch_size, shuffle, num_workers, transform, collate_fn, drop_last,
+                               shuffle_buffer, seed, **loader_kwargs)
+
+    def to_arrow(self, tensors: Any = None) -> Any:
+        """These rows as a ``pyarrow.Table`` (one column per tensor; see ``core/arrow_io.py``)."""
+        from .arrow_io import to_arrow
+
+        return to_arrow(self, tensors)
+
+    def to_pandas(self, tensors: Any = None) -> Any:
+        """These rows as a ``pandas.DataFrame``."""
+        from .arrow_io import to_pandas
+
+        return to_pandas(self, tensors)
+
 
 def _take(values: Any, rows: np.ndarray) -> Any:
     if isinstance(values, np.ndarray):

@@ -96,6 +96,8 @@ class Tensor:
             out = np.empty(len(values), dtype=object)
             out[:] = values
             return out
+        if not values:  # no rows, so no shape known yet
+            return np.empty((0,), dtype=self.dtype or np.float32)
         raise SampleError(
             f"tensor {self.name!r} has rows of different shapes ({meta.shape}); use numpy(aslist=True)"
         )

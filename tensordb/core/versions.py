@@ -44,9 +44,14 @@ class VersionStore:
     def state(self, key: str) -> mf.DatasetState:
         return mf.decode_state(self._get(key, f"snapshot {key!r}"), f"{self.store.url}/{key}")
 
-    def commit_record(self, commit_id: str) -> mf.CommitRecord:
+    def commit_record(self, commit_id: str, named_by: str | None = None) -> mf.CommitRecord:
+        """The record of ``commit_id``; ``named_by`` says which record points at it (then a missing one is damage)."""
         key = mf.COMMIT_PREFIX + commit_id
         if not _is_hex(commit_id) or not self.store.exists(key):
+            if named_by is not None:
+                raise DataCorruptionError(
+                    f"{self.store.url}: commit {commit_id!r} named by {named_by} is missing (file {key!r})"
+                )
             raise VersionError(f"{self.store.url}: no branch or commit named {commit_id!r}")
         return mf.decode_commit(self._get(key, f"commit {commit_id!r}"), f"{self.store.url}/{key}")
 
@@ -85,11 +90,12 @@ class VersionStore:
     def history(self, commit_id: str | None) -> list[mf.CommitRecord]:
         """Commits from ``commit_id`` back to the first, newest first."""
         out, seen = [], set()
+        named_by = "the checked-out version"
         while commit_id is not None and commit_id not in seen:
             seen.add(commit_id)
-            record = self.commit_record(commit_id)
+            record = self.commit_record(commit_id, named_by)
             out.append(record)
-            commit_id = record.parent
+            commit_id, named_by = record.parent, f"the parent link of commit {record.id!r}"
         return out
 
 

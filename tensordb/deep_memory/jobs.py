@@ -61,6 +61,17 @@ class JobRecord:
         return cls(**known)
 
 
+def missing_models(url: str, records: dict[str, dict[str, Any]], names: set[str]) -> list[str]:
+    """Problems for ``verify``: completed jobs (attachment name → meta) whose model attachment is absent."""
+    out = []
+    for name, meta in sorted(records.items()):
+        job_id = name[len(JOB_PREFIX) :]
+        if name.startswith(JOB_PREFIX) and meta.get("status") == COMPLETED and MODEL_PREFIX + job_id not in names:
+            out.append(f"{url}: Deep Memory job {job_id!r} is completed but its model file "
+                       f"'attachments/{MODEL_PREFIX}{job_id}' is missing")
+    return out
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex[:24]
 
@@ -121,7 +132,15 @@ class JobStore:
 
     def model(self, job_id: str) -> DeepMemoryModel:
         if job_id not in self._models:
-            params, arrays = self.dataset.get_attachment(MODEL_PREFIX + job_id)
+            try:
+                params, arrays = self.dataset.get_attachment(MODEL_PREFIX + job_id)
+            except KeyNotFoundError:
+                from ..errors import DataCorruptionError
+
+                raise DataCorruptionError(
+                    f"{self.dataset.path}: Deep Memory job {job_id!r} is completed but its model file "
+                    f"'attachments/{MODEL_PREFIX}{job_id}' is missing"
+                ) from None
             try:
                 self._models[job_id] = DeepMemoryModel.from_state(arrays, params)
             except (KeyError, ValueError, AssertionError) as e:
@@ -141,8 +160,9 @@ class JobStore:
 
     def delete(self, job_id: str) -> None:
         with self._lock:
-            self.dataset.delete_attachment(MODEL_PREFIX + job_id)
+            # The record goes first: a crash in between leaves an unused model, never a completed job without one.
             self.dataset.delete_attachment(JOB_PREFIX + job_id)
+            self.dataset.delete_attachment(MODEL_PREFIX + job_id)
             self._latest_known = False
         self._models.pop(job_id, None)
 

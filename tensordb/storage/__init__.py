@@ -9,8 +9,10 @@ from .memory import MemoryStore
 MEMORY_SCHEME = "mem://"
 
 
-def open_store(path: str) -> Store:
-    """The store for a dataset path: ``mem://name`` or a local directory."""
+def open_store(path: str | Store) -> Store:
+    """The store for a dataset path: ``mem://name``, a local directory, or a ``Store`` as is."""
+    if isinstance(path, Store):
+        return path
     if path.startswith(MEMORY_SCHEME):
         return MemoryStore.named(path[len(MEMORY_SCHEME) :])
     if "://" in path:

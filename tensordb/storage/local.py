@@ -111,14 +111,14 @@ class LocalStore(Store):
             try:
                 view = memoryview(data).cast("B")
                 while view:
-                    written = os.write(fd, view)
+                    written = self._os_write(fd, view)
                     if written <= 0:
-                        raise OSError(errno.EIO, "short write")
+                        raise OSError(errno.EIO, "write made no progress")
                     view = view[written:]
-                os.fsync(fd)
+                self._os_fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, path)
+            self._os_replace(tmp, path)
         except OSError as e:
             try:
                 os.unlink(tmp)
@@ -127,6 +127,16 @@ class LocalStore(Store):
             raise StorageError(f"{self.url}: writing {key!r} failed: {e}") from e
         with self._dirs_lock:
             self._unsynced_dirs.add(directory)
+
+    # The system calls that make writes durable, as methods so fault-injection tests can fail them.
+    def _os_write(self, fd: int, data: memoryview) -> int:
+        return os.write(fd, data)
+
+    def _os_fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def _os_replace(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
 
     def put(self, key: str, data: bytes | memoryview) -> None:
         self._write_file(key, data)
@@ -138,7 +148,7 @@ class LocalStore(Store):
             try:
                 fd = os.open(directory, os.O_RDONLY)
                 try:
-                    os.fsync(fd)
+                    self._os_fsync(fd)
                 finally:
                     os.close(fd)
             except OSError as e:
@@ -189,8 +199,11 @@ class LocalStore(Store):
             return 0.0
 
     def acquire_writer_lock(self, timeout: float = 0.0) -> _FileLock:
-        os.makedirs(self.root, exist_ok=True)
-        fd = os.open(os.path.join(self.root, _LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.makedirs(self.root, exist_ok=True)
+            fd = os.open(os.path.join(self.root, _LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StorageError(f"{self.url}: cannot open the dataset directory for writing: {e}") from e
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -17,7 +17,7 @@ from query_lang import ast
 from ..core import Dataset, dataset, empty, load
 from ..errors import SampleError, TensorDBError
 from . import filters
-from .embeddings import HashingEmbedding, embed_documents, embed_queries
+from .embeddings import embed_documents, embed_queries
 
 TENSORS = ("text", "metadata", "embedding", "id")
 DEFAULT_RETURN = ("text", "metadata", "id")

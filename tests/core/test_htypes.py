@@ -98,9 +98,30 @@ def test_generic_none_rows_become_empty_arrays():
     ds = _new(dtype="float32")
     ds.x.extend([None, [1.0, 2.0], None])
     got = ds.x.numpy(aslist=True)
-    assert [canon(r) for r in got] == [canon(np.zeros(0, "f4")), canon(np.array([1, 2], "f4")), canon(np.zeros(0, "f4"))]
+    empty = canon(np.zeros(0, "f4"))
+    assert [canon(r) for r in got] == [empty, canon(np.array([1, 2], "f4")), empty]
     with pytest.raises(SampleError, match="aslist"):
         ds.x.numpy()
+
+
+def test_generic_empty_list_fits_any_dtype():
+    ds = _new(dtype="int16")
+    ds.x.extend([[1, 2], [], None])
+    assert [canon(r) for r in ds.x.numpy(aslist=True)] == [
+        canon(np.array([1, 2], "int16")), canon(np.zeros(0, "int16")), canon(np.zeros(0, "int16"))
+    ]
+
+
+def test_generic_none_in_scalar_tensor_is_refused_not_made_up():
+    ds = _new(dtype="int32")
+    ds.x.extend([7, 8])
+    with pytest.raises(SampleError, match=r"tensor 'x', row 3 .*scalars"):
+        ds.x.extend([9, None])
+    ds2 = _new()
+    with pytest.raises(SampleError, match=r"tensor 'x', row 0 .*scalars"):
+        ds2.x.extend([None, 5])
+    assert ds.x.numpy().tolist() == [7, 8]
+    assert len(ds2.x) == 0
 
 
 def test_generic_dtype_errors_name_tensor_and_row():
@@ -444,7 +465,7 @@ def test_bad_update_leaves_dataset_unchanged(path):
 @pytest.mark.parametrize("storage", STORAGE)
 def test_many_chunks_roundtrip_all_htypes(storage, tmp_path):
     ds = _multi(str(tmp_path / "ds"), storage)
-    for i in range(30):
+    for _ in range(30):
         ds.extend(_good_rows(3))
     assert len(ds) == 50 + 90
     if storage[1] == 2048:

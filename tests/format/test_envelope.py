@@ -109,8 +109,9 @@ def test_future_format_version_raises():
 
 def test_bad_codec_in_file_is_corruption():
     # a checksum-valid file naming an unknown codec must not be decoded by guessing
-    import msgpack
     import zlib
+
+    import msgpack
 
     payload = b"abc"
     header = msgpack.packb({"buffers": [["data", 0, 3, zlib.crc32(payload), "zstd", 3]]}, use_bin_type=True)

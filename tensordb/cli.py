@@ -1,0 +1,222 @@
+"""The ``tensordb`` command line: inspect datasets, run TQL, verify checksums, watch Deep Memory.
+
+Exit codes: 0 on success, 2 on a usage error, 1 on any other error (its message is
+printed, without a traceback). Every command opens datasets read-only: it never
+takes the writer lock, so it can inspect a dataset another process is writing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from query_lang.errors import TQLError
+
+from .errors import TensorDBError
+
+DEFAULT_LIMIT = 20
+CELL_WIDTH = 48
+
+
+# -- formatting ----------------------------------------------------------------------------------
+def _cell(value: Any, width: int = CELL_WIDTH) -> str:
+    """One value as a single short line."""
+    if isinstance(value, np.ndarray):
+        if value.ndim == 0:
+            value = value.item()
+        else:
+            flat = value.reshape(-1)
+            shown = ", ".join(_number(x) for x in flat[:4])
+            more = ", ..." if flat.size > 4 else ""
+            text = f"[{shown}{more}]" + (f" {value.shape}" if value.ndim > 1 or flat.size > 4 else "")
+            return _truncate(text, width)
+    if isinstance(value, (float, np.floating)):
+        return _number(value)
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return _truncate(" ".join(str(value).split()), width)
+
+
+def _number(x: Any) -> str:
+    if isinstance(x, (float, np.floating)):
+        return f"{float(x):.4g}"
+    return str(x.item() if isinstance(x, np.generic) else x)
+
+
+def _truncate(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def format_table(columns: list[str], rows: list[list[str]]) -> str:
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    rule = "  ".join("-" * w for w in widths)
+    lines = [rule, "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip(), rule]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.append(rule)
+    return "\n".join(lines)
+
+
+# -- commands ------------------------------------------------------------------------------------
+def _open(path: str):
+    from .core import load
+
+    return load(path, read_only=True)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    ds = _open(args.path)
+    ds.summary()
+    print(f"rows: {len(ds)}  branch: {ds.branch or '-'}  commit: {ds.commit_id or '-'}  "
+          f"branches: {', '.join(ds.branches)}")
+    return 0
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    entries = _open(args.path).log()
+    if not entries:
+        print("(no commits)")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    if args.limit < 0:
+        raise TensorDBError(f"--limit must be >= 0, got {args.limit}")
+    view = _open(args.path).query(args.tql)
+    names = view._column_names()
+    total = len(view)
+    shown = view[: min(args.limit, total)] if total else view
+    n = min(args.limit, total)
+    columns: dict[str, list[Any]] = {}
+    for name in names:
+        if n == 0:
+            columns[name] = []
+            continue
+        column = shown[name]
+        try:
+            values = column.numpy(aslist=True)
+        except TypeError:
+            values = column.numpy()
+        columns[name] = list(values)[:n]
+    rows = [[_cell(columns[name][i], args.width) for name in names] for i in range(n)]
+    print(format_table(names, rows))
+    more = f" (showing {n}; use --limit to see more)" if n < total else ""
+    print(f"{total} row{'s' if total != 1 else ''}{more}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    report = _open(args.path).verify()
+    for problem in report.problems:
+        print(f"PROBLEM: {problem}")
+    if report.ok:
+        print(f"ok: {report.files_checked} files checked, every checksum matches")
+        return 0
+    print(f"{len(report.problems)} problem{'s' if len(report.problems) != 1 else ''} found "
+          f"({report.files_checked} files checked)")
+    return 1
+
+
+def _store(path: str):
+    from .vectorstore import VectorStore
+
+    return VectorStore(path, read_only=True)
+
+
+def cmd_dm_status(args: argparse.Namespace) -> int:
+    _store(args.path).deep_memory.status(args.job)
+    return 0
+
+
+def cmd_dm_list(args: argparse.Namespace) -> int:
+    jobs = _store(args.path).deep_memory.list_jobs(show=True)
+    if not jobs:
+        print("(no Deep Memory jobs)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_from_args
+
+    run_from_args(args)
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tensordb",
+        description="Inspect and query tensordb datasets; run the Deep Memory demo.",
+        epilog="Exit codes: 0 success, 1 error, 2 usage error. PATH may end in @branch or @commit.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"tensordb {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("info", help="print a dataset's summary", description="Print the tensors of a dataset.")
+    p.add_argument("path", metavar="PATH", help="dataset directory (optionally PATH@branch or PATH@commit)")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("log", help="print the commit history", description="Print commits, newest first.")
+    p.add_argument("path", metavar="PATH", help="dataset directory (optionally PATH@branch or PATH@commit)")
+    p.set_defaults(func=cmd_log)
+
+    p = sub.add_parser("query", help="run a TQL query and print the rows",
+                       description="Run a TQL query and print the resulting rows as a table.")
+    p.add_argument("path", metavar="PATH", help="dataset directory (optionally PATH@branch or PATH@commit)")
+    p.add_argument("tql", metavar="TQL", help="the query, e.g. \"select id, text where contains(text, 'lock')\"")
+    p.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help=f"rows to print (default {DEFAULT_LIMIT})")
+    p.add_argument("--width", type=int, default=CELL_WIDTH, help=f"longest cell, in characters (default {CELL_WIDTH})")
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("verify", help="check every checksum; exit 1 on damage",
+                       description="Check every file any branch or commit uses; print each problem.")
+    p.add_argument("path", metavar="PATH", help="dataset directory")
+    p.set_defaults(func=cmd_verify)
+
+    dm = sub.add_parser("dm", help="Deep Memory jobs of a vector store", description="Deep Memory jobs.")
+    dm_sub = dm.add_subparsers(dest="dm_command", metavar="COMMAND", required=True)
+    p = dm_sub.add_parser("status", help="status table of one job", description="Print one job's status table.")
+    p.add_argument("path", metavar="PATH", help="vector store directory")
+    p.add_argument("job", metavar="JOB", help="job id (from 'tensordb dm list')")
+    p.set_defaults(func=cmd_dm_status)
+    p = dm_sub.add_parser("list", help="list all jobs", description="List every Deep Memory job, oldest first.")
+    p.add_argument("path", metavar="PATH", help="vector store directory")
+    p.set_defaults(func=cmd_dm_list)
+
+    from .demo import build_parser as demo_parser
+
+    p = sub.add_parser("demo", help="build a store, train Deep Memory, compare recall",
+                       description="Build a vector store from the shipped documentation corpus (or a BEIR "
+                                   "folder), train Deep Memory and print recall with and without it.")
+    demo_parser(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (argparse exits with 2 on usage errors)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (TensorDBError, TQLError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, KeyError) as e:  # e.g. a demo --data folder that is incomplete
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,348 @@
+"""LlamaIndex vector store backed by a tensordb VectorStore, with Deep Memory.
+
+>>> store = TensorDBVectorStore("./my_store")
+>>> index = VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=store))
+>>> retriever = index.as_retriever(similarity_top_k=5, vector_store_kwargs={"deep_memory": True})
+
+Each node is one row: its text, its id as the row ``id``, and metadata holding the
+node's own metadata plus its serialized content (LlamaIndex's ``node_to_metadata_dict``),
+so ``VectorStoreIndex.from_vector_store(store)`` rebuilds nodes after a reopen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+try:
+    import llama_index.core  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised by simulating a missing package
+    from ._common import missing_dependency
+
+    raise missing_dependency("llama-index-core", "llama-index", e) from e
+
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.schema import BaseNode, MetadataMode, TextNode
+from llama_index.core.vector_stores.types import (
+    BasePydanticVectorStore,
+    FilterCondition,
+    FilterOperator,
+    MetadataFilter,
+    MetadataFilters,
+    VectorStoreQuery,
+    VectorStoreQueryMode,
+    VectorStoreQueryResult,
+)
+from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
+
+from query_lang import ast
+
+from ..vectorstore.vector_store import VectorStore
+from ._common import all_of, field, id_in, open_store, where_sql
+
+__all__ = ["LlamaIndexEmbeddingFunction", "TensorDBVectorStore", "metadata_filters_to_tql"]
+
+_COMPARE = {
+    FilterOperator.EQ: "==",
+    FilterOperator.GT: ">",
+    FilterOperator.GTE: ">=",
+    FilterOperator.LT: "<",
+    FilterOperator.LTE: "<=",
+}
+
+
+class LlamaIndexEmbeddingFunction:
+    """A LlamaIndex ``BaseEmbedding`` seen as a tensordb embedding function (``embed_documents``/``embed_query``)."""
+
+    def __init__(self, embed_model: BaseEmbedding):
+        self.embed_model = embed_model
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        return self.embed_model.get_text_embedding_batch(list(texts))
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_model.get_query_embedding(text)
+
+
+# -- metadata filters ---------------------------------------------------------------------------
+class _NeedsPython(Exception):
+    """A filter TQL cannot express exactly; it is evaluated in Python instead."""
+
+
+def _literal(value: Any) -> ast.Literal:
+    if value is not None and not isinstance(value, (str, int, float, bool)):
+        raise _NeedsPython
+    return ast.Literal(value)
+
+
+def _filter_expr(f: MetadataFilter) -> ast.Expr:
+    target, op, value = field(f.key), f.operator, f.value
+    if op in _COMPARE:
+        return ast.Binary(_COMPARE[op], target, _literal(value))
+    if op == FilterOperator.NE:  # LlamaIndex: a missing field is "not equal"
+        return ast.BoolOp("OR", (ast.Binary("!=", target, _literal(value)), ast.IsNull(target)))
+    if op in (FilterOperator.IN, FilterOperator.NIN):
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            return ast.Literal(op == FilterOperator.NIN)
+        return ast.InList(target, tuple(_literal(v) for v in values), negated=op == FilterOperator.NIN)
+    if op in (FilterOperator.CONTAINS, FilterOperator.TEXT_MATCH):
+        return ast.Call("contains", (target, _literal(value)))
+    if op in (FilterOperator.ANY, FilterOperator.ALL) and isinstance(value, list) and value:
+        terms = tuple(ast.Call("contains", (target, _literal(v))) for v in value)
+        return terms[0] if len(terms) == 1 else ast.BoolOp("OR" if op == FilterOperator.ANY else "AND", terms)
+    raise _NeedsPython  # IS_EMPTY, TEXT_MATCH_INSENSITIVE, empty ANY/ALL, ...
+
+
+def _filters_expr(filters: MetadataFilters) -> ast.Expr:
+    terms = [_filters_expr(f) if isinstance(f, MetadataFilters) else _filter_expr(f) for f in filters.filters]
+    if not terms:
+        return ast.Literal(True)
+    condition = filters.condition or FilterCondition.AND
+    if condition == FilterCondition.NOT:  # none of the filters matches
+        inner = terms[0] if len(terms) == 1 else ast.BoolOp("OR", tuple(terms))
+        return ast.Unary("NOT", inner)
+    if len(terms) == 1:
+        return terms[0]
+    return ast.BoolOp("OR" if condition == FilterCondition.OR else "AND", tuple(terms))
+
+
+def metadata_filters_to_tql(filters: MetadataFilters) -> str | None:
+    """``filters`` as a TQL WHERE expression, or ``None`` if one operator has no exact TQL form."""
+    try:
+        return where_sql(_filters_expr(filters))
+    except _NeedsPython:
+        return None
+
+
+def _matches(f: MetadataFilter, metadata: dict[str, Any]) -> bool:
+    actual, op, value = metadata.get(f.key), f.operator, f.value
+    if op == FilterOperator.IS_EMPTY:
+        return actual is None or actual == "" or actual == []
+    if actual is None:
+        return op in (FilterOperator.NE, FilterOperator.NIN)
+    try:
+        if op == FilterOperator.EQ:
+            return actual == value
+        if op == FilterOperator.NE:
+            return actual != value
+        if op == FilterOperator.GT:
+            return actual > value
+        if op == FilterOperator.GTE:
+            return actual >= value
+        if op == FilterOperator.LT:
+            return actual < value
+        if op == FilterOperator.LTE:
+            return actual <= value
+        if op == FilterOperator.IN:
+            return actual in value
+        if op == FilterOperator.NIN:
+            return actual not in value
+        if op in (FilterOperator.CONTAINS, FilterOperator.TEXT_MATCH):
+            return value in actual
+        if op == FilterOperator.TEXT_MATCH_INSENSITIVE:
+            return str(value).lower() in str(actual).lower()
+        if op == FilterOperator.ANY:
+            return any(v in actual for v in value)
+        if op == FilterOperator.ALL:
+            return all(v in actual for v in value)
+    except TypeError:
+        return False
+    raise ValueError(f"unsupported metadata filter operator {op!r}")
+
+
+def _python_filter(filters: MetadataFilters) -> Callable[[dict[str, Any]], bool]:
+    def check(fs: MetadataFilters, metadata: dict[str, Any]) -> bool:
+        results = [check(f, metadata) if isinstance(f, MetadataFilters) else _matches(f, metadata)
+                   for f in fs.filters]
+        condition = fs.condition or FilterCondition.AND
+        if condition == FilterCondition.OR:
+            return any(results)
+        if condition == FilterCondition.NOT:
+            return not any(results)
+        return all(results)
+
+    return lambda metadata: check(filters, metadata)
+
+
+# -- the vector store ----------------------------------------------------------------------------
+class TensorDBVectorStore(BasePydanticVectorStore):
+    """A LlamaIndex vector store on a tensordb VectorStore.
+
+    ``path`` is a directory, ``mem://name``, an open VectorStore (or pass ``vector_store=``),
+    or None for a fresh in-memory store.
+
+    ``embed_model`` (optional) lets ``store.deep_memory.train(...)`` embed training
+    questions without an explicit ``embedding_function``; use the index's embed model.
+    ``query(..., deep_memory=True)`` (``as_retriever(vector_store_kwargs={"deep_memory": True})``)
+    ranks with the latest trained Deep Memory model.
+    """
+
+    stores_text: bool = True
+    flat_metadata: bool = False
+    path: str | None = None
+    distance_metric: str = "cos"
+
+    _vs: VectorStore = PrivateAttr()
+
+    def __init__(
+        self,
+        path: str | VectorStore | None = None,
+        *,
+        vector_store: VectorStore | None = None,
+        overwrite: bool = False,
+        read_only: bool = False,
+        embed_model: BaseEmbedding | None = None,
+        distance_metric: str = "cos",
+        **kwargs: Any,
+    ) -> None:
+        source = vector_store if vector_store is not None else path
+        embedding_function = LlamaIndexEmbeddingFunction(embed_model) if embed_model is not None else None
+        vs = open_store(source, embedding_function, overwrite=overwrite, read_only=read_only)
+        super().__init__(path=str(vs.dataset.path), distance_metric=distance_metric, **kwargs)
+        self._vs = vs
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "TensorDBVectorStore"
+
+    @property
+    def client(self) -> VectorStore:
+        """The underlying tensordb VectorStore."""
+        return self._vs
+
+    @property
+    def deep_memory(self) -> Any:
+        """The underlying store's Deep Memory (``train``, ``wait``, ``status``, ``evaluate``)."""
+        return self._vs.deep_memory
+
+    def close(self) -> None:
+        """Close the underlying dataset (releases its write lock)."""
+        self._vs.close()
+
+    # -- writes --------------------------------------------------------------------------------
+    def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
+        """Add nodes (they must carry embeddings); nodes whose id is already stored are replaced."""
+        if not nodes:
+            return []
+        ids, texts, metadata, embeddings = [], [], [], []
+        for node in nodes:
+            embedding = node.get_embedding()  # raises when the node has none
+            ids.append(node.node_id)
+            texts.append(node.get_content(metadata_mode=MetadataMode.NONE))
+            metadata.append(node_to_metadata_dict(node, remove_text=True, flat_metadata=self.flat_metadata))
+            embeddings.append(embedding)
+        existing = self._vs._id_index()
+        replaced = [i for i in ids if i in existing]
+        if replaced:
+            self._vs.delete(ids=replaced)
+        self._vs.add(text=texts, metadata=metadata, embedding=embeddings, id=ids)
+        return ids
+
+    def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        """Delete every node of the document ``ref_doc_id``."""
+        if len(self._vs):
+            self._vs.delete(filter={"ref_doc_id": ref_doc_id})
+
+    def delete_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        **delete_kwargs: Any,
+    ) -> None:
+        """Delete the nodes with these ids and/or matching these filters (both must hold)."""
+        if node_ids is None and filters is None:
+            raise ValueError("delete_nodes: give node_ids and/or filters (clear() deletes everything)")
+        if len(self._vs):
+            self._vs.delete(filter=self._filter(node_ids, None, filters))
+
+    def clear(self) -> None:
+        """Delete every node."""
+        self._vs.delete(delete_all=True)
+
+    # -- reads ---------------------------------------------------------------------------------
+    def get_nodes(self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None) -> list[BaseNode]:
+        """Stored nodes with these ids and/or matching these filters (all nodes when given neither)."""
+        if not len(self._vs):
+            return []
+        rows = self._vs._filtered_rows(self._filter(node_ids, None, filters) or "TRUE")
+        view = self._vs.dataset[rows.tolist()]
+        columns = (view.text.numpy(aslist=True), view.metadata.numpy(aslist=True), view.id.numpy(aslist=True))
+        return [self._to_node(t, m, i) for t, m, i in zip(*columns)]
+
+    def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        """Top ``similarity_top_k`` nodes for ``query.query_embedding``.
+
+        Honours ``filters``, ``node_ids`` and ``doc_ids``. Keyword arguments:
+        ``deep_memory`` (rank with the trained Deep Memory model) and
+        ``distance_metric`` (``cos``, ``dot``, ``l2``, ``l1``, ``max``).
+        """
+        if query.mode not in (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.DEFAULT.value):
+            raise NotImplementedError(f"TensorDBVectorStore supports only the default query mode, not {query.mode!r}")
+        if query.query_embedding is None:
+            raise ValueError("TensorDBVectorStore.query needs query.query_embedding")
+        if not len(self._vs) or query.similarity_top_k < 1:
+            return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
+        result = self._vs.search(
+            embedding=query.query_embedding,
+            k=query.similarity_top_k,
+            distance_metric=kwargs.get("distance_metric", self.distance_metric),
+            filter=self._filter(query.node_ids, query.doc_ids, query.filters),
+            deep_memory=bool(kwargs.get("deep_memory", False)),
+            return_tensors=["text", "metadata", "id"],
+        )
+        nodes = [self._to_node(t, m, i) for t, m, i in zip(result["text"], result["metadata"], result["id"])]
+        return VectorStoreQueryResult(nodes=nodes, similarities=list(result["score"]), ids=list(result["id"]))
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _filter(
+        self,
+        node_ids: Sequence[str] | None,
+        doc_ids: Sequence[str] | None,
+        filters: MetadataFilters | None,
+    ) -> str | Callable[[dict[str, Any]], bool] | None:
+        """A TQL WHERE string for ids and filters, or a Python row predicate if TQL cannot express them."""
+        # Empty id lists mean "no restriction": VectorStoreIndex.as_retriever passes node_ids=[] to stores
+        # that keep the text themselves.
+        node_ids = list(node_ids) if node_ids else None
+        doc_ids = list(doc_ids) if doc_ids else None
+        terms: list[ast.Expr] = []
+        if node_ids is not None:
+            terms.append(id_in(node_ids))
+        if doc_ids is not None:
+            terms.append(ast.InList(field("ref_doc_id"), tuple(ast.Literal(str(d)) for d in doc_ids)))
+        if filters is not None and filters.filters:
+            try:
+                terms.append(_filters_expr(filters))
+            except _NeedsPython:
+                return self._python_predicate(node_ids, doc_ids, filters)
+        return where_sql(all_of(terms))
+
+    @staticmethod
+    def _python_predicate(
+        node_ids: Sequence[str] | None,
+        doc_ids: Sequence[str] | None,
+        filters: MetadataFilters,
+    ) -> Callable[[dict[str, Any]], bool]:
+        ids = None if node_ids is None else set(node_ids)
+        docs = None if doc_ids is None else set(doc_ids)
+        matches = _python_filter(filters)
+
+        def predicate(row: dict[str, Any]) -> bool:
+            meta = row["metadata"] or {}
+            return ((ids is None or row["id"] in ids) and (docs is None or meta.get("ref_doc_id") in docs)
+                    and matches(meta))
+
+        return predicate
+
+    @staticmethod
+    def _to_node(text: str | None, metadata: dict[str, Any] | None, node_id: str) -> BaseNode:
+        metadata = metadata or {}
+        try:
+            node = metadata_dict_to_node(metadata, text=text)
+        except (ValueError, KeyError, TypeError):  # a row not written through LlamaIndex
+            return TextNode(text=text or "", id_=node_id, metadata=metadata)
+        node.id_ = node_id
+        return node
+
