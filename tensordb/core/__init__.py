@@ -6,5 +6,16 @@ from .lifecycle import dataset, deepcopy, empty, exists, load, verify
 from .table import DatasetView, VirtualColumn
 from .tensor import Tensor
 
-__all__ = ["Dataset", "DatasetView", "Tensor", "VirtualColumn", "dataset", "deepcopy", "empty", "exists", "load", "verify"]
+__all__ = [
+    "Dataset",
+    "DatasetView",
+    "Tensor",
+    "VirtualColumn",
+    "dataset",
+    "deepcopy",
+    "empty",
+    "exists",
+    "load",
+    "verify",
+]
 __all__ += ["from_arrow", "ingest_jsonl"]

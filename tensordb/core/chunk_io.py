@@ -75,7 +75,12 @@ class ChunkReader:
         except KeyNotFoundError:
             raise DataCorruptionError(f"{what}: chunk file is missing") from None
         ref = header.buffers.get("data")
-        if header.meta.get("kind") != chunkfmt.FIXED or ref is None or ref.codec is not None or ref.nbytes != out.nbytes:
+        if (
+            header.meta.get("kind") != chunkfmt.FIXED
+            or ref is None
+            or ref.codec is not None
+            or ref.nbytes != out.nbytes
+        ):
             out[...] = self.chunk(meta, key).array
             return
         view = memoryview(out.reshape(-1).view(np.uint8))
@@ -194,7 +199,9 @@ def chunk_items(reader: ChunkReader, meta: TensorMeta, key: str) -> EncodedRows:
         return EncodedRows(arrays=[c.row(i) for i in range(c.nrows)])
     data, offsets, nulls = c.data, c.offsets, c.nulls
     return EncodedRows(
-        blobs=[None if nulls is not None and nulls[i] else bytes(data[offsets[i] : offsets[i + 1]]) for i in range(c.nrows)]
+        blobs=[
+            None if nulls is not None and nulls[i] else bytes(data[offsets[i] : offsets[i + 1]]) for i in range(c.nrows)
+        ]
     )
 
 

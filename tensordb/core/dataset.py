@@ -422,7 +422,9 @@ class Dataset(Table):
         }
 
     # -- attachments: named side records (e.g. trained models) kept beside the versions ------
-    def put_attachment(self, name: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> None:
+    def put_attachment(
+        self, name: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None
+    ) -> None:
         """Atomically store a named record of JSON-like ``meta`` and numpy ``arrays`` (no pickle)."""
         self._as_writable(f"write attachment {name!r}")
         attachments.put(self._store, name, meta, arrays or {})

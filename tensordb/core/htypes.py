@@ -253,7 +253,9 @@ def _encode_class_labels(meta: TensorMeta, values: Any, first_row: int) -> tuple
     index = {n: i for i, n in enumerate(names)}
     if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
         if values.size and values.min() < 0:
-            raise _fail(meta, first_row + int(np.argmin(values.reshape(len(values), -1).min(axis=1))), "labels must be >= 0")
+            raise _fail(
+                meta, first_row + int(np.argmin(values.reshape(len(values), -1).min(axis=1))), "labels must be >= 0"
+            )
         if values.size and values.max() > _MAX_LABEL:
             row = first_row + int(np.argmax(values.reshape(len(values), -1).max(axis=1)))
             raise _fail(meta, row, f"labels must be <= {_MAX_LABEL}")
@@ -273,7 +275,9 @@ def _encode_class_labels(meta: TensorMeta, values: Any, first_row: int) -> tuple
                 labels.append(int(item))
             else:
                 raise _fail(
-                    meta, first_row + i, f"expected a class name or an int label in 0..{_MAX_LABEL}, got {_describe(item)}"
+                    meta,
+                    first_row + i,
+                    f"expected a class name or an int label in 0..{_MAX_LABEL}, got {_describe(item)}",
                 )
         rows.append(np.array(labels, dtype=np.uint32))
     shape = _merge_shapes(meta.shape, [r.shape for r in rows])

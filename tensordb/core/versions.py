@@ -75,7 +75,9 @@ class VersionStore:
 
     def _expand(self, prefix: str) -> str:
         if not _is_hex(prefix) or len(prefix) < 4:
-            raise VersionError(f"{self.store.url}: no branch or commit named {prefix!r}; branches: {sorted(self.refs())}")
+            raise VersionError(
+                f"{self.store.url}: no branch or commit named {prefix!r}; branches: {sorted(self.refs())}"
+            )
         matches = [k[len(mf.COMMIT_PREFIX) :] for k in self.store.list(mf.COMMIT_PREFIX + prefix)]
         if len(matches) != 1:
             kind = "no" if not matches else "an ambiguous"

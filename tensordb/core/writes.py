@@ -22,7 +22,6 @@ SMALL_CHUNK_FRACTION = 16
 MERGE_FANOUT = 4
 
 
-
 class ChunkSink(Protocol):
     """Where new chunk files go; writes may still be in flight until ``wait`` returns."""
 
@@ -42,11 +41,14 @@ def _write_rows(sink: ChunkSink, meta: TensorMeta, rows: EncodedRows) -> tuple[l
     return keys, counts, sizes
 
 
-def append(sink: ChunkSink, reader: ChunkReader, state: TensorState, meta: TensorMeta, rows: EncodedRows) -> TensorState:
+def append(
+    sink: ChunkSink, reader: ChunkReader, state: TensorState, meta: TensorMeta, rows: EncodedRows
+) -> TensorState:
     """Add rows at the end; merges runs of small trailing chunks so append loops stay cheap."""
     keys, counts, sizes = _write_rows(sink, meta, rows)
-    new = TensorState(meta, state.chunk_keys + tuple(keys), state.chunk_rows + tuple(counts),
-                      state.chunk_nbytes + tuple(sizes))
+    new = TensorState(
+        meta, state.chunk_keys + tuple(keys), state.chunk_rows + tuple(counts), state.chunk_nbytes + tuple(sizes)
+    )
     return _merge_small_tail(sink, reader, new)
 
 

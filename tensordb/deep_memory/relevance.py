@@ -9,7 +9,9 @@ from typing import Any
 from ..errors import SampleError
 
 
-def check_relevance(queries: Sequence[Any], relevance: Sequence[Any], known_ids: set[str]) -> list[list[tuple[str, float]]]:
+def check_relevance(
+    queries: Sequence[Any], relevance: Sequence[Any], known_ids: set[str]
+) -> list[list[tuple[str, float]]]:
     """Return relevance as ``[(id, score), ...]`` per query, or raise ``SampleError`` saying what is wrong.
 
     Each item is ``(id, score)`` with ``score`` in [0, 1]; a bare id means score 1.
@@ -49,6 +51,11 @@ def _pair(q: int, i: int, item: Any) -> tuple[str, float]:
     if not isinstance(item, Sequence) or len(item) != 2 or not isinstance(item[0], str):
         raise SampleError(f"relevance[{q}][{i}]: expected an (id, score) pair, got {item!r}")
     score = item[1]
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score) or not 0 <= score <= 1:
+    if (
+        isinstance(score, bool)
+        or not isinstance(score, (int, float))
+        or not math.isfinite(score)
+        or not 0 <= score <= 1
+    ):
         raise SampleError(f"relevance[{q}][{i}]: score must be a number in [0, 1], got {score!r}")
     return item[0], float(score)

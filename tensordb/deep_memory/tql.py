@@ -45,7 +45,9 @@ class DeepMemoryDistance(Function):
     def check(self, args: Sequence[Arg]) -> ValueType:
         check_same_dim(self.name, args[0], args[1])
         if args[0].is_const or not args[1].is_const:
-            raise TQLTypeError(f"{self.name} expects (embedding tensor, ARRAY[...]), got ({args[0].text}, {args[1].text})")
+            raise TQLTypeError(
+                f"{self.name} expects (embedding tensor, ARRAY[...]), got ({args[0].text}, {args[1].text})"
+            )
         return NUMBER
 
     def evaluate(self, args: list[Any], ctx: CallContext) -> np.ndarray:

@@ -41,7 +41,11 @@ def encode_fixed(array: np.ndarray, codec: str | None, with_norms: bool = False)
 def encode_ragged(arrays: Sequence[np.ndarray], dtype: np.dtype, ndim: int, codec: str | None) -> bytes:
     """A chunk of numeric rows whose shapes differ."""
     shapes = np.array([a.shape for a in arrays], dtype=np.int64).reshape(len(arrays), ndim)
-    flat = np.concatenate([np.ascontiguousarray(a, dtype=dtype).reshape(-1) for a in arrays]) if arrays else np.empty(0, dtype)
+    flat = (
+        np.concatenate([np.ascontiguousarray(a, dtype=dtype).reshape(-1) for a in arrays])
+        if arrays
+        else np.empty(0, dtype)
+    )
     meta = {"kind": RAGGED, "nrows": len(arrays), "dtype": np.dtype(dtype).str, "ndim": ndim}
     return envelope.pack(envelope.MAGIC_CHUNK, meta, {"data": flat.view(np.uint8), "shapes": shapes}, codec)
 

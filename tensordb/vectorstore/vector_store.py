@@ -95,7 +95,9 @@ class VectorStore:
     def _function(self, override: Any) -> Any:
         fn = override or self.embedding_function
         if fn is None:
-            raise TensorDBError("no embedding_function: pass one to VectorStore(...) or to this call, or give embeddings")
+            raise TensorDBError(
+                "no embedding_function: pass one to VectorStore(...) or to this call, or give embeddings"
+            )
         return fn
 
     def _dim(self) -> int | None:
@@ -122,8 +124,13 @@ class VectorStore:
         return_ids: bool = True,
     ) -> list[str] | None:
         """Add chunks in one atomic step; embeds ``embedding_data`` (or ``text``) unless ``embedding`` is given."""
-        columns = {"text": text, "metadata": metadata, "embedding_data": embedding_data, "embedding": embedding,
-                   "id": id}
+        columns = {
+            "text": text,
+            "metadata": metadata,
+            "embedding_data": embedding_data,
+            "embedding": embedding,
+            "id": id,
+        }
         lengths = {k: len(v) for k, v in columns.items() if v is not None}
         if not lengths:
             raise SampleError("add: nothing to add; give text, embedding_data or embedding")
@@ -137,12 +144,16 @@ class VectorStore:
             embedding = embed_documents(self._function(embedding_function), source, self._dim())
         ids = [str(uuid.uuid4()) for _ in range(n)] if id is None else list(id)
         self._check_new_ids(ids)
-        self.dataset.extend({
-            "text": list(text) if text is not None else [None] * n,
-            "metadata": list(metadata) if metadata is not None else [{} for _ in range(n)],
-            "embedding": np.asarray(embedding, dtype=np.float32) if not isinstance(embedding, np.ndarray) else embedding,
-            "id": ids,
-        })
+        self.dataset.extend(
+            {
+                "text": list(text) if text is not None else [None] * n,
+                "metadata": list(metadata) if metadata is not None else [{} for _ in range(n)],
+                "embedding": np.asarray(embedding, dtype=np.float32)
+                if not isinstance(embedding, np.ndarray)
+                else embedding,
+                "id": ids,
+            }
+        )
         return ids if return_ids else None
 
     def _check_new_ids(self, ids: list[str]) -> None:
@@ -210,8 +221,9 @@ class VectorStore:
 
     def _rows_as_dicts(self):
         ds = self.dataset
-        for text, meta, doc_id in zip(ds.text.numpy(aslist=True), ds.metadata.numpy(aslist=True),
-                                      ds.id.numpy(aslist=True), strict=True):
+        for text, meta, doc_id in zip(
+            ds.text.numpy(aslist=True), ds.metadata.numpy(aslist=True), ds.id.numpy(aslist=True), strict=True
+        ):
             yield {"text": text, "metadata": meta, "id": doc_id}
 
     def search(
@@ -240,8 +252,9 @@ class VectorStore:
                 raise SampleError("search: a TQL query cannot be combined with embedding_data, embedding or filter")
             view = self.dataset.query(query)
         else:
-            view = self._vector_search(embedding_data, embedding_function, embedding, k, distance_metric, filter,
-                                       deep_memory)
+            view = self._vector_search(
+                embedding_data, embedding_function, embedding, k, distance_metric, filter, deep_memory
+            )
         if return_view:
             return view
         names = list(return_tensors) if return_tensors is not None else [t for t in DEFAULT_RETURN if t in view.tensors]
