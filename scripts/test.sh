@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 bash scripts/setup.sh
 "$PYTHON" -m ruff check .
-"$PYTHON" -m pytest -q -p no:cacheprovider "$@"
+"$PYTHON" -m pytest -p no:cacheprovider "$@"

@@ -174,7 +174,15 @@ def _cast(
                 bad = ((array < info.min) | (array > info.max)).reshape(len(array), -1).any(axis=1)
                 row = batch_first_row + int(np.argmax(bad))
             raise _fail(meta, row, f"values outside the range of dtype {dtype} ({info.min}..{info.max})")
-    return array.astype(dtype)
+    with np.errstate(over="ignore"):
+        cast = array.astype(dtype)
+    if dtype.kind == "f" and array.dtype.kind == "f" and dtype.itemsize < array.dtype.itemsize:
+        overflow = np.isfinite(array) & ~np.isfinite(cast)
+        if overflow.any():
+            if row is None and batch_first_row is not None:
+                row = batch_first_row + int(np.argmax(overflow.reshape(len(array), -1).any(axis=1)))
+            raise _fail(meta, row, f"values outside the range of dtype {dtype} (max {np.finfo(dtype).max})")
+    return cast
 
 
 def _encode_numeric(meta: TensorMeta, values: Any, first_row: int) -> tuple[EncodedRows, TensorMeta]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -153,6 +154,12 @@ class Table:
         from .scan import run_query
 
         return run_query(self, text)
+
+    def query_batch(self, texts: Sequence[Any]) -> list[DatasetView]:
+        """Run several TQL queries; top-k vector searches differing only in their vector share one scan."""
+        from .scan import run_queries
+
+        return run_queries(self, texts)
 
     # -- interchange (torch, pyarrow and pandas are imported only when used) ---------------------
     def pytorch(self, tensors: Any = None, batch_size: int | None = 1, shuffle: bool = False, num_workers: int = 0,
