@@ -112,7 +112,7 @@ def worker_query(path: str, queries: int) -> dict:
     import tensordb
 
     qs = make_queries(queries)
-    base_rss = rss_high_water_mb()
+    base_rss = peak_rss_mb()
     ds = tensordb.load(path, read_only=True)
     out: dict = {"import_rss_mb": base_rss}
     for name, where in (("filtered", FILTER), ("unfiltered", None)):
@@ -127,21 +127,8 @@ def worker_query(path: str, queries: int) -> dict:
             ds.query(tql(q, where)).id.numpy(aslist=True)
             warm[name].append(time.perf_counter() - t0)
     out.update({f"{k}_median_s": statistics.median(v) for k, v in warm.items()})
-    out["peak_rss_mb"] = rss_high_water_mb()
+    out["peak_rss_mb"] = peak_rss_mb()
     return out
-
-
-def rss_high_water_mb() -> float:
-    """Peak RSS of this process image: VmHWM, which (unlike ru_maxrss) does not carry
-    over the parent's peak across fork+exec."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return peak_rss_mb()
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-.]+)*$")
 
 
 def _key(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise ValueError(f"invalid attachment name {name!r}: use letters, digits, '_', '-', '/'")
     return PREFIX + name
 

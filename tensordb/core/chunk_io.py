@@ -10,7 +10,7 @@ import mmap
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -71,7 +71,7 @@ class ChunkReader:
         """Read a fixed-layout chunk straight into ``out`` (one copy, then a checksum)."""
         what = chunk_label(meta, key)
         try:
-            header = envelope.read_header(lambda s, n: self.store.get_range(key, s, n), what, envelope.MAGIC_CHUNK)
+            header = envelope.read_header(_prefetching_reader(self.store, key), what, envelope.MAGIC_CHUNK)
         except KeyNotFoundError:
             raise DataCorruptionError(f"{what}: chunk file is missing") from None
         ref = header.buffers.get("data")
@@ -91,6 +91,18 @@ class ChunkReader:
         except DataCorruptionError as e:  # a truncated file: say which tensor and chunk
             raise DataCorruptionError(f"{what}: {e}") from e
         envelope.check_buffer(view, ref, what, "data")
+
+
+def _prefetching_reader(store: Store, key: str, prefetch: int = 4096) -> Callable[[int, int], bytes]:
+    """A ``read(start, length)`` that serves a file's head from one read (headers are small)."""
+    head = store.get_range(key, 0, prefetch)
+
+    def read(start: int, length: int) -> bytes:
+        if start + length <= len(head) or len(head) < prefetch:
+            return head[start : start + length]
+        return store.get_range(key, start, length)
+
+    return read
 
 
 class ChunkWriter:

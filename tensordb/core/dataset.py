@@ -148,15 +148,20 @@ class Dataset(Table):
         self._as_writable(operation)
         before = self._state
         mark = len(self._chunks.written)
+        new = before
         try:
             try:
-                self._state = change(before)
+                new = change(before)
             finally:
                 self._chunks.wait()
+            # Readers sharing this handle see the new snapshot only once its chunks (and,
+            # outside a batch, its refs) are on disk: never a chunk still being written.
             if self._batch_depth == 0:
-                self._publish()
+                self._publish(new)
+            self._state = new
         except BaseException:
             if self._batch_depth == 0 and self._published_anyway():
+                self._state = new
                 raise  # the new refs reached the disk: keep them and their chunks
             self._state = before
             self._chunks.discard(mark)
@@ -174,8 +179,8 @@ class Dataset(Table):
         self._chunks.written.clear()
         return True
 
-    def _publish(self) -> None:
-        key = self._versions.put_state(self._state)
+    def _publish(self, state: mf.DatasetState | None = None) -> None:
+        key = self._versions.put_state(self._state if state is None else state)
         refs = self._versions.refs()
         refs[self.branch] = mf.BranchRef(self._checkout.commit, key)
         self._versions.publish_refs(refs)
@@ -261,7 +266,8 @@ class Dataset(Table):
                 raise SampleError(f"extend: no values for tensors {missing}; every tensor needs a value per row")
         lengths = {}
         for name, values in columns.items():
-            if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__len__"):
+            scalar_array = isinstance(values, np.ndarray) and values.ndim == 0  # has __len__, but len() fails
+            if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__len__") or scalar_array:
                 raise SampleError(
                     f"tensor {name!r}: expected a sequence of rows, got {type(values).__name__} "
                     f"(use append for a single row)"
@@ -286,6 +292,14 @@ class Dataset(Table):
         self._apply("extend", change)
 
     def _update_tensor(self, name: str, rows: np.ndarray, values: Any) -> None:
+        change = self._update_change(name, rows, values)
+        if len(rows):
+            self._apply(f"update tensor {name!r}", change)
+
+    def _update_change(
+        self, name: str, rows: np.ndarray, values: Any
+    ) -> Callable[[mf.DatasetState], mf.DatasetState]:
+        """Check an update of one tensor and return the change that applies it."""
         if len(np.unique(rows)) != len(rows):
             raise SampleError(f"tensor {name!r}: update index selects a row more than once")
         if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__len__") or len(values) != len(rows):
@@ -308,17 +322,23 @@ class Dataset(Table):
             tensors[name] = writes.update(self._chunks, self._reader, t, meta, rows, encoded)
             return mf.DatasetState(tensors, state.info)
 
-        if len(rows):
-            self._apply(f"update tensor {name!r}", change)
+        return change
 
     def update(self, index: Any, values: Mapping[str, Any]) -> None:
         """Replace the rows at ``index`` in several tensors at once (one atomic step)."""
         rows, single = normalize_index(index, len(self), "dataset")
         for name in values:
             self._tensor_state(name)
-        with self:
-            for name, value in values.items():
-                self._update_tensor(name, rows, [value] if single else value)
+        # One change for all tensors, so no snapshot (not even this handle's) holds half of it.
+        changes = [self._update_change(name, rows, [value] if single else value) for name, value in values.items()]
+
+        def change(state: mf.DatasetState) -> mf.DatasetState:
+            for one in changes:
+                state = one(state)
+            return state
+
+        if len(rows) and changes:
+            self._apply("update", change)
 
     def pop(self, index: int | Sequence[int] | None = None) -> None:
         """Delete rows from every tensor (the last row when ``index`` is None)."""

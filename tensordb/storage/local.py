@@ -9,6 +9,8 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ..errors import KeyNotFoundError, LockedError, StorageError
 from .base import Store
@@ -19,8 +21,8 @@ _LOCK_FILE = "LOCK"
 
 def _check_key(key: str) -> None:
     parts = key.split("/")
-    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise StorageError(f"invalid storage key {key!r}: expected a relative path without '..'")
+    if not key or key.startswith("/") or "\0" in key or any(p in ("", ".", "..") for p in parts):
+        raise StorageError(f"invalid storage key {key!r}: expected a relative path without '..' or NUL")
 
 
 class _FileLock:
@@ -41,47 +43,51 @@ class LocalStore(Store):
 
     def __init__(self, root: str):
         self.root = os.path.abspath(root)
+        self._real_root = os.path.realpath(self.root)
         self.url = self.root
         self._unsynced_dirs: set[str] = set()
         self._dirs_lock = threading.Lock()  # writes come from background threads too
 
     def _path(self, key: str) -> str:
         _check_key(key)
-        return os.path.join(self.root, *key.split("/"))
+        path = os.path.join(self.root, *key.split("/"))
+        # Symlinks inside the dataset may point within it, never out of it: not followed, for reads or writes.
+        real = os.path.realpath(path)
+        if real != path and real != self._real_root and not real.startswith(self._real_root + os.sep):
+            raise StorageError(
+                f"{self.url}: {key!r} resolves to {real!r}, outside the dataset directory "
+                f"(a symbolic link); refusing to follow it"
+            )
+        return path
+
+    @contextmanager
+    def _reading(self, key: str, verb: str = "reading") -> Iterator[None]:
+        """Turn OS errors while reading ``key`` into the store's errors."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise KeyNotFoundError(f"{self.url}: no object {key!r}") from None
+        except OSError as e:
+            raise StorageError(f"{self.url}: {verb} {key!r} failed: {e}") from e
 
     def get(self, key: str) -> bytes:
-        try:
-            with open(self._path(key), "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            raise KeyNotFoundError(f"{self.url}: no object {key!r}") from None
-        except OSError as e:
-            raise StorageError(f"{self.url}: reading {key!r} failed: {e}") from e
+        with self._reading(key), open(self._path(key), "rb") as f:
+            return f.read()
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
-        try:
-            with open(self._path(key), "rb") as f:
-                f.seek(start)
-                return f.read(length)
-        except FileNotFoundError:
-            raise KeyNotFoundError(f"{self.url}: no object {key!r}") from None
-        except OSError as e:
-            raise StorageError(f"{self.url}: reading {key!r} failed: {e}") from e
+        with self._reading(key), open(self._path(key), "rb") as f:
+            f.seek(start)
+            return f.read(length)
 
     def read_into(self, key: str, start: int, out: memoryview) -> None:
-        try:
-            with open(self._path(key), "rb", buffering=0) as f:
-                f.seek(start)
-                got = 0
-                while got < len(out):
-                    n = f.readinto(out[got:])
-                    if not n:
-                        break
-                    got += n
-        except FileNotFoundError:
-            raise KeyNotFoundError(f"{self.url}: no object {key!r}") from None
-        except OSError as e:
-            raise StorageError(f"{self.url}: reading {key!r} failed: {e}") from e
+        got = 0
+        with self._reading(key), open(self._path(key), "rb", buffering=0) as f:
+            f.seek(start)
+            while got < len(out):
+                n = f.readinto(out[got:])
+                if not n:
+                    break
+                got += n
         if got != len(out):
             from ..errors import DataCorruptionError
 
@@ -90,16 +96,10 @@ class LocalStore(Store):
             )
 
     def map(self, key: str) -> memoryview:
-        path = self._path(key)
-        try:
-            with open(path, "rb") as f:
-                if os.fstat(f.fileno()).st_size == 0:
-                    return memoryview(b"")
-                return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-        except FileNotFoundError:
-            raise KeyNotFoundError(f"{self.url}: no object {key!r}") from None
-        except OSError as e:
-            raise StorageError(f"{self.url}: mapping {key!r} failed: {e}") from e
+        with self._reading(key, "mapping"), open(self._path(key), "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                return memoryview(b"")
+            return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
 
     def _write_file(self, key: str, data: bytes | memoryview) -> None:
         path = self._path(key)
