@@ -1,0 +1,72 @@
+"""Shared pieces of the reliability suite: run length, figures, and checkable row values.
+
+Row values are designed so any reader can tell a value some completed write
+produced from a torn or invented one: row ``doc`` at version ``v`` has the text
+``"<doc>:v<v>"``, the metadata ``{"doc": doc, "v": v}`` and an embedding that is a
+pure function of ``(doc, v)``.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import zlib
+from typing import Any
+
+import numpy as np
+
+LONG = os.environ.get("TENSORDB_LONG") == "1"
+DIM = 16
+
+#: Counters reported at the end of the run (kills survived, faults injected, inputs fuzzed, ...).
+FIGURES: collections.Counter = collections.Counter()
+
+
+def scale(ci: int, long: int) -> int:
+    return long if LONG else ci
+
+
+def vector(doc: str, version: int, dim: int = DIM) -> np.ndarray:
+    """The embedding of ``doc`` at ``version``: deterministic, finite, never all zero."""
+    rng = np.random.default_rng(zlib.crc32(f"{doc}:{version}".encode()))
+    v = rng.standard_normal(dim).astype(np.float32)
+    v[0] = abs(v[0]) + 0.5
+    return v
+
+
+def text_of(doc: str, version: int) -> str:
+    return f"{doc}:v{version}"
+
+
+def meta_of(doc: str, version: int) -> dict[str, Any]:
+    return {"doc": doc, "v": version}
+
+
+def parse_text(text: str) -> tuple[str, int]:
+    doc, _, version = text.rpartition(":v")
+    return doc, int(version)
+
+
+def store_rows(ds: Any) -> list[tuple[str, str, str, bytes]]:
+    """A vector-store dataset as ``[(id, text, metadata json, embedding bytes)]`` in row order."""
+    ids = ds.id.numpy(aslist=True)
+    texts = ds.text.numpy(aslist=True)
+    metas = ds.metadata.numpy(aslist=True)
+    embs = ds.embedding.numpy()
+    assert len(ids) == len(texts) == len(metas) == len(embs), "tensors of one snapshot differ in length"
+    return [(i, t, json.dumps(m, sort_keys=True), e.tobytes()) for i, t, m, e in zip(ids, texts, metas, embs)]
+
+
+def model_rows(model: list[tuple[str, int]]) -> list[tuple[str, str, str, bytes]]:
+    """What :func:`store_rows` must return for a model ``[(doc id, version)]``."""
+    return [(d, text_of(d, v), json.dumps(meta_of(d, v), sort_keys=True), vector(d, v).tobytes()) for d, v in model]
+
+
+def check_row(doc: str, text: str, meta: dict, emb: np.ndarray) -> int:
+    """Assert one row is a value some write produced; returns its version."""
+    tdoc, version = parse_text(text)
+    assert tdoc == doc, f"row {doc!r} has text of {tdoc!r}"
+    assert meta == meta_of(doc, version), f"row {doc!r}: metadata {meta} does not match text {text!r}"
+    assert np.array_equal(np.asarray(emb, np.float32), vector(doc, version)), f"row {doc!r}: embedding torn"
+    return version
