@@ -204,7 +204,8 @@ def _pieces(t: TensorState, group: np.ndarray, starts: list[int]) -> list[tuple[
 def run_query(table: Table, text: str | Query) -> DatasetView:
     """Execute TQL (text or a parsed ``Query``) over ``table`` and wrap the result as a view."""
     with _storage_errors_surface():
-        return _as_view(table, execute(text, TableSource(table)))
+        source = TableSource(table)
+        return _as_view(table, source, execute(text, source))
 
 
 class _storage_errors_surface:
@@ -220,16 +221,17 @@ class _storage_errors_surface:
             raise cause
 
 
-def _as_view(table: Table, result: QueryResult) -> DatasetView:
+def _as_view(table: Table, source: TableSource, result: QueryResult) -> DatasetView:
+    """Wrap a result as a view of the very snapshot the query scanned (a writer may have moved on)."""
     from .table import DatasetView
 
-    base = table._selected_rows()
-    rows = result.rows if base is None else base[result.rows]
-    selected = [c for c in result.columns if c in table._state.tensors]
-    virtual = {k: _take_virtual(v, result.rows) for k, v in table._virtual.items() if k in result.columns}
+    state = source._state
+    rows = result.rows if source._base is None else source._base[result.rows]
+    selected = [c for c in result.columns if c in state.tensors]
+    virtual = {k: _take_virtual(v, result.rows) for k, v in source._virtual.items() if k in result.columns}
     virtual.update(result.virtual)
     view = DatasetView(table, np.asarray(rows, dtype=np.int64), virtual=virtual)
-    view._state = DatasetState({n: table._state.tensors[n] for n in selected}, table._state.info)
+    view._state = DatasetState({n: state.tensors[n] for n in selected}, state.info)
     return view
 
 
@@ -240,7 +242,7 @@ def run_queries(table: Table, texts: Sequence[str | Query]) -> list[DatasetView]
     """
     source = TableSource(table)
     with _storage_errors_surface():
-        return [_as_view(table, r) for r in execute_many(list(texts), source)]
+        return [_as_view(table, source, r) for r in execute_many(list(texts), source)]
 
 
 def _take_virtual(values: Any, rows: np.ndarray) -> Any:
