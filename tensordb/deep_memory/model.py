@@ -69,6 +69,8 @@ class DeepMemoryModel:
         self.memory_vectors = memory_vectors
         self.metadata: dict[str, Any] = dict(metadata or {})
         self._memory_pos = {doc_id: i for i, doc_id in enumerate(ids)}
+        # [A | A Mᵀ]: one product gives both the transformed query and its memory scores.
+        self._fused = np.ascontiguousarray(np.concatenate([query_matrix, query_matrix @ memory_vectors.T], axis=1))
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -98,6 +100,13 @@ class DeepMemoryModel:
         get = self._memory_pos.get
         return np.fromiter((get(str(i), -1) for i in doc_ids), dtype=np.int64, count=len(doc_ids))
 
+    def prepare_query(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(transform_queries(q), memory_scores(...))`` for one ``(d,)`` query, in one product."""
+        z = np.asarray(q, dtype=np.float32) @ self._fused
+        norm = max(float(np.sqrt(z[: self.dim] @ z[: self.dim])), _EPS)
+        z /= norm
+        return z[: self.dim], z[self.dim :]
+
     def memory_scores(self, q_prime: np.ndarray) -> np.ndarray:
         """``q' . M`` for every memory vector: ``(k,)`` or ``(m, k)``.
 
@@ -114,6 +123,7 @@ class DeepMemoryModel:
         doc_norms: np.ndarray | None = None,
         memory_index: np.ndarray | None = None,
         memory_scores: np.ndarray | None = None,
+        memory_rows: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         """Exact model scores for one block of documents (higher = better).
 
@@ -125,6 +135,8 @@ class DeepMemoryModel:
                 without memory; ``None`` means no row has memory.
             memory_scores: optional :meth:`memory_scores` of ``q_prime``, to avoid
                 recomputing it per block.
+            memory_rows: ``(rows, memory rows)``, the nonnegative part of ``memory_index``
+                precomputed (a scan caches it per chunk); replaces ``memory_index``.
 
         Returns:
             float32 ``(n,)`` for a single query or ``(m, n)`` for a batch.
@@ -143,11 +155,13 @@ class DeepMemoryModel:
         # Single queries take the gemv path and divide in place: same passes as cosine.
         scores = (doc_block @ q_prime)[None, :] if single else q2 @ doc_block.T
         scores /= doc_norms
-        if memory_index is not None and len(self.memory_ids):
+        if memory_rows is None and memory_index is not None and len(self.memory_ids):
             memory_index = np.asarray(memory_index)
             rows = np.flatnonzero(memory_index >= 0)
+            memory_rows = (rows, memory_index[rows])
+        if memory_rows is not None and len(self.memory_ids):
+            rows, mi = memory_rows
             if rows.size:
-                mi = memory_index[rows]
                 if memory_scores is not None:
                     ms = np.asarray(memory_scores, dtype=np.float32).reshape(len(q2), -1)
                     scores[:, rows] += ms[:, mi]

@@ -22,8 +22,8 @@ from query_lang.vtypes import NUMBER, ValueType
 from .jobs import JobStore
 
 _JOB_STORES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_MEMORY_INDEX: OrderedDict[Hashable, np.ndarray] = OrderedDict()
-_MEMORY_INDEX_ENTRIES = 1024
+_MEMORY_ROWS: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+_MEMORY_ROWS_ENTRIES = 1024
 
 
 def jobs_of(dataset: Any) -> JobStore:
@@ -62,31 +62,33 @@ class DeepMemoryDistance(Function):
         query = np.asarray(args[1], dtype=np.float32).reshape(-1)
         key = (job_id, query.tobytes())
         if key not in ctx.cache:
-            q_prime = model.transform_queries(query)
-            ctx.cache[key] = (q_prime, model.memory_scores(q_prime))
+            ctx.cache[key] = model.prepare_query(query)
         q_prime, memory_scores = ctx.cache[key]
         block = np.asarray(args[0])
-        memory_index = self._memory_index(job_id, model, ctx)
+        memory_rows = self._memory_rows(job_id, model, ctx)
         norms = ctx.l2_norms(ctx.arg_columns[0])
-        scores = model.score_block(q_prime, block, norms, memory_index, memory_scores)
+        scores = model.score_block(q_prime, block, norms, memory_scores=memory_scores, memory_rows=memory_rows)
         return scores.astype(np.float64, copy=False)
 
     @staticmethod
-    def _memory_index(job_id: str, model: Any, ctx: CallContext) -> np.ndarray | None:
+    def _memory_rows(job_id: str, model: Any, ctx: CallContext) -> tuple[np.ndarray, np.ndarray] | None:
+        """The batch rows that carry memory, and their memory rows; cached per chunk across queries."""
         if not model.memory_ids:
             return None
         batch_key = ctx.cache_key("id")
-        key = None if batch_key is None else (job_id, batch_key)
-        cached = _MEMORY_INDEX.get(key) if key is not None else None
-        if cached is not None and len(cached) == ctx.n:
-            _MEMORY_INDEX.move_to_end(key)
+        key = None if batch_key is None else (job_id, batch_key, ctx.n)
+        cached = _MEMORY_ROWS.get(key) if key is not None else None
+        if cached is not None:
+            _MEMORY_ROWS.move_to_end(key)
             return cached
         index = model.memory_index(ctx.column("id"))
+        rows = np.flatnonzero(index >= 0)
+        found = (rows, index[rows])
         if key is not None:
-            _MEMORY_INDEX[key] = index
-            while len(_MEMORY_INDEX) > _MEMORY_INDEX_ENTRIES:
-                _MEMORY_INDEX.popitem(last=False)
-        return index
+            _MEMORY_ROWS[key] = found
+            while len(_MEMORY_ROWS) > _MEMORY_ROWS_ENTRIES:
+                _MEMORY_ROWS.popitem(last=False)
+        return found
 
 
 def register() -> None:
