@@ -97,13 +97,15 @@ def worker_lancedb(path: str, rows: int, batch: int) -> dict:
     return {"seconds": elapsed, "peak_rss_mb": peak_rss_mb()}
 
 
-def read_column_benchmark(path: str, rows: int, batch: int, repeats: int = 3) -> dict:
+def read_column_benchmark(path: str, rows: int, batch: int, repeats: int = 5) -> dict:
     import tensordb
 
     matrix = np.concatenate([make_batch(s, min(rows, s + batch))["embedding"] for s in range(0, rows, batch)])
     npy = os.path.join(os.path.dirname(path), "embedding.npy")
     save_seconds, _ = timed(np.save, npy, matrix)
     ds = tensordb.load(path, read_only=True)
+    # Flush every dirty page first (LanceDB does not fsync), so reads do not race the writeback.
+    os.sync()
     ours, base = [], []
     for _ in range(repeats):  # alternate, so both see the same page-cache conditions
         t, ours_matrix = timed(lambda: tensordb.load(path, read_only=True).embedding.numpy())
