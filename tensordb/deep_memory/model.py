@@ -162,7 +162,9 @@ class DeepMemoryModel:
         if memory_rows is not None and len(self.memory_ids):
             rows, mi = memory_rows
             if rows.size:
-                if memory_scores is not None:
+                if memory_scores is not None and single:
+                    scores[0, rows] += np.asarray(memory_scores, dtype=np.float32)[mi]
+                elif memory_scores is not None:
                     ms = np.asarray(memory_scores, dtype=np.float32).reshape(len(q2), -1)
                     scores[:, rows] += ms[:, mi]
                 else:
