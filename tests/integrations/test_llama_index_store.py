@@ -175,7 +175,8 @@ def test_reopen_with_from_vector_store(corpus, embed_model, tmp_path):
     assert len(reopened.client) == 30
     index = VectorStoreIndex.from_vector_store(reopened, embed_model=embed_model)
     after = index.as_retriever(similarity_top_k=4).retrieve(corpus.texts[11])
-    assert [(r.node.node_id, r.score) for r in after] == pytest.approx(before)
+    assert [r.node.node_id for r in after] == [node_id for node_id, _ in before]
+    assert [r.score for r in after] == pytest.approx([score for _, score in before])
     node = after[0].node
     assert node.get_content() == corpus.texts[11] and node.ref_doc_id == corpus.metadata[11]["source"]
     assert node.metadata["n"] == 11
