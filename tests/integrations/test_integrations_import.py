@@ -31,8 +31,6 @@ def test_package_imports_without_frameworks():
 
 
 def test_lazy_names():
-    pytest.importorskip("llama_index.core")
-    pytest.importorskip("langchain_core")
     from tensordb.integrations import TensorDB, TensorDBVectorStore
     from tensordb.integrations.langchain import TensorDB as LangChainTensorDB
     from tensordb.integrations.llama_index import TensorDBVectorStore as LlamaStore

@@ -5,15 +5,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
 
-pytest.importorskip("langchain_core")
-
-from langchain_core.documents import Document  # noqa: E402
-from langchain_core.embeddings import Embeddings  # noqa: E402
-
-from tensordb.errors import ReadOnlyError  # noqa: E402
-from tensordb.integrations.langchain import TensorDB  # noqa: E402
-from tensordb.vectorstore import HashingEmbedding, VectorStore  # noqa: E402
+from tensordb.errors import ReadOnlyError
+from tensordb.integrations.langchain import TensorDB
+from tensordb.vectorstore import HashingEmbedding, VectorStore
 
 
 class HashEmbeddings(Embeddings):

@@ -6,15 +6,12 @@ import asyncio
 import uuid
 
 import pytest
-
-pytest.importorskip("llama_index.core")
-
-from llama_index.core import Settings, StorageContext, VectorStoreIndex  # noqa: E402
-from llama_index.core.bridge.pydantic import PrivateAttr  # noqa: E402
-from llama_index.core.embeddings import BaseEmbedding  # noqa: E402
-from llama_index.core.evaluation import RetrieverEvaluator  # noqa: E402
-from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode  # noqa: E402
-from llama_index.core.vector_stores.types import (  # noqa: E402
+from llama_index.core import Settings, StorageContext, VectorStoreIndex
+from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.embeddings import BaseEmbedding
+from llama_index.core.evaluation import RetrieverEvaluator
+from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
+from llama_index.core.vector_stores.types import (
     ExactMatchFilter,
     FilterCondition,
     FilterOperator,
@@ -23,9 +20,9 @@ from llama_index.core.vector_stores.types import (  # noqa: E402
     VectorStoreQuery,
 )
 
-from tensordb.errors import ReadOnlyError  # noqa: E402
-from tensordb.integrations.llama_index import TensorDBVectorStore, metadata_filters_to_tql  # noqa: E402
-from tensordb.vectorstore import HashingEmbedding, VectorStore  # noqa: E402
+from tensordb.errors import ReadOnlyError
+from tensordb.integrations.llama_index import TensorDBVectorStore, metadata_filters_to_tql
+from tensordb.vectorstore import HashingEmbedding, VectorStore
 
 
 class HashEmbedding(BaseEmbedding):
