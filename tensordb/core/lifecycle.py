@@ -91,9 +91,15 @@ def load(path: str | Store, read_only: bool = False, lock_timeout: float = 0.0) 
         mf.decode_dataset_marker(store.get(mf.DATASET_KEY), f"{store.url}/{mf.DATASET_KEY}")
     except KeyNotFoundError:
         raise DatasetNotFoundError(f"no tensordb dataset at {store.url!r}") from None
-    lock = None if read_only else store.acquire_writer_lock(lock_timeout)
+    versions = VersionStore(store)
+    # An old commit is read-only by nature: opening it takes no lock, even without read_only.
+    checkout = versions.resolve(address or DEFAULT_BRANCH)
+    if read_only or checkout.detached:
+        return Dataset(store, checkout, None)
+    lock = store.acquire_writer_lock(lock_timeout)
     try:
-        checkout = VersionStore(store).resolve(address or DEFAULT_BRANCH)
+        # Resolved again under the lock: another writer may have moved the branch meanwhile.
+        checkout = versions.resolve(address or DEFAULT_BRANCH)
         return Dataset(store, checkout, lock)
     except BaseException:
         if lock is not None:

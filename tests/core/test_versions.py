@@ -228,3 +228,16 @@ def test_new_branch_from_fresh_dataset_and_empty_commit(path):
     assert c1 != c2
     assert len(tensordb.load(f"{path}@{c1}", read_only=True)) == 0
     assert np.array_equal(ds.x.numpy(), np.zeros(0, "int32"))
+
+
+def test_loading_an_old_commit_takes_no_lock(tmp_path):
+    path = str(tmp_path / "ds")
+    ds = tensordb.empty(path)
+    ds.create_tensor("t", htype="text")
+    ds.t.extend(["a", "b"])
+    first = ds.commit("two rows")
+    ds.t.append("c")
+    old = tensordb.load(f"{path}@{first}")  # the writer still holds the lock
+    assert old.read_only and old.t.numpy(aslist=True) == ["a", "b"]
+    with pytest.raises(tensordb.LockedError):
+        tensordb.load(path)
