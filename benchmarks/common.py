@@ -65,6 +65,16 @@ def print_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> N
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
+def print_targets(ratios: dict[str, float], targets: dict[str, bool]) -> None:
+    """The closing table every benchmark prints: its ratios, then each target met or missed."""
+    print_table(
+        "Ratios and targets",
+        [{"metric": k, "value": v} for k, v in ratios.items()]
+        + [{"metric": k, "value": "met" if v else "MISSED"} for k, v in targets.items()],
+        ["metric", "value"],
+    )
+
+
 def write_json(name: str, payload: dict[str, Any], path: str | None = None) -> str:
     os.makedirs(RESULTS_DIR, exist_ok=True)
     path = path or os.path.join(RESULTS_DIR, f"{name}.json")

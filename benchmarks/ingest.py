@@ -20,7 +20,7 @@ import uuid
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import dir_bytes, peak_rss_mb, print_table, run_worker, timed, write_json  # noqa: E402
+from common import dir_bytes, peak_rss_mb, print_table, print_targets, run_worker, timed, write_json  # noqa: E402
 
 DIM = 384
 FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore " * 2
@@ -176,9 +176,7 @@ def main() -> None:
              {"reader": "np.load", "seconds": reads["np_load_s"]}],
             ["reader", "seconds"],
         )
-        print_table("Ratios and targets", [{"metric": k, "value": v} for k, v in results["ratios"].items()]
-                    + [{"metric": k, "value": "met" if v else "MISSED"} for k, v in results["targets"].items()],
-                    ["metric", "value"])
+        print_targets(results["ratios"], results["targets"])
         write_json("ingest", results, args.out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

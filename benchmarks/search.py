@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import dir_bytes, peak_rss_mb, print_table, run_worker, write_json  # noqa: E402
+from common import dir_bytes, peak_rss_mb, print_table, print_targets, run_worker, write_json  # noqa: E402
 
 DIM = 384
 K = 10
@@ -311,9 +311,7 @@ def main() -> None:
         )
         print(f"peak RSS {w['peak_rss_mb']:,.0f} MiB (after imports {w['import_rss_mb']:,.0f} MiB; "
               f"data {data_bytes / 2**20:,.0f} MiB + one chunk {chunk_mb:.0f} MiB)")
-        print_table("Ratios and targets", [{"metric": k, "value": v} for k, v in ratios.items()]
-                    + [{"metric": k, "value": "met" if v else "MISSED"} for k, v in targets.items()],
-                    ["metric", "value"])
+        print_targets(ratios, targets)
         write_json("search", results, args.out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,15 +44,8 @@ class QueryResult:
 def execute(query: str | ast.Query, source: ScanSource) -> QueryResult:
     """Parse (if needed), plan and run ``query`` against ``source``."""
     q = parse(query) if isinstance(query, str) else query
-    try:
-        plan = plan_query(q, source)
-        return Executor(source).run(plan)
-    except TQLError:
-        raise
-    except RecursionError:
-        raise TQLExecutionError("query is too deeply nested to execute") from None
-    except Exception as exc:  # noqa: BLE001 - surface every failure as a TQLError
-        raise TQLExecutionError(f"{type(exc).__name__}: {exc}") from exc
+    with _as_tql_errors():
+        return Executor(source).run(plan_query(q, source))
 
 
 def execute_many(queries: Sequence[str | ast.Query], source: ScanSource) -> list[QueryResult]:
@@ -64,7 +58,7 @@ def execute_many(queries: Sequence[str | ast.Query], source: ScanSource) -> list
     Other queries run one by one.
     """
     parsed = [parse(q) if isinstance(q, str) else q for q in queries]
-    try:
+    with _as_tql_errors():
         plans = [plan_query(q, source) for q in parsed]
         results: list[QueryResult | None] = [None] * len(plans)
         groups: dict[Any, list[int]] = {}
@@ -78,6 +72,13 @@ def execute_many(queries: Sequence[str | ast.Query], source: ScanSource) -> list
                 for i, r in zip(members, batch, strict=True):
                     results[i] = r
         return [r if r is not None else Executor(source).run(plans[i]) for i, r in enumerate(results)]
+
+
+@contextmanager
+def _as_tql_errors() -> Iterator[None]:
+    """Surface every failure of planning or execution as a TQLError."""
+    try:
+        yield
     except TQLError:
         raise
     except RecursionError:

@@ -244,13 +244,11 @@ class Dataset(Table):
     def extend(self, rows: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
         """Add rows: a dict of tensor name to values (all tensors), or a list of row dicts."""
         if isinstance(rows, Sequence) and not isinstance(rows, (str, bytes)):
-            names = list(self._state.tensors)
             for i, row in enumerate(rows):
                 if not isinstance(row, Mapping):
                     raise SampleError(f"extend: row {i} must be a dict of tensor values, got {type(row).__name__}")
-            rows = {n: [r.get(n) for r in rows] for n in names} | {
-                k: [r.get(k) for r in rows] for r in rows for k in r if k not in names
-            }
+            names = dict.fromkeys([*self._state.tensors, *(k for r in rows for k in r)])
+            rows = {n: [r.get(n) for r in rows] for n in names}
         if not isinstance(rows, Mapping):
             raise SampleError(f"extend expects a dict of tensor name to values, got {type(rows).__name__}")
         self._extend_tensors(rows, require_all=True)

@@ -9,6 +9,13 @@ import numpy as np
 from ..errors import IndexOutOfRangeError
 
 
+def take_values(values: Any, rows: np.ndarray) -> Any:
+    """The entries at ``rows`` of an ndarray or a list (computed columns are either)."""
+    if isinstance(values, np.ndarray):
+        return values[rows]
+    return [values[i] for i in rows.tolist()]
+
+
 def normalize_index(index: Any, length: int, what: str) -> tuple[np.ndarray, bool]:
     """Row numbers selected by ``index`` from ``length`` rows, and whether it picked a single row."""
     if isinstance(index, (int, np.integer)) and not isinstance(index, bool):

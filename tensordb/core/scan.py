@@ -26,6 +26,7 @@ from ..format import chunk as chunkfmt
 from ..format.manifest import DatasetState, TensorState
 from .chunk_io import locate, read_rows
 from .htypes import OBJECT_HTYPES
+from .indexing import take_values
 
 if TYPE_CHECKING:
     from .table import DatasetView, Table
@@ -88,8 +89,7 @@ class TableSource:
     def take(self, column: str, rows: np.ndarray) -> Any:
         rows = np.asarray(rows, dtype=np.int64)
         if column in self._virtual:
-            values = self._virtual[column]
-            return values[rows] if isinstance(values, np.ndarray) else [values[i] for i in rows.tolist()]
+            return take_values(self._virtual[column], rows)
         base = rows if self._base is None else self._base[rows]
         return read_rows(self._reader, self._state.tensors[column], base)
 
@@ -228,7 +228,7 @@ def _as_view(table: Table, source: TableSource, result: QueryResult) -> DatasetV
     state = source._state
     rows = result.rows if source._base is None else source._base[result.rows]
     selected = [c for c in result.columns if c in state.tensors]
-    virtual = {k: _take_virtual(v, result.rows) for k, v in source._virtual.items() if k in result.columns}
+    virtual = {k: take_values(v, result.rows) for k, v in source._virtual.items() if k in result.columns}
     virtual.update(result.virtual)
     view = DatasetView(table, np.asarray(rows, dtype=np.int64), virtual=virtual)
     view._state = DatasetState({n: state.tensors[n] for n in selected}, state.info)
@@ -244,6 +244,3 @@ def run_queries(table: Table, texts: Sequence[str | Query]) -> list[DatasetView]
     with _storage_errors_surface():
         return [_as_view(table, source, r) for r in execute_many(list(texts), source)]
 
-
-def _take_virtual(values: Any, rows: np.ndarray) -> Any:
-    return values[rows] if isinstance(values, np.ndarray) else [values[i] for i in rows.tolist()]

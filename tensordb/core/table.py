@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import ReadOnlyError, TensorNotFoundError
 from ..format.manifest import DatasetState, TensorState
 from .chunk_io import ChunkReader
-from .indexing import normalize_index
+from .indexing import normalize_index, take_values
 from .tensor import Tensor
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ class Table:
             return self._tensor(index)
         rows, single = normalize_index(index, len(self), "dataset")
         base = self._selected_rows()
-        virtual = {k: _take(v, rows) for k, v in self._virtual.items()}
+        virtual = {k: take_values(v, rows) for k, v in self._virtual.items()}
         return DatasetView(self, rows if base is None else base[rows], single, virtual)
 
     def __iter__(self):
@@ -182,12 +182,6 @@ class Table:
         from .arrow_io import to_pandas
 
         return to_pandas(self, tensors)
-
-
-def _take(values: Any, rows: np.ndarray) -> Any:
-    if isinstance(values, np.ndarray):
-        return values[rows]
-    return [values[i] for i in rows.tolist()]
 
 
 class DatasetView(Table):

@@ -8,7 +8,6 @@ for every snapshot that still lists them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
@@ -129,6 +128,3 @@ def delete(sink: ChunkSink, reader: ChunkReader, state: TensorState, rows: np.nd
 
     return _rewrite_chunks(sink, reader, state, state.meta, rows, edit)
 
-
-def with_meta(state: TensorState, meta: TensorMeta) -> TensorState:
-    return replace(state, meta=meta)

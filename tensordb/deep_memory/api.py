@@ -52,7 +52,7 @@ class DeepMemory:
         pairs = check_relevance(queries, relevance, set(doc_ids))
         query_embeddings = self._vs._embed_queries(list(queries), embedding_function)
         record = JobRecord(
-            id=jobmod.new_job_id(), status=jobmod.PENDING, created=jobmod.now(), commit_id=ds.commit_id,
+            id=jobmod.new_job_id(), status=jobmod.PENDING, created=time.time(), commit_id=ds.commit_id,
             n_queries=len(queries),
         )
         self._jobs.save(record)
@@ -76,7 +76,7 @@ class DeepMemory:
     ) -> None:
         from .training import TrainingCancelled, train_model
 
-        record.status, record.started = jobmod.RUNNING, jobmod.now()
+        record.status, record.started = jobmod.RUNNING, time.time()
         last_save = 0.0
         try:
             self._jobs.save(record)
@@ -101,7 +101,7 @@ class DeepMemory:
             record.status = jobmod.CANCELLED
         except Exception as e:  # the job reports every failure in its record
             record.status, record.error = jobmod.FAILED, f"{type(e).__name__}: {e}"
-        record.finished = jobmod.now()
+        record.finished = time.time()
         try:
             self._jobs.save(record)
         except TensorDBError:

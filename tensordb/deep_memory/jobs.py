@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -188,6 +187,3 @@ class JobStore:
         thread.join(timeout)
         return not thread.is_alive()
 
-
-def now() -> float:
-    return time.time()
