@@ -45,7 +45,8 @@ class BExpr:
     value: Any = None
     column: str | None = None
     columns: frozenset[str] = frozenset()
-    positional: bool = False
+    #: Depends on more than its inputs' values (row positions, dataset state): never cached or folded.
+    volatile: bool = False
     function: Function | None = None
     #: Worth caching across queries: derived from object columns by pure functions.
     cacheable: bool = False
@@ -282,10 +283,10 @@ def _make(t: ValueType, resolved: ast.Expr, children: list[BExpr], kernel: Kerne
           function: Function | None = None, extra_columns: tuple[str, ...] = ()) -> BExpr:
     """Build a node, folding it to a constant when all inputs are constant."""
     columns = frozenset().union(*(c.columns for c in children), extra_columns)
-    positional = any(c.positional for c in children) or (function is not None and not function.pure)
+    volatile = any(c.volatile for c in children) or (function is not None and not function.pure)
     node = BExpr(type=t, resolved=resolved, children=tuple(children), kernel=kernel,
-                 columns=columns, positional=positional, function=function)
-    if all(c.const for c in children) and not columns and not positional:
+                 columns=columns, volatile=volatile, function=function)
+    if all(c.const for c in children) and not columns and not volatile:
         ctx = EvalContext(Batch(rows=np.zeros(1, dtype=np.int64), values={}), {}, {}, derived=None)
         vals = [materialize(c.value, c.type, 1) for c in children]
         out = _run(node, vals, [False] * len(children), ctx)
@@ -294,7 +295,7 @@ def _make(t: ValueType, resolved: ast.Expr, children: list[BExpr], kernel: Kerne
             value = np.asarray(value)
         return const_expr(value, unnamed(t) if t.kind != "null" else NULL, resolved)
     # Cache results derived from object columns: decoding JSON/text per row is the slow part.
-    node.cacheable = (not positional and bool(columns)
+    node.cacheable = (not volatile and bool(columns)
                       and any(c.cacheable or c.type.kind in _OBJECTISH for c in children)
                       and (function is None or function.pure))
     return node

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,9 +12,10 @@ import numpy as np
 from . import ast
 from .binder import BExpr, EvalContext, evaluate
 from .errors import TQLError, TQLExecutionError
+from .filtering import concat, filter_batches, gather
 from .functions import CallContext
-from .kernels import materialize, truthy
-from .ordering import TopK, key_array, sort_order
+from .kernels import materialize
+from .ordering import TopK, join_keys, key_array, sort_order
 from .parser import parse
 from .planner import Output, Plan, plan_query
 from .source import Batch, ColumnInfo, ScanSource
@@ -109,63 +110,6 @@ def _vector_signature(plan: Plan) -> Any:
     return (key.function.name, vary, column.column, desc, plan.limit, plan.offset,
             None if plan.where is None else plan.where.text, tuple(outputs),
             tuple(plan.scan_columns))
-
-
-def gather(v: Any, idx: np.ndarray) -> Any:
-    """Select rows ``idx`` of a per-row value."""
-    if isinstance(v, np.ndarray):
-        # np.take copies whole rows in one pass; it is markedly faster than v[idx]
-        # on wide rows (e.g. gathering the passing embeddings of a filtered batch).
-        return np.take(v, idx, axis=0) if v.ndim else v[idx]
-    return [v[i] for i in idx]
-
-
-def concat(parts: list[Any], t: ValueType | None = None) -> Any:
-    """Join per-batch values."""
-    if parts and all(isinstance(p, np.ndarray) for p in parts):
-        shapes = {p.shape[1:] for p in parts}
-        if len(shapes) == 1:
-            return np.concatenate(parts)
-    out: list[Any] = []
-    for p in parts:
-        out.extend(list(p))
-    if not parts and t is not None and t.kind in ("number", "bool"):
-        return np.empty(0, dtype=bool if t.kind == "bool" else np.float64)
-    return out
-
-
-class _GatheredValues(Mapping):
-    """The rows ``idx`` of a batch's columns, each gathered on first access.
-
-    A column the rest of the query never reads (or reads only through a cached
-    derived value) is never gathered, and a lazily loaded source column is
-    never even loaded.
-    """
-
-    def __init__(self, values: Mapping[str, Any], idx: np.ndarray) -> None:
-        self._source = values
-        self._idx = idx
-        self._done: dict[str, Any] = {}
-
-    def __getitem__(self, name: str) -> Any:
-        if name not in self._done:
-            self._done[name] = gather(self._source[name], self._idx)
-        return self._done[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._source)
-
-    def __len__(self) -> int:
-        return len(self._source)
-
-
-def _subset(batch: Batch, idx: np.ndarray) -> Batch:
-    # Cache keys describe whole batches, so a subset carries none.
-    return Batch(
-        rows=batch.rows[idx],
-        values=_GatheredValues(batch.values, idx),
-        l2_norms={k: np.asarray(v)[idx] for k, v in batch.l2_norms.items()},
-    )
 
 
 class _DerivedSource:
@@ -274,21 +218,14 @@ class Executor:
         return EvalContext(batch, {}, self.fn_caches, row_map=self._row_map, source=self.source)
 
     def _filtered(self, plan: Plan, source: ScanSource) -> Iterator[tuple[Batch, EvalContext]]:
-        for batch in source.scan(plan.scan_columns):
-            ctx = self._ctx(batch)
-            n = len(batch.rows)
-            if n == 0:
-                continue
-            if plan.where is not None:
-                mask = truthy(evaluate(plan.where, ctx), plan.where.type, plan.where.const, n)
-                idx = np.flatnonzero(mask)
-                if len(idx) == 0:
-                    continue
-                if len(idx) < n:
-                    # Filter first: later expressions only see passing rows.
-                    batch = _subset(batch, idx)
-                    ctx = self._ctx(batch)
-            yield batch, ctx
+        batches = source.scan(plan.scan_columns)
+        if plan.where is not None:
+            # A plain scan may stop at LIMIT: hand on rows at once rather than merging batches.
+            yield from filter_batches(batches, plan.where, self._ctx, merge=plan.strategy != "scan")
+            return
+        for batch in batches:
+            if len(batch.rows):
+                yield batch, self._ctx(batch)
 
     def _select_rows(self, plan: Plan, source: ScanSource) -> tuple[np.ndarray, dict[int, Any]]:
         """Result rows (positions in ``source``) and already computed per-output values."""
@@ -315,7 +252,7 @@ class Executor:
             if not row_parts:
                 return np.empty(0, dtype=np.int64), {}
             all_rows = np.concatenate(row_parts)
-            all_keys = [_join_keys([p[i] for p in key_parts]) for i in range(len(plan.order))]
+            all_keys = [join_keys([p[i] for p in key_parts]) for i in range(len(plan.order))]
             order = sort_order(all_keys, keys_desc, all_rows)
             rows, keys = all_rows[order], [k[order] for k in all_keys]
         rows = rows[offset:stop]
@@ -410,17 +347,6 @@ def _push_many(topks: list[TopK], rows: np.ndarray, scores: list[np.ndarray], k:
             continue
         keep = np.flatnonzero(matrix[j] <= kth[j])
         topk.push(rows[keep], [s[keep]])
-
-
-def _join_keys(parts: list[np.ndarray]) -> np.ndarray:
-    if any(p.dtype == object for p in parts):
-        out = np.empty(sum(len(p) for p in parts), dtype=object)
-        i = 0
-        for p in parts:
-            out[i : i + len(p)] = p
-            i += len(p)
-        return out
-    return np.concatenate(parts)
 
 
 def _const_values(e: BExpr, n: int) -> Any:

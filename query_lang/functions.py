@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import TQLNameError, TQLTypeError
 from .kernels import rows_iter, vectors
-from .source import Batch
+from .source import UNIT_NORM_TOLERANCE, Batch
 from .vtypes import NUMBER, ValueType
 
 
@@ -66,6 +66,10 @@ class CallContext:
         """Precomputed row norms of a column, when the source provides them."""
         return None if name is None else self.batch.l2_norms.get(name)
 
+    def unit_norm(self, name: str | None) -> bool:
+        """Whether every row of a column in this batch has L2 norm 1, per the source."""
+        return name is not None and name in self.batch.unit_norm
+
     def cache_key(self, name: str) -> Hashable | None:
         """The source's identity of a column's data in this batch, if any."""
         return self.batch.cache_keys.get(name)
@@ -81,7 +85,8 @@ class Function:
     extra_columns: tuple[str, ...] = ()
     #: A per-row similarity/distance of a vector argument; ORDER BY ... LIMIT uses top-k.
     vector_score: bool = False
-    #: Same arguments give the same result (enables caching and constant folding).
+    #: The result depends only on the arguments' values (enables caching and constant folding);
+    #: False for functions of row positions or of state outside the columns.
     pure: bool = True
 
     def check(self, args: Sequence[Arg]) -> ValueType:
@@ -253,18 +258,14 @@ class CosineSimilarity(_VectorPair):
     @staticmethod
     def _finish(dots: np.ndarray, a: Any, b: Any, ctx: CallContext) -> np.ndarray:
         (ac, bc), (acol, bcol) = ctx.arg_consts, ctx.arg_columns
+        if ac != bc:
+            # Unit query against rows the source vouches are unit length: the dot is the cosine.
+            const, column = (a, bcol) if ac else (b, acol)
+            if ctx.unit_norm(column) and abs(_norms(const, True, None, ctx) - 1.0) <= UNIT_NORM_TOLERANCE:
+                return dots
         na, nb = _norms(a, ac, acol, ctx), _norms(b, bc, bcol, ctx)
-        with np.errstate(all="ignore"):
-            # Unit query against unit-norm storage: the dot product already is the cosine.
-            if (ac and abs(na - 1.0) < 1e-6) or (bc and abs(nb - 1.0) < 1e-6):
-                other = nb if ac else na
-                if not np.isscalar(other) and (
-                    ctx.l2_norms(bcol if ac else acol) is not None
-                    and np.all(np.abs(other - 1.0) < 1e-6)
-                ):
-                    return dots
-            denom = na * nb
-            return np.where(denom > 0, dots / np.where(denom > 0, denom, 1.0), np.nan)
+        denom = na * nb
+        return np.where(denom > 0, dots / np.where(denom > 0, denom, 1.0), np.nan)
 
 
 class Dot(_VectorPair):

@@ -55,25 +55,60 @@ def sort_order(keys: list[np.ndarray], descending: list[bool], rows: np.ndarray)
 
 
 class TopK:
-    """Streaming top-k: memory stays at k rows plus one batch."""
+    """Streaming top-k: memory stays at k rows plus a bounded candidate buffer and one batch.
+
+    With a single float key, each batch is first cut down to the rows that can
+    still enter the result (at least as good as the current k-th best key: ties
+    stay, because rows break ties). Survivors are buffered and merged only when
+    the buffer fills, so a batch usually costs one comparison pass.
+    """
+
+    #: Buffered candidates that trigger a merge (besides the k kept rows).
+    BUFFER_ROWS = 4096
 
     def __init__(self, k: int, descending: list[bool]) -> None:
         self.k = k
         self.descending = descending
         self.rows = np.empty(0, dtype=np.int64)
         self.keys: list[np.ndarray] | None = None
+        self._pending: list[tuple[np.ndarray, list[np.ndarray]]] = []
+        self._pending_rows = 0
+        #: The k-th best float key once k rows are kept (None: no bar yet, or NaN).
+        self._bar: float | None = None
 
     def push(self, rows: np.ndarray, keys: list[np.ndarray]) -> None:
-        if self.keys is None:
-            all_rows, all_keys = rows, keys
-        else:
-            all_rows = np.concatenate([self.rows, rows])
-            all_keys = [_concat(a, b) for a, b in zip(self.keys, keys, strict=False)]
+        """Offer a batch of rows with their keys; only the best ``k`` seen so far are kept."""
+        if self._bar is not None and keys[0].dtype.kind == "f":
+            key = keys[0]
+            keep = np.flatnonzero(key >= self._bar if self.descending[0] else key <= self._bar)
+            if not len(keep):
+                return
+            if len(keep) < len(key):
+                rows, keys = rows[keep], [key[keep]]
+        self._pending.append((rows, keys))
+        self._pending_rows += len(rows)
+        if self._pending_rows > max(self.BUFFER_ROWS, self.k):
+            self._merge()
+
+    def _merge(self) -> None:
+        parts = self._pending
+        if not parts:
+            return
+        if self.keys is not None:
+            parts = [(self.rows, self.keys), *parts]
+        all_rows = np.concatenate([r for r, _ in parts]) if len(parts) > 1 else parts[0][0]
+        all_keys = [join_keys([p[1][i] for p in parts]) for i in range(len(parts[0][1]))]
         if len(all_rows) > self.k:
             keep = self._select(all_rows, all_keys)
             all_rows = all_rows[keep]
             all_keys = [k[keep] for k in all_keys]
         self.rows, self.keys = all_rows, all_keys
+        self._pending, self._pending_rows = [], 0
+        self._bar = None
+        key = all_keys[0]
+        if len(all_keys) == 1 and len(all_rows) >= self.k and key.dtype.kind == "f":
+            bar = float(key.min() if self.descending[0] else key.max())
+            self._bar = None if np.isnan(bar) else bar
 
     def _select(self, rows: np.ndarray, keys: list[np.ndarray]) -> np.ndarray:
         k = self.k
@@ -89,16 +124,22 @@ class TopK:
 
     def result(self) -> tuple[np.ndarray, list[np.ndarray]]:
         """Rows and keys in final order."""
+        self._merge()
         if self.keys is None:
             return self.rows, []
         order = sort_order(self.keys, self.descending, self.rows)
         return self.rows[order], [k[order] for k in self.keys]
 
 
-def _concat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if a.dtype == object or b.dtype == object:
-        out = np.empty(len(a) + len(b), dtype=object)
-        out[: len(a)] = a
-        out[len(a):] = b
+def join_keys(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate per-batch sort keys (object keys stay object arrays)."""
+    if len(parts) == 1:
+        return parts[0]
+    if any(p.dtype == object for p in parts):
+        out = np.empty(sum(len(p) for p in parts), dtype=object)
+        i = 0
+        for p in parts:
+            out[i : i + len(p)] = p
+            i += len(p)
         return out
-    return np.concatenate([a, b])
+    return np.concatenate(parts)

@@ -15,6 +15,8 @@ import numpy as np
 
 #: htypes whose values are Python objects (str, dict, list, None) rather than numbers.
 OBJECT_HTYPES = frozenset({"text", "json", "list", "id"})
+#: How far from 1 a row's L2 norm may be for the row to count as unit length.
+UNIT_NORM_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class Batch:
     list of per-row values (str, dict, list, ndarray or None) otherwise.
     ``l2_norms[name]`` holds precomputed row norms for embedding columns when the
     storage has them, so cosine similarity need not re-read the vectors.
+    ``unit_norm`` names columns whose every row in this batch has L2 norm 1
+    (within ``UNIT_NORM_TOLERANCE``), so a cosine against a unit vector is a plain dot product.
     ``cache_keys[name]`` identifies the exact data of that column in this batch:
     equal keys mean equal data, so derived values may be cached by it.
     """
@@ -49,6 +53,7 @@ class Batch:
     values: dict[str, Any]
     l2_norms: dict[str, np.ndarray] = field(default_factory=dict)
     cache_keys: dict[str, Hashable] = field(default_factory=dict)
+    unit_norm: frozenset[str] = frozenset()
 
 
 class ScanSource(Protocol):

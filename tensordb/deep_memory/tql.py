@@ -41,6 +41,7 @@ class DeepMemoryDistance(Function):
     min_args = max_args = 2
     extra_columns = ("id",)
     vector_score = True
+    pure = False  # the result follows the latest trained model, not only the arguments
 
     def check(self, args: Sequence[Arg]) -> ValueType:
         check_same_dim(self.name, args[0], args[1])

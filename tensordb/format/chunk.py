@@ -11,6 +11,7 @@ Three layouts, chosen per chunk by what its rows look like:
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,6 +92,14 @@ class FixedChunk:
     @property
     def nrows(self) -> int:
         return len(self.array)
+
+    @functools.cached_property
+    def norm_range(self) -> tuple[float, float] | None:
+        """The smallest and largest row L2 norm (None without stored norms or rows)."""
+        norms = self.l2_norms
+        if norms is None or not len(norms):
+            return None
+        return float(norms.min()), float(norms.max())
 
     def take(self, local: np.ndarray) -> np.ndarray:
         return self.array[local]
