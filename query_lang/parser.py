@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -240,12 +241,16 @@ _ARRAY_SCAN = re.compile(
 )
 _WS = r"[ \t\r\n\f]*"  # exactly what the grammar ignores
 _NUMBER_LIST = re.compile(rf"{_WS}-?{_NUM}{_WS}(?:,{_WS}-?{_NUM}{_WS})*")
+_NOT_FLOAT_CHAR = re.compile(r"[^0-9eE.\-, \t\r\n\f]")
 #: Lists shorter than this are left to the grammar: the shortcut only pays for long ones.
 _FAST_ARRAY_MIN_CHARS = 64
 
 
 def _number_list(body: str) -> tuple[int | float, ...] | None:
     """``body`` as numbers, exactly as the grammar reads them, or None to leave it to the grammar."""
+    floats = _float_list(body)
+    if floats is not None:
+        return floats
     if _NUMBER_LIST.fullmatch(body) is None:
         return None
     items = body.split(",")
@@ -266,36 +271,97 @@ def _number_list(body: str) -> tuple[int | float, ...] | None:
     return tuple(values)
 
 
-def _prescan_arrays(text: str) -> tuple[str, dict[int, tuple[int | float, ...]]]:
+def _float_list(body: str) -> tuple[float, ...] | None:
+    """The common case fast: every item is a decimal with one point (as ``repr(float)`` writes).
+
+    Restricted to those characters, ``float`` accepts exactly what the grammar accepts
+    (an optional minus, digits with one point, an optional exponent, spaces around);
+    anything else (``+``, integers, a stray token) is left to the exact path.
+    """
+    items = body.count(",") + 1
+    if body.count(".") != items or "+" in body or _NOT_FLOAT_CHAR.search(body) is not None:
+        return None
+    try:
+        values = tuple(map(float, body.split(",")))
+    except ValueError:
+        return None
+    return values if all(map(math.isfinite, values)) else None
+
+
+def _prescan_arrays(text: str, pad: bool = True) -> tuple[str, dict[int, tuple[int | float, ...]]]:
     """Parse long ``ARRAY[n, -n, ...]`` number lists without the LALR parser.
 
     Feeding hundreds of numbers token by token through lark costs milliseconds
     per query, which dominates a vector search. Each well-formed list is parsed
-    here and blanked to a single ``0`` padded with the same whitespace layout,
-    so every later token keeps its line, column and offset (error messages are
-    unchanged); the transformer then substitutes the values. Anything unusual
-    (an out-of-range number, a stray token) is left for the grammar to report.
+    here and replaced by a single ``0``; with ``pad`` the ``0`` keeps the list's
+    whitespace layout, so every later token keeps its line, column and offset
+    (error messages are unchanged). Returns the new text and the values by the
+    offset of their ``ARRAY`` keyword in it. Anything unusual (an out-of-range
+    number, a stray token) is left for the grammar to report.
     """
     found: dict[int, tuple[int | float, ...]] = {}
     pieces: list[str] = []
-    last = 0
+    last = shift = 0
     for m in _ARRAY_SCAN.finditer(text):
         body = m.group(2)
         if m.group(1) is None or len(body) < _FAST_ARRAY_MIN_CHARS:
             continue
         values = _number_list(body)
         if values is not None:
-            found[m.start(1)] = tuple(values)
-            start = m.start(2)
-            pieces.append(text[last:start])
-            blank = "\n".join(" " * len(line) for line in body.split("\n"))
-            first = len(blank) - len(blank.lstrip("\n"))
-            pieces.append(f"{blank[:first]}0{blank[first + 1:]}")
+            found[m.start(1) - shift] = values
+            pieces.append(text[last : m.start(2)])
+            if pad:
+                blank = "\n".join(" " * len(line) for line in body.split("\n"))
+                first = len(blank) - len(blank.lstrip("\n"))
+                pieces.append(f"{blank[:first]}0{blank[first + 1:]}")
+            else:
+                pieces.append("0")
+                shift += len(body) - 1
             last = m.end(2)
     if not found:
         return text, found
     pieces.append(text[last:])
     return "".join(pieces), found
+
+
+class _Slot:
+    """Stands in a parsed template for the ``index``-th pre-parsed ARRAY list."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_template(compact: str, offsets: tuple[int, ...]) -> ast.Query:
+    """The query of ``compact`` with each pre-parsed ARRAY list left as a :class:`_Slot`.
+
+    Vector searches differ only in their numbers, so one template serves them all.
+    """
+    _FAST_ARRAYS.values = {off: _Slot(i) for i, off in enumerate(offsets)}
+    try:
+        return _parser().parse(compact)
+    finally:
+        _FAST_ARRAYS.values = None
+
+
+def _fill(node: Any, values: list[tuple[int | float, ...]]) -> Any:
+    """``node`` with every :class:`_Slot` replaced by its values (untouched parts are shared)."""
+    if isinstance(node, ast.ArrayLiteral):
+        return ast.ArrayLiteral(values[node.values.index]) if isinstance(node.values, _Slot) else node
+    if isinstance(node, tuple):
+        filled = tuple(_fill(x, values) for x in node)
+        return node if all(a is b for a, b in zip(filled, node, strict=True)) else filled
+    if dataclasses.is_dataclass(node):
+        changes = {}
+        for f in dataclasses.fields(node):
+            old = getattr(node, f.name)
+            new = _fill(old, values)
+            if new is not old:
+                changes[f.name] = new
+        return dataclasses.replace(node, **changes) if changes else node
+    return node
 
 
 @functools.lru_cache(maxsize=1)
@@ -349,6 +415,20 @@ def parse(text: str) -> ast.Query:
 @functools.lru_cache(maxsize=256)
 def _parse_cached(text: str) -> ast.Query:
     # The AST is immutable, so repeated query texts share one parse.
+    compact, found = _prescan_arrays(text, pad=False)
+    if found:
+        offsets = tuple(found)
+        try:
+            query = _fill(_parse_template(compact, offsets), [found[o] for o in offsets])
+        except Exception:  # noqa: BLE001 - the exact parse below reports it with true positions
+            pass
+        else:
+            if ast.depth(query) <= MAX_DEPTH:
+                return query
+    return _parse_exact(text)
+
+
+def _parse_exact(text: str) -> ast.Query:
     scanned, _FAST_ARRAYS.values = _prescan_arrays(text)
     try:
         query = _parser().parse(scanned)

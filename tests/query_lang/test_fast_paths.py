@@ -38,6 +38,39 @@ def test_unusual_number_lists_are_left_to_the_grammar(tail):
         assert parse(text) == expected
 
 
+def _float_body() -> str:
+    q = np.random.default_rng(1).standard_normal(40)
+    return ",\n".join(repr(float(x)) for x in q) + ", 5., -.5, 1.e5 , 2.5E-3,\t-0.0"
+
+
+@pytest.mark.parametrize("tail", ["", ", 1.5.5", ", -.", ", 1.e", ", +1.5", ", 1.5e+3", ", \u0663.\u0665",
+                                  ", 1e999.0", ", 1.5 2.5", ", .", ", 1.5\v"])
+def test_float_only_lists_parse_like_the_grammar(tail):
+    text = f"select ARRAY[{_float_body()}{tail}] as a"
+    try:
+        expected = _parser().parse(text)
+    except Exception:  # noqa: BLE001
+        with pytest.raises(TQLSyntaxError):
+            parse(text)
+    else:
+        got = parse(text)
+        assert got == expected
+        assert [type(v) for v in got.select[0].expr.values] == [type(v) for v in expected.select[0].expr.values]
+
+
+def test_queries_differing_only_in_their_vectors_share_one_template():
+    from query_lang.parser import _parse_template
+
+    rng = np.random.default_rng(5)
+    texts = [("select * where g == 1 order by cosine_similarity(embedding, ARRAY["
+              + ", ".join(repr(float(x)) for x in rng.standard_normal(n)) + "]) desc limit 3")
+             for n in (40, 40, 57)]
+    _parse_template.cache_clear()
+    for text in texts:
+        assert parse(text) == _parser().parse(text)
+    assert _parse_template.cache_info().currsize == 1 and _parse_template.cache_info().hits == 2
+
+
 def test_error_positions_after_a_long_literal_are_unchanged():
     bad = f"select * order by dot(e, ARRAY[{_body()}]) desc limit 3 limit"
     with pytest.raises(TQLSyntaxError) as err:
