@@ -124,6 +124,7 @@ class DeepMemoryModel:
         memory_index: np.ndarray | None = None,
         memory_scores: np.ndarray | None = None,
         memory_rows: tuple[np.ndarray, np.ndarray] | None = None,
+        unit_rows: bool = False,
     ) -> np.ndarray:
         """Exact model scores for one block of documents (higher = better).
 
@@ -137,6 +138,8 @@ class DeepMemoryModel:
                 recomputing it per block.
             memory_rows: ``(rows, memory rows)``, the nonnegative part of ``memory_index``
                 precomputed (a scan caches it per chunk); replaces ``memory_index``.
+            unit_rows: every row of ``doc_block`` is known to have norm 1, so
+                ``doc_norms`` is not needed.
 
         Returns:
             float32 ``(n,)`` for a single query or ``(m, n)`` for a batch.
@@ -146,15 +149,16 @@ class DeepMemoryModel:
         single = q_prime.ndim == 1
         q2 = q_prime[None, :] if single else q_prime
         assert q2.shape[1] == self.dim and doc_block.shape[1] == self.dim
-        if doc_norms is None:
-            doc_norms = np.linalg.norm(doc_block, axis=1)
-        doc_norms = np.asarray(doc_norms, dtype=np.float32)
-        if doc_norms.size and doc_norms.min() <= 0:
-            # Zero rows score 0 instead of NaN; the check is one cheap reduction.
-            doc_norms = np.maximum(doc_norms, _EPS)
         # Single queries take the gemv path and divide in place: same passes as cosine.
         scores = (doc_block @ q_prime)[None, :] if single else q2 @ doc_block.T
-        scores /= doc_norms
+        if not unit_rows:
+            if doc_norms is None:
+                doc_norms = np.linalg.norm(doc_block, axis=1)
+            doc_norms = np.asarray(doc_norms, dtype=np.float32)
+            if doc_norms.size and doc_norms.min() <= 0:
+                # Zero rows score 0 instead of NaN; the check is one cheap reduction.
+                doc_norms = np.maximum(doc_norms, _EPS)
+            scores /= doc_norms
         if memory_rows is None and memory_index is not None and len(self.memory_ids):
             memory_index = np.asarray(memory_index)
             rows = np.flatnonzero(memory_index >= 0)

@@ -60,15 +60,18 @@ class DeepMemoryDistance(Function):
                 "train one with vs.deep_memory.train(...) first"
             )
         job_id, model = latest
-        query = np.asarray(args[1], dtype=np.float32).reshape(-1)
-        key = (job_id, query.tobytes())
-        if key not in ctx.cache:
-            ctx.cache[key] = model.prepare_query(query)
-        q_prime, memory_scores = ctx.cache[key]
+        # Query vectors are constants of the execution: each is transformed once, on its first batch.
+        key = (job_id, id(args[1]))
+        cached = ctx.cache.get(key)
+        if cached is None or cached[0] is not args[1]:
+            prepared = model.prepare_query(np.asarray(args[1], dtype=np.float32).ravel())
+            cached = ctx.cache[key] = (args[1], prepared)
+        q_prime, memory_scores = cached[1]
         block = np.asarray(args[0])
         memory_rows = self._memory_rows(job_id, model, ctx)
-        norms = ctx.l2_norms(ctx.arg_columns[0])
-        scores = model.score_block(q_prime, block, norms, memory_scores=memory_scores, memory_rows=memory_rows)
+        column = ctx.arg_columns[0]
+        scores = model.score_block(q_prime, block, ctx.l2_norms(column), memory_scores=memory_scores,
+                                   memory_rows=memory_rows, unit_rows=ctx.unit_norm(column))
         return scores.astype(np.float64, copy=False)
 
     @staticmethod
