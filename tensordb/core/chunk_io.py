@@ -120,7 +120,7 @@ class ChunkWriter:
         self._max_pending = max_pending
         self._pending: list[Future] = []
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: envelope.Parts) -> None:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="tensordb-write")
         while len(self._pending) >= self._max_pending:
@@ -172,7 +172,7 @@ def _split_points(sizes: np.ndarray, target: int) -> list[int]:
     return bounds
 
 
-def _encode_piece(meta: TensorMeta, rows: EncodedRows, start: int, stop: int) -> bytes:
+def _encode_piece(meta: TensorMeta, rows: EncodedRows, start: int, stop: int) -> envelope.Parts:
     codec = meta.compression
     if rows.array is not None:
         return chunkfmt.encode_fixed(rows.array[start:stop], codec, with_norms=meta.htype == "embedding")
@@ -184,8 +184,8 @@ def _encode_piece(meta: TensorMeta, rows: EncodedRows, start: int, stop: int) ->
     return chunkfmt.encode_blobs(rows.blobs[start:stop], ENCODING[meta.htype], codec)
 
 
-def encode_chunks(meta: TensorMeta, rows: EncodedRows) -> Iterator[tuple[bytes, int]]:
-    """Cut ``rows`` into chunk files of about ``meta.chunk_bytes``; yields (file bytes, row count)."""
+def encode_chunks(meta: TensorMeta, rows: EncodedRows) -> Iterator[tuple[envelope.Parts, int]]:
+    """Cut ``rows`` into chunk files of about ``meta.chunk_bytes``; yields (file parts, row count)."""
     n = len(rows)
     if n == 0:
         return
@@ -209,12 +209,12 @@ def chunk_items(reader: ChunkReader, meta: TensorMeta, key: str) -> EncodedRows:
         return EncodedRows(array=np.asarray(c.array))
     if isinstance(c, chunkfmt.RaggedChunk):
         return EncodedRows(arrays=[c.row(i) for i in range(c.nrows)])
-    data, offsets, nulls = c.data, c.offsets, c.nulls
-    return EncodedRows(
-        blobs=[
-            None if nulls is not None and nulls[i] else bytes(data[offsets[i] : offsets[i + 1]]) for i in range(c.nrows)
-        ]
-    )
+    data, bounds = bytes(c.data), c.offsets.tolist()
+    blobs: list[bytes | None] = [data[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    if c.nulls is not None:
+        for i in np.flatnonzero(c.nulls).tolist():
+            blobs[i] = None
+    return EncodedRows(blobs=blobs)
 
 
 def concat_items(parts: list[EncodedRows]) -> EncodedRows:

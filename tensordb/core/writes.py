@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..format.envelope import Parts, parts_nbytes
 from ..format.manifest import TensorMeta, TensorState
 from .chunk_io import ChunkReader, chunk_items, concat_items, encode_chunks, locate, new_chunk_key, take_items
 from .htypes import EncodedRows
@@ -24,7 +25,7 @@ MERGE_FANOUT = 4
 class ChunkSink(Protocol):
     """Where new chunk files go; writes may still be in flight until ``wait`` returns."""
 
-    def put(self, key: str, data: bytes) -> None: ...
+    def put(self, key: str, data: Parts) -> None: ...
 
     def wait(self) -> None: ...
 
@@ -36,7 +37,7 @@ def _write_rows(sink: ChunkSink, meta: TensorMeta, rows: EncodedRows) -> tuple[l
         sink.put(key, data)
         keys.append(key)
         counts.append(nrows)
-        sizes.append(len(data))
+        sizes.append(parts_nbytes(data))
     return keys, counts, sizes
 
 

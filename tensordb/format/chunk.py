@@ -28,7 +28,7 @@ RAGGED = "ragged"
 BLOB = "blob"
 
 
-def encode_fixed(array: np.ndarray, codec: str | None, with_norms: bool = False) -> bytes:
+def encode_fixed(array: np.ndarray, codec: str | None, with_norms: bool = False) -> envelope.Parts:
     """A chunk of same-shape numeric rows (``array`` is ``(nrows, *row_shape)``)."""
     array = np.ascontiguousarray(array)
     meta = {"kind": FIXED, "nrows": len(array), "dtype": array.dtype.str, "shape": list(array.shape[1:])}
@@ -36,10 +36,10 @@ def encode_fixed(array: np.ndarray, codec: str | None, with_norms: bool = False)
     if with_norms:
         flat = array.reshape(len(array), -1).astype(np.float32, copy=False)
         buffers["l2_norms"] = np.sqrt(np.einsum("ij,ij->i", flat, flat)).astype(np.float32)
-    return envelope.pack(envelope.MAGIC_CHUNK, meta, buffers, codec)
+    return envelope.pack_parts(envelope.MAGIC_CHUNK, meta, buffers, codec)
 
 
-def encode_ragged(arrays: Sequence[np.ndarray], dtype: np.dtype, ndim: int, codec: str | None) -> bytes:
+def encode_ragged(arrays: Sequence[np.ndarray], dtype: np.dtype, ndim: int, codec: str | None) -> envelope.Parts:
     """A chunk of numeric rows whose shapes differ."""
     shapes = np.array([a.shape for a in arrays], dtype=np.int64).reshape(len(arrays), ndim)
     flat = (
@@ -48,10 +48,10 @@ def encode_ragged(arrays: Sequence[np.ndarray], dtype: np.dtype, ndim: int, code
         else np.empty(0, dtype)
     )
     meta = {"kind": RAGGED, "nrows": len(arrays), "dtype": np.dtype(dtype).str, "ndim": ndim}
-    return envelope.pack(envelope.MAGIC_CHUNK, meta, {"data": flat.view(np.uint8), "shapes": shapes}, codec)
+    return envelope.pack_parts(envelope.MAGIC_CHUNK, meta, {"data": flat.view(np.uint8), "shapes": shapes}, codec)
 
 
-def encode_blobs(blobs: Sequence[bytes | None], encoding: str, codec: str | None) -> bytes:
+def encode_blobs(blobs: Sequence[bytes | None], encoding: str, codec: str | None) -> envelope.Parts:
     """A chunk of serialised objects; ``None`` marks an empty row."""
     lengths = blob_lengths(blobs)
     offsets = np.zeros(len(blobs) + 1, dtype=np.uint64)
@@ -64,7 +64,7 @@ def encode_blobs(blobs: Sequence[bytes | None], encoding: str, codec: str | None
     if has_nulls:
         buffers["nulls"] = np.fromiter((b is None for b in blobs), dtype=bool, count=len(blobs)).view(np.uint8)
     meta = {"kind": BLOB, "nrows": len(blobs), "encoding": encoding}
-    return envelope.pack(envelope.MAGIC_CHUNK, meta, buffers, codec)
+    return envelope.pack_parts(envelope.MAGIC_CHUNK, meta, buffers, codec)
 
 
 def blob_lengths(blobs: Sequence[bytes | None]) -> np.ndarray:

@@ -69,6 +69,10 @@ class Header:
     payload_start: int
 
 
+#: A file as the buffers that make it up, back to back (written without joining them).
+Parts = list[bytes | memoryview]
+
+
 def pack(
     magic: bytes,
     meta: Mapping[str, Any],
@@ -76,6 +80,16 @@ def pack(
     codec: str | None = None,
 ) -> bytes:
     """Serialise ``meta`` and named ``buffers`` into one envelope."""
+    return b"".join(pack_parts(magic, meta, buffers, codec))
+
+
+def pack_parts(
+    magic: bytes,
+    meta: Mapping[str, Any],
+    buffers: Mapping[str, bytes | memoryview] | None = None,
+    codec: str | None = None,
+) -> Parts:
+    """Like :func:`pack`, but the envelope comes as its parts: large buffers are not copied."""
     stored: list[tuple[str, bytes | memoryview, str | None, int]] = []
     for name, raw in (buffers or {}).items():
         raw = memoryview(raw).cast("B")
@@ -93,7 +107,12 @@ def pack(
     for (_name, data, _c, _r), ref in zip(stored, refs):
         parts.append(data)
         parts.append(b"\0" * (_align(ref[1] + len(data)) - ref[1] - len(data)))
-    return b"".join(parts)
+    return parts
+
+
+def parts_nbytes(parts: Parts) -> int:
+    """The size of the file that ``parts`` make up (their memoryviews are byte views)."""
+    return sum(len(p) for p in parts)
 
 
 def read_header(read: Callable[[int, int], bytes], what: str, magic: bytes) -> Header:

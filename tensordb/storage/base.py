@@ -8,6 +8,7 @@ the single atomic step that makes a write visible.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Protocol
 
 
@@ -45,8 +46,12 @@ class Store(ABC):
         return memoryview(self.get(key))
 
     @abstractmethod
-    def put(self, key: str, data: bytes | memoryview) -> None:
-        """Write an object whole. Readers never see a partial object."""
+    def put(self, key: str, data: bytes | memoryview | Sequence[bytes | memoryview]) -> None:
+        """Write an object whole. Readers never see a partial object.
+
+        ``data`` may be a sequence of buffers that make up the object back to back,
+        so large arrays are written without first being joined into one copy.
+        """
 
     @abstractmethod
     def publish(self, key: str, data: bytes) -> None:

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from ..errors import KeyNotFoundError, LockedError, StorageError
@@ -101,7 +101,7 @@ class LocalStore(Store):
                 return memoryview(b"")
             return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
 
-    def _write_file(self, key: str, data: bytes | memoryview) -> None:
+    def _write_file(self, key: str, data: bytes | memoryview | Sequence[bytes | memoryview]) -> None:
         path = self._path(key)
         directory = os.path.dirname(path)
         tmp = f"{path}{_TMP_MARK}{uuid.uuid4().hex}"
@@ -109,12 +109,13 @@ class LocalStore(Store):
             os.makedirs(directory, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                view = memoryview(data).cast("B")
-                while view:
-                    written = self._os_write(fd, view)
-                    if written <= 0:
-                        raise OSError(errno.EIO, "write made no progress")
-                    view = view[written:]
+                for part in data if isinstance(data, (list, tuple)) else (data,):
+                    view = memoryview(part).cast("B")
+                    while view:
+                        written = self._os_write(fd, view)
+                        if written <= 0:
+                            raise OSError(errno.EIO, "write made no progress")
+                        view = view[written:]
                 self._os_fsync(fd)
             finally:
                 os.close(fd)
@@ -138,7 +139,7 @@ class LocalStore(Store):
     def _os_replace(self, src: str, dst: str) -> None:
         os.replace(src, dst)
 
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | memoryview | Sequence[bytes | memoryview]) -> None:
         self._write_file(key, data)
 
     def _sync_dirs(self) -> None:

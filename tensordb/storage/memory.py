@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 from ..errors import KeyNotFoundError, LockedError
 from .base import Store
@@ -45,9 +46,9 @@ class MemoryStore(Store):
         except KeyError:
             raise KeyNotFoundError(f"{self.url}: no object {key!r}") from None
 
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | memoryview | Sequence[bytes | memoryview]) -> None:
         _check_key(key)
-        self._objects[key] = bytes(data)
+        self._objects[key] = b"".join(data) if isinstance(data, (list, tuple)) else bytes(data)
 
     def publish(self, key: str, data: bytes) -> None:
         _check_key(key)

@@ -34,7 +34,7 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 )
 def test_fixed_roundtrip(array, codec, norms):
     norms = norms and array.dtype.kind == "f" and array.ndim == 2 and len(array) > 0  # chunks hold >= 1 row
-    data = chunkfmt.encode_fixed(array, codec, with_norms=norms)
+    data = b"".join(chunkfmt.encode_fixed(array, codec, with_norms=norms))
     c = chunkfmt.decode_chunk(memoryview(data), "t")
     assert isinstance(c, chunkfmt.FixedChunk)
     assert c.nrows == len(array)
@@ -65,7 +65,7 @@ def ragged_rows(draw):
 @given(r=ragged_rows(), codec=codecs)
 def test_ragged_roundtrip(r, codec):
     dtype, ndim, rows = r
-    data = chunkfmt.encode_ragged(rows, dtype, ndim, codec)
+    data = b"".join(chunkfmt.encode_ragged(rows, dtype, ndim, codec))
     c = chunkfmt.decode_chunk(memoryview(data), "t")
     assert isinstance(c, chunkfmt.RaggedChunk)
     assert c.nrows == len(rows)
@@ -87,7 +87,7 @@ json_values = st.recursive(
 @given(texts=st.lists(st.none() | st.text(), max_size=30), codec=codecs)
 def test_blob_text_roundtrip(texts, codec):
     blobs = [None if t is None else t.encode("utf-8", "surrogatepass") for t in texts]
-    data = chunkfmt.encode_blobs(blobs, "utf8", codec)
+    data = b"".join(chunkfmt.encode_blobs(blobs, "utf8", codec))
     c = chunkfmt.decode_chunk(memoryview(data), "t")
     assert isinstance(c, chunkfmt.BlobChunk)
     assert c.nrows == len(texts)
@@ -98,13 +98,13 @@ def test_blob_text_roundtrip(texts, codec):
 @given(values=st.lists(st.none() | json_values.filter(lambda v: v is not None), max_size=20), codec=codecs)
 def test_blob_json_roundtrip(values, codec):
     blobs = [None if v is None else json.dumps(v, ensure_ascii=False).encode() for v in values]
-    data = chunkfmt.encode_blobs(blobs, "json", codec)
+    data = b"".join(chunkfmt.encode_blobs(blobs, "json", codec))
     c = chunkfmt.decode_chunk(memoryview(data), "t")
     assert c.take(np.arange(len(values))) == values
 
 
 def test_blob_distinguishes_none_from_empty():
-    data = chunkfmt.encode_blobs([b"", None, b"x", None, b""], "utf8", None)
+    data = b"".join(chunkfmt.encode_blobs([b"", None, b"x", None, b""], "utf8", None))
     c = chunkfmt.decode_chunk(memoryview(data), "t")
     assert c.take(np.arange(5)) == ["", None, "x", None, ""]
 
@@ -112,14 +112,14 @@ def test_blob_distinguishes_none_from_empty():
 @settings(max_examples=60, deadline=None)
 @given(texts=st.lists(st.text(min_size=1), min_size=1, max_size=10), where=st.floats(0, 1, exclude_max=True))
 def test_damaged_chunk_never_decodes(texts, where):
-    data = bytearray(chunkfmt.encode_blobs([t.encode("utf-8", "surrogatepass") for t in texts], "utf8", None))
+    data = bytearray(b"".join(chunkfmt.encode_blobs([t.encode("utf-8", "surrogatepass") for t in texts], "utf8", None)))
     data[int(where * len(data))] ^= 0x01
     with pytest.raises(DataCorruptionError):
         chunkfmt.decode_chunk(memoryview(bytes(data)), "t").take(np.arange(len(texts)))
 
 
 def test_chunk_future_version_raises():
-    data = bytearray(chunkfmt.encode_fixed(np.arange(4), None))
+    data = bytearray(b"".join(chunkfmt.encode_fixed(np.arange(4), None)))
     struct.pack_into("<H", data, 4, envelope.FORMAT_VERSION + 7)
     with pytest.raises(FormatVersionError):
         chunkfmt.decode_chunk(memoryview(bytes(data)), "chunk x")
