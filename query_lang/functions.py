@@ -264,8 +264,9 @@ class CosineSimilarity(_VectorPair):
             if ctx.unit_norm(column) and abs(_norms(const, True, None, ctx) - 1.0) <= UNIT_NORM_TOLERANCE:
                 return dots
         na, nb = _norms(a, ac, acol, ctx), _norms(b, bc, bcol, ctx)
-        denom = na * nb
-        return np.where(denom > 0, dots / np.where(denom > 0, denom, 1.0), np.nan)
+        with np.errstate(all="ignore"):
+            denom = na * nb
+            return np.where(denom > 0, dots / np.where(denom > 0, denom, 1.0), np.nan)
 
 
 class Dot(_VectorPair):

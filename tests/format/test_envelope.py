@@ -58,6 +58,14 @@ def test_pack_unpack_roundtrip(meta, buffers, codec, magic):
 
 
 @settings(max_examples=50, deadline=None)
+@given(meta=metas, buffers=buffer_maps, codec=codecs, magic=magics)
+def test_pack_parts_are_the_packed_file_in_pieces(meta, buffers, codec, magic):
+    parts = envelope.pack_parts(magic, meta, buffers, codec)
+    assert b"".join(parts) == envelope.pack(magic, meta, buffers, codec)
+    assert envelope.parts_nbytes(parts) == len(envelope.pack(magic, meta, buffers, codec))
+
+
+@settings(max_examples=50, deadline=None)
 @given(
     arrays=st.lists(
         st.sampled_from(["u1", "<i2", "<i4", "<i8", "<f2", "<f4", "<f8", "?"]).flatmap(

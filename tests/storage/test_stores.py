@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 
+import numpy as np
 import pytest
 
 from tensordb.errors import DataCorruptionError, KeyNotFoundError, LockedError, StorageError, TensorDBError
@@ -42,6 +43,13 @@ def test_put_get_roundtrip(store):
     assert store.get("a") == b""
     assert bytes(store.map("a")) == b""
     assert bytes(store.map("dir/sub/b")) == b"\x00\x01\x02"
+
+
+def test_put_of_buffer_parts_writes_them_back_to_back(store):
+    array = np.arange(1000, dtype=np.float32).reshape(10, 100)
+    parts = [b"head", memoryview(array.reshape(-1).view(np.uint8)), b"", memoryview(b"tail")]
+    store.put("chunks/parts", parts)
+    assert store.get("chunks/parts") == b"head" + array.tobytes() + b"tail"
 
 
 def test_overwrite_replaces_whole_object(store):
