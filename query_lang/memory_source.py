@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .source import OBJECT_HTYPES, UNIT_NORM_TOLERANCE, Batch, ColumnInfo
+from .source import OBJECT_HTYPES, Batch, ColumnInfo, unit_norm_range
 
 _ids = itertools.count()
 
@@ -129,6 +129,6 @@ class MemorySource:
     def _batch(self, columns: Sequence[str], part: np.ndarray, chunk: int | None) -> Batch:
         values = {c: self.take(c, part) for c in columns}
         norms = {c: self._norms[c][part] for c in columns if c in self._norms}
-        unit = frozenset(c for c, v in norms.items() if np.all(np.abs(v - 1.0) <= UNIT_NORM_TOLERANCE))
+        unit = frozenset(c for c, v in norms.items() if len(v) and unit_norm_range(v.min(), v.max()))
         keys = {} if chunk is None else {c: (self._id, c, chunk) for c in columns}
         return Batch(rows=part, values=values, l2_norms=norms, cache_keys=keys, unit_norm=unit)

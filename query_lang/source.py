@@ -19,6 +19,11 @@ OBJECT_HTYPES = frozenset({"text", "json", "list", "id"})
 UNIT_NORM_TOLERANCE = 1e-6
 
 
+def unit_norm_range(smallest: float, largest: float) -> bool:
+    """Whether rows whose L2 norms lie in ``[smallest, largest]`` all count as unit length."""
+    return 1.0 - UNIT_NORM_TOLERANCE <= smallest and largest <= 1.0 + UNIT_NORM_TOLERANCE
+
+
 @dataclass(frozen=True)
 class ColumnInfo:
     """What the planner may know about a column before reading it.

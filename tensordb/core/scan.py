@@ -19,7 +19,7 @@ import numpy as np
 from query_lang import QueryResult, execute, execute_many
 from query_lang.ast import Query
 from query_lang.errors import TQLError
-from query_lang.source import UNIT_NORM_TOLERANCE, Batch, ColumnInfo
+from query_lang.source import Batch, ColumnInfo, unit_norm_range
 
 from ..errors import DataCorruptionError, StorageError
 from ..format import chunk as chunkfmt
@@ -152,7 +152,7 @@ class TableSource:
                     loaders[c] = lambda chunk=chunk, lo=lo, hi=hi: chunk.array[lo:hi]
                     if chunk.l2_norms is not None:
                         norms[c] = chunk.l2_norms[lo:hi]
-                        if _unit_norm(chunk.norm_range):
+                        if chunk.norm_range is not None and unit_norm_range(*chunk.norm_range):
                             unit.add(c)
                     continue
                 loaders[c] = lambda chunk=chunk, lo=lo, hi=hi: _chunk_range(chunk, lo, hi)
@@ -162,12 +162,6 @@ class TableSource:
             loaders[c] = lambda t=t: read_rows(self._reader, t, group)
         return Batch(rows=group, values=_LazyColumns(loaders), l2_norms=norms, cache_keys=keys,
                      unit_norm=frozenset(unit))
-
-
-def _unit_norm(norm_range: tuple[float, float] | None) -> bool:
-    return norm_range is not None and (
-        1.0 - UNIT_NORM_TOLERANCE <= norm_range[0] and norm_range[1] <= 1.0 + UNIT_NORM_TOLERANCE
-    )
 
 
 def _chunk_range(chunk: chunkfmt.Chunk, lo: int, hi: int) -> Any:

@@ -28,14 +28,20 @@ def test_long_array_literal_parses_like_the_grammar(template):
 
 @pytest.mark.parametrize("tail", [", 99999999999999999999", ", 1e999", ", - 5", ", +5", ", 1_0", ",, 2", " 2"])
 def test_unusual_number_lists_are_left_to_the_grammar(tail):
-    text = f"select ARRAY[{_body()}{tail}] as a"
+    _assert_parses_like_the_grammar(f"select ARRAY[{_body()}{tail}] as a")
+
+
+def _assert_parses_like_the_grammar(text: str) -> None:
+    """``parse`` gives the grammar's own AST (number types included), or a TQLSyntaxError where it fails."""
     try:
         expected = _parser().parse(text)
     except Exception:  # noqa: BLE001
         with pytest.raises(TQLSyntaxError):
             parse(text)
-    else:
-        assert parse(text) == expected
+        return
+    got = parse(text)
+    assert got == expected
+    assert [type(v) for v in got.select[0].expr.values] == [type(v) for v in expected.select[0].expr.values]
 
 
 def _float_body() -> str:
@@ -46,16 +52,7 @@ def _float_body() -> str:
 @pytest.mark.parametrize("tail", ["", ", 1.5.5", ", -.", ", 1.e", ", +1.5", ", 1.5e+3", ", \u0663.\u0665",
                                   ", 1e999.0", ", 1.5 2.5", ", .", ", 1.5\v"])
 def test_float_only_lists_parse_like_the_grammar(tail):
-    text = f"select ARRAY[{_float_body()}{tail}] as a"
-    try:
-        expected = _parser().parse(text)
-    except Exception:  # noqa: BLE001
-        with pytest.raises(TQLSyntaxError):
-            parse(text)
-    else:
-        got = parse(text)
-        assert got == expected
-        assert [type(v) for v in got.select[0].expr.values] == [type(v) for v in expected.select[0].expr.values]
+    _assert_parses_like_the_grammar(f"select ARRAY[{_float_body()}{tail}] as a")
 
 
 def test_queries_differing_only_in_their_vectors_share_one_template():
