@@ -61,6 +61,7 @@ class DatasetModel(RuleBasedStateMachine):
         ds.create_tensor("e", htype="embedding", max_chunk_size=1024)
         self.ds = ds
         self.model = {n: [] for n in TENSORS}
+        # Draws pick by insertion order, never by (random) id or name: a replayed run must draw alike.
         self.commits: dict[str, dict] = {}  # commit id -> model snapshot
         self.branch_models = {}
 
@@ -160,7 +161,7 @@ class DatasetModel(RuleBasedStateMachine):
     @precondition(lambda self: len(self.branch_models) > 0)
     @rule(data=st.data())
     def switch_branch(self, data):
-        name = data.draw(st.sampled_from(sorted(self.branch_models)), label="branch")
+        name = data.draw(st.sampled_from(list(self.branch_models)), label="branch")
         self.branch_models[self.ds.branch] = self._copy()
         self.ds.checkout(name)
         self.model = self.branch_models.pop(name)
@@ -169,7 +170,7 @@ class DatasetModel(RuleBasedStateMachine):
     @precondition(lambda self: len(self.commits) > 0)
     @rule(data=st.data())
     def visit_commit(self, data):
-        cid = data.draw(st.sampled_from(sorted(self.commits)), label="commit")
+        cid = data.draw(st.sampled_from(list(self.commits)), label="commit")
         branch = self.ds.branch
         self.ds.checkout(cid)
         assert self.ds.branch is None and self.ds.commit_id == cid and self.ds.read_only
@@ -184,7 +185,7 @@ class DatasetModel(RuleBasedStateMachine):
     @precondition(lambda self: len(self.commits) > 0)
     @rule(data=st.data())
     def time_travel(self, data):
-        cid = data.draw(st.sampled_from(sorted(self.commits)), label="commit")
+        cid = data.draw(st.sampled_from(list(self.commits)), label="commit")
         old = tensordb.load(f"{self.path}@{cid}", read_only=True)
         assert snapshot(old) == self.commits[cid]
 
