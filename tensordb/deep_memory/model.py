@@ -2,15 +2,24 @@
 
 Score of document ``j`` (embedding ``d_j``) for query ``q``::
 
-    q'      = normalize(q @ A)                              # transform_queries
+    q'      = (q / ||q||) @ A                               # transform_queries
     s(q, j) = q' . d_j / ||d_j||  +  q' . M[mem(j)]         # score_block
 
-``A`` is a ``(dim, dim)`` matrix (identity when untrained), ``M`` holds one learned
-correction vector per *memory* document, i.e. a document that was relevant to some
-training query, looked up by document id (``mem(j) = -1`` means no memory: the second
-term is absent). The first term is plain cosine similarity, so a search scan only
-transforms the query once and adds the correction to the few rows that carry memory:
-search cost stays that of plain cosine search.
+``A`` is a ``(dim, dim)`` matrix (identity when untrained, so ``s`` is then cosine
+similarity), ``M`` holds one learned correction vector per *memory* document, i.e. a
+document that was relevant to some training query, looked up by document id
+(``mem(j) = -1`` means no memory: the second term is absent).
+
+Training (:mod:`.training`) scores with ``q'`` scaled to unit length. Inference leaves
+that scaling out: it multiplies all of one query's scores by the same positive factor,
+so rankings do not change, and without it both ``A`` and ``M`` can move to the
+document side::
+
+    s(q, j) = (q / ||q||) . F_j / ||d_j||,   F_j = (d_j + ||d_j|| M[mem(j)]) @ Aᵀ   # fold_block
+
+A scan folds each block once (:mod:`.folding` caches the result) and then scores it
+against the normalised query with one product, exactly like cosine search; a block
+that is not folded is scored from the transformed query plus a sparse memory term.
 
 Inference is pure numpy; torch is only imported by :mod:`.training`.
 Persistence is ``to_state() -> (arrays, params)`` / ``from_state(arrays, params)``: no
@@ -39,7 +48,7 @@ class DeepMemoryModel:
 
     Attributes:
         dim: embedding dimension.
-        query_matrix: float32 ``(dim, dim)``; ``q' = normalize(q @ query_matrix)``.
+        query_matrix: float32 ``(dim, dim)``; ``q' = (q / ||q||) @ query_matrix``.
         memory_ids: document ids that carry a memory vector, row order of
             ``memory_vectors``.
         memory_vectors: float32 ``(len(memory_ids), dim)``.
@@ -69,8 +78,7 @@ class DeepMemoryModel:
         self.memory_vectors = memory_vectors
         self.metadata: dict[str, Any] = dict(metadata or {})
         self._memory_pos = {doc_id: i for i, doc_id in enumerate(ids)}
-        # [A | A Mᵀ]: one product gives both the transformed query and its memory scores.
-        self._fused = np.ascontiguousarray(np.concatenate([query_matrix, query_matrix @ memory_vectors.T], axis=1))
+        self._is_identity: bool | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -80,16 +88,30 @@ class DeepMemoryModel:
 
     @property
     def is_identity(self) -> bool:
-        return bool(
-            np.array_equal(self.query_matrix, np.eye(self.dim, dtype=np.float32)) and not np.any(self.memory_vectors)
-        )
+        """Whether this model ranks exactly as cosine similarity does."""
+        if self._is_identity is None:
+            self._is_identity = bool(
+                np.array_equal(self.query_matrix, np.eye(self.dim, dtype=np.float32))
+                and not np.any(self.memory_vectors)
+            )
+        return self._is_identity
 
     # ------------------------------------------------------------------ inference
+    @staticmethod
+    def unit_queries(q: np.ndarray) -> np.ndarray:
+        """``(m, d)`` or ``(d,)`` queries scaled to unit length, float32 (zero stays zero)."""
+        q = np.array(q, dtype=np.float32)
+        if q.ndim == 1:
+            # One query per search: skip the general row-norm machinery.
+            q /= max(float(np.sqrt(q @ q)), _EPS)
+            return q
+        return _normalize_rows(q).astype(np.float32, copy=False)
+
     def transform_queries(self, q: np.ndarray) -> np.ndarray:
-        """``(m, d)`` or ``(d,)`` queries → unit-norm transformed queries, float32, same shape."""
-        q = np.asarray(q, dtype=np.float32)
+        """``(m, d)`` or ``(d,)`` queries → transformed queries ``q' = unit(q) @ A``, float32."""
+        q = np.asarray(q)
         assert q.shape[-1] == self.dim, (q.shape, self.dim)
-        return _normalize_rows(q @ self.query_matrix).astype(np.float32, copy=False)
+        return self.unit_queries(q) @ self.query_matrix
 
     def memory_index(self, doc_ids: Sequence[str]) -> np.ndarray:
         """Map document ids to memory rows: int64 array, ``-1`` where there is no memory.
@@ -100,13 +122,6 @@ class DeepMemoryModel:
         get = self._memory_pos.get
         return np.fromiter((get(str(i), -1) for i in doc_ids), dtype=np.int64, count=len(doc_ids))
 
-    def prepare_query(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(transform_queries(q), memory_scores(...))`` for one ``(d,)`` query, in one product."""
-        z = np.asarray(q, dtype=np.float32) @ self._fused
-        norm = max(float(np.sqrt(z[: self.dim] @ z[: self.dim])), _EPS)
-        z /= norm
-        return z[: self.dim], z[self.dim :]
-
     def memory_scores(self, q_prime: np.ndarray) -> np.ndarray:
         """``q' . M`` for every memory vector: ``(k,)`` or ``(m, k)``.
 
@@ -115,6 +130,31 @@ class DeepMemoryModel:
         """
         q_prime = np.asarray(q_prime, dtype=np.float32)
         return q_prime @ self.memory_vectors.T
+
+    def fold_block(
+        self,
+        doc_block: np.ndarray,
+        memory_rows: tuple[np.ndarray, np.ndarray] | None = None,
+        doc_norms: np.ndarray | None = None,
+        unit_rows: bool = False,
+    ) -> np.ndarray:
+        """``doc_block`` with the model folded in: rows ``F_j = (d_j + ||d_j|| M[mem(j)]) @ Aᵀ``.
+
+        ``score_block(unit_queries(q), F, doc_norms, unit_rows=unit_rows)`` then gives the
+        same scores as ``score_block(transform_queries(q), doc_block, ...)`` with the
+        memory, at the cost of a cosine product. ``memory_rows`` is ``(rows, memory rows)``
+        as for :meth:`score_block`; ``None`` means no row has memory.
+        """
+        block = np.array(doc_block, dtype=np.float32, copy=True)
+        if memory_rows is not None and memory_rows[0].size:
+            rows, mi = memory_rows
+            vectors = self.memory_vectors[mi]
+            if not unit_rows:
+                norms = np.linalg.norm(block[rows], axis=1) if doc_norms is None else np.asarray(doc_norms)[rows]
+                # score_block divides by max(norm, eps); scale alike so zero rows keep their memory.
+                vectors = vectors * np.maximum(norms, _EPS).astype(np.float32)[:, None]
+            block[rows] += vectors
+        return block @ self.query_matrix.T
 
     def score_block(
         self,
@@ -129,8 +169,10 @@ class DeepMemoryModel:
         """Exact model scores for one block of documents (higher = better).
 
         Args:
-            q_prime: output of :meth:`transform_queries`, ``(d,)`` or ``(m, d)``.
-            doc_block: ``(n, d)`` raw document embeddings (need not be unit norm).
+            q_prime: output of :meth:`transform_queries`, ``(d,)`` or ``(m, d)``;
+                :meth:`unit_queries` when ``doc_block`` comes from :meth:`fold_block`.
+            doc_block: ``(n, d)`` raw document embeddings (need not be unit norm), or
+                their :meth:`fold_block` (then without memory arguments).
             doc_norms: ``(n,)`` precomputed row norms; computed when ``None``.
             memory_index: ``(n,)`` ints from :meth:`memory_index`, ``-1`` for rows
                 without memory; ``None`` means no row has memory.
@@ -155,7 +197,7 @@ class DeepMemoryModel:
             if doc_norms is None:
                 doc_norms = np.linalg.norm(doc_block, axis=1)
             doc_norms = np.asarray(doc_norms, dtype=np.float32)
-            if doc_norms.size and doc_norms.min() <= 0:
+            if doc_norms.size and doc_norms.min() < _EPS:
                 # Zero rows score 0 instead of NaN; the check is one cheap reduction.
                 doc_norms = np.maximum(doc_norms, _EPS)
             scores /= doc_norms

@@ -1,9 +1,10 @@
 """``deepmemory_distance(embedding, ARRAY[...])``: Deep Memory inside the TQL scan.
 
-Registered in query_lang's function registry when tensordb is imported. The
-query is transformed once per query; each batch then costs one matrix-vector
-product over the stored embeddings, exactly like cosine similarity, plus a
-correction for the few rows that carry memory (found via their ``id``).
+Registered in query_lang's function registry when tensordb is imported. A block
+of the scan is scored from a cached copy with the model folded in (:mod:`.folding`):
+one matrix-vector product against the normalised query, exactly like cosine
+similarity. A block the cache cannot hold is scored from the transformed query plus
+a correction for the rows that carry memory (found via their ``id``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from query_lang.errors import TQLExecutionError, TQLTypeError
 from query_lang.functions import Arg, CallContext, Function, check_same_dim, register_function
 from query_lang.vtypes import NUMBER, ValueType
 
+from .folding import FOLDED_BLOCKS
 from .jobs import JobStore
+from .model import DeepMemoryModel
 
 _JOB_STORES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _MEMORY_ROWS: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray]] = OrderedDict()
@@ -32,6 +35,20 @@ def jobs_of(dataset: Any) -> JobStore:
     if store is None:
         store = _JOB_STORES[dataset] = JobStore(dataset)
     return store
+
+
+class _PreparedQuery:
+    """One query vector: normalised at once, transformed only if a block needs it."""
+
+    def __init__(self, model: DeepMemoryModel, vector: np.ndarray) -> None:
+        self._model = model
+        self.unit = model.unit_queries(vector)
+        self._transformed: np.ndarray | None = None
+
+    def transformed(self) -> np.ndarray:
+        if self._transformed is None:
+            self._transformed = self._model.transform_queries(self.unit)
+        return self._transformed
 
 
 class DeepMemoryDistance(Function):
@@ -60,22 +77,50 @@ class DeepMemoryDistance(Function):
                 "train one with vs.deep_memory.train(...) first"
             )
         job_id, model = latest
-        # Query vectors are constants of the execution: each is transformed once, on its first batch.
-        key = (job_id, id(args[1]))
-        cached = ctx.cache.get(key)
-        if cached is None or cached[0] is not args[1]:
-            prepared = model.prepare_query(np.asarray(args[1], dtype=np.float32).ravel())
-            cached = ctx.cache[key] = (args[1], prepared)
-        q_prime, memory_scores = cached[1]
+        query = self._query(job_id, model, args[1], ctx)
         block = np.asarray(args[0])
-        memory_rows = self._memory_rows(job_id, model, ctx)
         column = ctx.arg_columns[0]
-        scores = model.score_block(q_prime, block, ctx.l2_norms(column), memory_scores=memory_scores,
-                                   memory_rows=memory_rows, unit_rows=ctx.unit_norm(column))
+        norms, unit = ctx.l2_norms(column), ctx.unit_norm(column)
+        if model.is_identity:
+            return model.score_block(query.unit, block, norms, unit_rows=unit).astype(np.float64, copy=False)
+        folded = self._folded(job_id, model, ctx, block, norms, unit)
+        if folded is not None:
+            scores = model.score_block(query.unit, folded, norms, unit_rows=unit)
+        else:
+            memory_rows = self._memory_rows(job_id, model, ctx)
+            scores = model.score_block(query.transformed(), block, norms, memory_rows=memory_rows, unit_rows=unit)
         return scores.astype(np.float64, copy=False)
 
     @staticmethod
-    def _memory_rows(job_id: str, model: Any, ctx: CallContext) -> tuple[np.ndarray, np.ndarray] | None:
+    def _query(job_id: str, model: DeepMemoryModel, vector: Any, ctx: CallContext) -> _PreparedQuery:
+        # Query vectors are constants of the execution: each is prepared once, on its first batch.
+        key = (job_id, id(vector))
+        cached = ctx.cache.get(key)
+        if cached is None or cached[0] is not vector:
+            cached = ctx.cache[key] = (vector, _PreparedQuery(model, np.asarray(vector).ravel()))
+        return cached[1]
+
+    @classmethod
+    def _folded(cls, job_id: str, model: DeepMemoryModel, ctx: CallContext, block: np.ndarray,
+                norms: np.ndarray | None, unit: bool) -> np.ndarray | None:
+        """The batch's embeddings with the model folded in, when the batch has a data identity
+        and the cache can hold them."""
+        embedding_key = ctx.cache_key(ctx.arg_columns[0] or "")
+        id_key = ctx.cache_key("id") if model.memory_ids else None
+        if embedding_key is None or (model.memory_ids and id_key is None):
+            return None
+        in_use = ctx.cache.setdefault("folded blocks in use", set())
+        key = (job_id, embedding_key, id_key)
+
+        def fold() -> np.ndarray:
+            return model.fold_block(block, cls._memory_rows(job_id, model, ctx), norms, unit_rows=unit)
+
+        folded = FOLDED_BLOCKS.get_or_fold(key, block.shape[0] * model.dim * 4, fold, in_use)
+        in_use.add(key)
+        return folded
+
+    @staticmethod
+    def _memory_rows(job_id: str, model: DeepMemoryModel, ctx: CallContext) -> tuple[np.ndarray, np.ndarray] | None:
         """The batch rows that carry memory, and their memory rows; cached per chunk across queries."""
         if not model.memory_ids:
             return None

@@ -1,0 +1,167 @@
+"""``deepmemory_distance`` inside the scan: folded blocks, the sparse path, and invalidation."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import tensordb
+from tensordb import VectorStore
+from tensordb.deep_memory import folding
+from tensordb.deep_memory.folding import FoldedBlocks
+from tensordb.deep_memory.jobs import COMPLETED, JobRecord, new_job_id
+from tensordb.deep_memory.model import DeepMemoryModel
+from tensordb.deep_memory.tql import jobs_of
+
+DIM = 16
+N_DOCS = 90
+
+
+def _model(ids: list[str], rng: np.random.Generator) -> DeepMemoryModel:
+    a = np.eye(DIM, dtype=np.float32) + 0.4 * rng.standard_normal((DIM, DIM)).astype(np.float32)
+    memory_ids = ids[::4]
+    memory = 0.5 * rng.standard_normal((len(memory_ids), DIM)).astype(np.float32)
+    return DeepMemoryModel(a, memory_ids, memory)
+
+
+def _install(vs: VectorStore, model: DeepMemoryModel) -> str:
+    """Store ``model`` as the latest completed job, as a finished training would."""
+    jobs = jobs_of(vs.dataset)
+    job_id = new_job_id()
+    jobs.save_model(job_id, model)
+    now = time.time()
+    jobs.save(JobRecord(id=job_id, status=COMPLETED, created=now, commit_id=None, n_queries=0, finished=now))
+    return job_id
+
+
+def _store(path: str, docs: np.ndarray, ids: list[str]) -> VectorStore:
+    """A vector store whose embeddings span several chunks of 20 rows."""
+    ds = tensordb.empty(path, overwrite=True)
+    with ds:
+        ds.create_tensor("text", htype="text")
+        ds.create_tensor("metadata", htype="json")
+        ds.create_tensor("embedding", htype="embedding", dtype="float32", max_chunk_size=20 * DIM * 4)
+        ds.create_tensor("id", htype="id", max_chunk_size=1024)
+    ds.close()
+    vs = VectorStore(path)
+    vs.add(text=[f"t{i}" for i in range(len(ids))], embedding=docs, id=ids)
+    return vs
+
+
+def _expected(model: DeepMemoryModel, q: np.ndarray, docs: np.ndarray, ids: list[str]) -> tuple[list[str], np.ndarray]:
+    scores = model.score_block(model.transform_queries(q), docs, None, model.memory_index(ids))
+    order = np.argsort(-scores, kind="stable")
+    return [ids[i] for i in order], scores[order]
+
+
+@pytest.fixture
+def fresh_cache(monkeypatch: pytest.MonkeyPatch) -> FoldedBlocks:
+    cache = FoldedBlocks()
+    monkeypatch.setattr(folding, "FOLDED_BLOCKS", cache)
+    monkeypatch.setattr("tensordb.deep_memory.tql.FOLDED_BLOCKS", cache)
+    return cache
+
+
+@pytest.mark.parametrize("unit_rows", [False, True])
+def test_search_ranks_and_scores_like_the_model(tmp_path, fresh_cache: FoldedBlocks, unit_rows: bool) -> None:
+    rng = np.random.default_rng(0)
+    docs = rng.standard_normal((N_DOCS, DIM)).astype(np.float32) * rng.uniform(0.3, 3, (N_DOCS, 1)).astype(np.float32)
+    if unit_rows:
+        docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    ids = [f"doc{i}" for i in range(N_DOCS)]
+    vs = _store(str(tmp_path / "vs"), docs, ids)
+    model = _model(ids, rng)
+    _install(vs, model)
+    for q in rng.standard_normal((5, DIM)).astype(np.float32):
+        got = vs.search(embedding=q, k=N_DOCS, deep_memory=True)
+        want_ids, want_scores = _expected(model, q, docs, ids)
+        np.testing.assert_allclose(got["score"], want_scores, rtol=1e-5, atol=1e-5)
+        assert got["id"][:10] == want_ids[:10]
+    # Every chunk was folded once and then reused.
+    assert len(fresh_cache) == -(-N_DOCS // 20)
+
+
+def test_sparse_path_gives_the_folded_results(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(1)
+    docs = rng.standard_normal((N_DOCS, DIM)).astype(np.float32)
+    ids = [f"doc{i}" for i in range(N_DOCS)]
+    vs = _store(str(tmp_path / "vs"), docs, ids)
+    _install(vs, _model(ids, rng))
+    queries = rng.standard_normal((4, DIM)).astype(np.float32)
+    folded_cache = FoldedBlocks()
+    monkeypatch.setattr("tensordb.deep_memory.tql.FOLDED_BLOCKS", folded_cache)
+    folded = [vs.search(embedding=q, k=15, deep_memory=True) for q in queries]
+    assert len(folded_cache) > 0
+    no_room = FoldedBlocks(max_bytes=0)
+    monkeypatch.setattr("tensordb.deep_memory.tql.FOLDED_BLOCKS", no_room)
+    sparse = [vs.search(embedding=q, k=15, deep_memory=True) for q in queries]
+    assert len(no_room) == 0
+    for a, b in zip(folded, sparse, strict=True):
+        assert a["id"] == b["id"]
+        np.testing.assert_allclose(a["score"], b["score"], rtol=1e-5, atol=1e-6)
+
+
+def test_changed_rows_and_a_new_model_are_never_served_stale(tmp_path, fresh_cache: FoldedBlocks) -> None:
+    rng = np.random.default_rng(2)
+    docs = rng.standard_normal((N_DOCS, DIM)).astype(np.float32)
+    ids = [f"doc{i}" for i in range(N_DOCS)]
+    vs = _store(str(tmp_path / "vs"), docs, ids)
+    model = _model(ids, rng)
+    _install(vs, model)
+    q = rng.standard_normal(DIM).astype(np.float32)
+    before = vs.search(embedding=q, k=5, deep_memory=True)  # folds every chunk
+    # Move a memory document onto the transformed query: it must now rank near the top.
+    target = next(i for i in model.memory_ids if i not in before["id"])
+    new_vector = model.transform_queries(q)
+    vs.update_embedding(ids=[target], embedding_function=lambda texts: np.stack([new_vector] * len(texts)))
+    docs[ids.index(target)] = new_vector
+    got = vs.search(embedding=q, k=5, deep_memory=True)
+    want_ids, want_scores = _expected(model, q, docs, ids)
+    assert got["id"] == want_ids[:5] and target in got["id"]
+    np.testing.assert_allclose(got["score"], want_scores[:5], rtol=1e-5, atol=1e-5)
+    # Deleting rows shifts the ones after them.
+    vs.delete(ids=["doc1"])
+    keep = [i for i in range(N_DOCS) if ids[i] != "doc1"]
+    got = vs.search(embedding=q, k=N_DOCS, deep_memory=True)
+    want_ids, want_scores = _expected(model, q, docs[keep], [ids[i] for i in keep])
+    assert got["id"][:10] == want_ids[:10]
+    np.testing.assert_allclose(got["score"], want_scores, rtol=1e-5, atol=1e-5)
+    # A newer model takes over at once.
+    newer = _model(ids, np.random.default_rng(3))
+    _install(vs, newer)
+    got = vs.search(embedding=q, k=5, deep_memory=True)
+    assert got["id"] == _expected(newer, q, docs[keep], [ids[i] for i in keep])[0][:5]
+
+
+def _block(n: int) -> np.ndarray:
+    return np.zeros((n, 4), dtype=np.float32)  # 16 bytes per row
+
+
+def test_folded_blocks_keep_a_stable_set_under_scans_larger_than_the_budget() -> None:
+    cache = FoldedBlocks(max_bytes=2 * 160)
+    folds: list[str] = []
+
+    def scan(keys: list[str]) -> list[bool]:
+        in_use: set[str] = set()
+        served = []
+        for key in keys:
+            block = cache.get_or_fold(key, 160, lambda key=key: folds.append(key) or _block(10), in_use)
+            served.append(block is not None)
+            in_use.add(key)
+        return served
+
+    assert scan(["a", "b", "c"]) == [True, True, False]
+    assert scan(["a", "b", "c"]) == [True, True, False]
+    assert folds == ["a", "b"]  # no refolding: "c" goes the sparse way instead
+    # Blocks the running query does not use make room for the ones it does.
+    assert scan(["c", "d"]) == [True, True]
+    assert folds == ["a", "b", "c", "d"] and cache.nbytes == 320 and len(cache) == 2
+
+
+def test_folded_blocks_refuse_a_block_over_the_budget() -> None:
+    cache = FoldedBlocks(max_bytes=100)
+    called = []
+    assert cache.get_or_fold("big", 160, lambda: called.append(1) or _block(10), set()) is None
+    assert called == [] and len(cache) == 0
