@@ -140,10 +140,11 @@ class DeepMemoryModel:
     ) -> np.ndarray:
         """``doc_block`` with the model folded in: rows ``F_j = (d_j + ||d_j|| M[mem(j)]) @ Aᵀ``.
 
-        ``score_block(unit_queries(q), F, doc_norms, unit_rows=unit_rows)`` then gives the
-        same scores as ``score_block(transform_queries(q), doc_block, ...)`` with the
-        memory, at the cost of a cosine product. ``memory_rows`` is ``(rows, memory rows)``
-        as for :meth:`score_block`; ``None`` means no row has memory.
+        ``score_block(unit_queries(q), F, norms, unit_rows=unit_rows)``, with ``norms`` the
+        row norms of ``doc_block`` (not of ``F``), then gives the same scores as
+        ``score_block(transform_queries(q), doc_block, ...)`` with the memory, at the cost
+        of a cosine product. ``memory_rows`` is ``(rows, memory rows)`` as for
+        :meth:`score_block`; ``None`` means no row has memory.
         """
         block = np.array(doc_block, dtype=np.float32, copy=True)
         if memory_rows is not None and memory_rows[0].size:

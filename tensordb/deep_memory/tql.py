@@ -81,6 +81,9 @@ class DeepMemoryDistance(Function):
         block = np.asarray(args[0])
         column = ctx.arg_columns[0]
         norms, unit = ctx.l2_norms(column), ctx.unit_norm(column)
+        if norms is None and not unit:
+            # A folded block is scored with the norms of the stored rows, never its own.
+            norms = np.linalg.norm(block.astype(np.float32, copy=False), axis=1)
         if model.is_identity:
             return model.score_block(query.unit, block, norms, unit_rows=unit).astype(np.float64, copy=False)
         folded = self._folded(job_id, model, ctx, block, norms, unit)

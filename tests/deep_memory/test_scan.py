@@ -26,9 +26,9 @@ def _model(ids: list[str], rng: np.random.Generator) -> DeepMemoryModel:
     return DeepMemoryModel(a, memory_ids, memory)
 
 
-def _install(vs: VectorStore, model: DeepMemoryModel) -> str:
+def _install(dataset: tensordb.Dataset, model: DeepMemoryModel) -> str:
     """Store ``model`` as the latest completed job, as a finished training would."""
-    jobs = jobs_of(vs.dataset)
+    jobs = jobs_of(dataset)
     job_id = new_job_id()
     jobs.save_model(job_id, model)
     now = time.time()
@@ -73,7 +73,7 @@ def test_search_ranks_and_scores_like_the_model(tmp_path, fresh_cache: FoldedBlo
     ids = [f"doc{i}" for i in range(N_DOCS)]
     vs = _store(str(tmp_path / "vs"), docs, ids)
     model = _model(ids, rng)
-    _install(vs, model)
+    _install(vs.dataset, model)
     for q in rng.standard_normal((5, DIM)).astype(np.float32):
         got = vs.search(embedding=q, k=N_DOCS, deep_memory=True)
         want_ids, want_scores = _expected(model, q, docs, ids)
@@ -88,7 +88,7 @@ def test_sparse_path_gives_the_folded_results(tmp_path, monkeypatch: pytest.Monk
     docs = rng.standard_normal((N_DOCS, DIM)).astype(np.float32)
     ids = [f"doc{i}" for i in range(N_DOCS)]
     vs = _store(str(tmp_path / "vs"), docs, ids)
-    _install(vs, _model(ids, rng))
+    _install(vs.dataset, _model(ids, rng))
     queries = rng.standard_normal((4, DIM)).astype(np.float32)
     folded_cache = FoldedBlocks()
     monkeypatch.setattr("tensordb.deep_memory.tql.FOLDED_BLOCKS", folded_cache)
@@ -109,7 +109,7 @@ def test_changed_rows_and_a_new_model_are_never_served_stale(tmp_path, fresh_cac
     ids = [f"doc{i}" for i in range(N_DOCS)]
     vs = _store(str(tmp_path / "vs"), docs, ids)
     model = _model(ids, rng)
-    _install(vs, model)
+    _install(vs.dataset, model)
     q = rng.standard_normal(DIM).astype(np.float32)
     before = vs.search(embedding=q, k=5, deep_memory=True)  # folds every chunk
     # Move a memory document onto the transformed query: it must now rank near the top.
@@ -130,9 +130,28 @@ def test_changed_rows_and_a_new_model_are_never_served_stale(tmp_path, fresh_cac
     np.testing.assert_allclose(got["score"], want_scores, rtol=1e-5, atol=1e-5)
     # A newer model takes over at once.
     newer = _model(ids, np.random.default_rng(3))
-    _install(vs, newer)
+    _install(vs.dataset, newer)
     got = vs.search(embedding=q, k=5, deep_memory=True)
     assert got["id"] == _expected(newer, q, docs[keep], [ids[i] for i in keep])[0][:5]
+
+
+def test_a_tensor_without_stored_norms_scores_like_the_model(tmp_path, fresh_cache: FoldedBlocks) -> None:
+    """A generic float tensor has no stored row norms: the fold must not score with its own."""
+    rng = np.random.default_rng(4)
+    docs = rng.standard_normal((N_DOCS, DIM)).astype(np.float32) * rng.uniform(0.3, 3, (N_DOCS, 1)).astype(np.float32)
+    ids = [f"doc{i}" for i in range(N_DOCS)]
+    ds = tensordb.empty(str(tmp_path / "ds"), overwrite=True)
+    with ds:
+        ds.create_tensor("vec", dtype="float32", max_chunk_size=20 * DIM * 4)
+        ds.create_tensor("id", htype="id")
+        ds.extend({"vec": docs, "id": ids})
+    model = _model(ids, rng)
+    _install(ds, model)
+    q = rng.standard_normal(DIM).astype(np.float32)
+    literal = ", ".join(repr(float(x)) for x in q)
+    view = ds.query(f"select * order by deepmemory_distance(vec, ARRAY[{literal}]) desc limit 8")
+    assert view["id"].numpy(aslist=True) == _expected(model, q, docs, ids)[0][:8]
+    assert len(fresh_cache) > 0
 
 
 def _block(n: int) -> np.ndarray:
