@@ -9,6 +9,7 @@ a correction for the rows that carry memory (found via their ``id``).
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
@@ -27,6 +28,7 @@ from .model import DeepMemoryModel
 _JOB_STORES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _MEMORY_ROWS: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 _MEMORY_ROWS_ENTRIES = 1024
+_MEMORY_ROWS_LOCK = threading.Lock()  # searches may run on several threads
 
 
 def jobs_of(dataset: Any) -> JobStore:
@@ -129,17 +131,20 @@ class DeepMemoryDistance(Function):
             return None
         batch_key = ctx.cache_key("id")
         key = None if batch_key is None else (job_id, batch_key, ctx.n)
-        cached = _MEMORY_ROWS.get(key) if key is not None else None
-        if cached is not None:
-            _MEMORY_ROWS.move_to_end(key)
-            return cached
+        if key is not None:
+            with _MEMORY_ROWS_LOCK:
+                cached = _MEMORY_ROWS.get(key)
+                if cached is not None:
+                    _MEMORY_ROWS.move_to_end(key)
+                    return cached
         index = model.memory_index(ctx.column("id"))
         rows = np.flatnonzero(index >= 0)
         found = (rows, index[rows])
         if key is not None:
-            _MEMORY_ROWS[key] = found
-            while len(_MEMORY_ROWS) > _MEMORY_ROWS_ENTRIES:
-                _MEMORY_ROWS.popitem(last=False)
+            with _MEMORY_ROWS_LOCK:
+                _MEMORY_ROWS[key] = found
+                while len(_MEMORY_ROWS) > _MEMORY_ROWS_ENTRIES:
+                    _MEMORY_ROWS.popitem(last=False)
         return found
 
 
