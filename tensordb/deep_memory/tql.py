@@ -82,6 +82,11 @@ class DeepMemoryDistance(Function):
         query = self._query(job_id, model, args[1], ctx)
         block = np.asarray(args[0])
         column = ctx.arg_columns[0]
+        if block.ndim != 2 or block.shape[1] != model.dim:
+            raise TQLExecutionError(
+                f"deepmemory_distance: the trained model expects {model.dim}-d vectors, "
+                f"got {column or 'a column'} with rows of shape {block.shape[1:]}"
+            )
         norms, unit = ctx.l2_norms(column), ctx.unit_norm(column)
         if norms is None and not unit:
             # A folded block is scored with the norms of the stored rows, never its own.

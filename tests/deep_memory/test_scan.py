@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import tensordb
+from query_lang.errors import TQLExecutionError
 from tensordb import VectorStore
 from tensordb.deep_memory import folding
 from tensordb.deep_memory.folding import FoldedBlocks
@@ -152,6 +153,19 @@ def test_a_tensor_without_stored_norms_scores_like_the_model(tmp_path, fresh_cac
     view = ds.query(f"select * order by deepmemory_distance(vec, ARRAY[{literal}]) desc limit 8")
     assert view["id"].numpy(aslist=True) == _expected(model, q, docs, ids)[0][:8]
     assert len(fresh_cache) > 0
+
+
+def test_a_column_of_another_dimension_gets_a_clear_error(tmp_path) -> None:
+    ds = tensordb.empty(str(tmp_path / "ds"), overwrite=True)
+    with ds:
+        ds.create_tensor("vec", dtype="float32")
+        ds.create_tensor("id", htype="id")
+        ds.extend({"vec": np.ones((5, 8), np.float32), "id": [f"doc{i}" for i in range(5)]})
+    _install(ds, _model([f"doc{i}" for i in range(5)], np.random.default_rng(5)))
+    before = ds["vec"].numpy().copy()
+    with pytest.raises(TQLExecutionError, match=r"expects 16-d vectors, got vec with rows of shape \(8,\)"):
+        ds.query("select * order by deepmemory_distance(vec, ARRAY[1, 2, 3, 4, 5, 6, 7, 8]) desc limit 2")
+    assert np.array_equal(ds["vec"].numpy(), before) and len(ds) == 5
 
 
 def _block(n: int) -> np.ndarray:
