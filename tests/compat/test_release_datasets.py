@@ -1,0 +1,65 @@
+"""Datasets written by every earlier release open, read back exactly, verify, and take new writes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import tensordb
+from tests.compat.release_dataset import DATASETS_DIR, FIRST_ROWS, SECOND_ROWS, expected_rows
+
+RELEASES = sorted(os.listdir(DATASETS_DIR))
+
+
+def _assert_rows(ds, expected: dict[str, list]) -> None:
+    assert len(ds) == len(expected["id"])
+    for name, values in expected.items():
+        got = ds[name].numpy(aslist=True)
+        if name == "label":
+            got = [ds.label.meta.class_names[int(np.asarray(v).reshape(-1)[0])] for v in got]
+        for a, b in zip(got, values, strict=True):
+            if isinstance(b, np.ndarray):
+                np.testing.assert_array_equal(np.asarray(a), b)
+            else:
+                assert a == b, name
+
+
+def test_a_dataset_of_each_release_is_kept():
+    assert "v0.1.0" in RELEASES
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_release_dataset_reads_back(release):
+    path = os.path.join(DATASETS_DIR, release)
+    ds = tensordb.load(path, read_only=True)
+    _assert_rows(ds, expected_rows(FIRST_ROWS + SECOND_ROWS))
+    messages = [entry["message"] for entry in ds.log(show=False)]
+    assert messages == ["second", "first"]
+    first = ds.log(show=False)[-1]["commit"]
+    _assert_rows(tensordb.load(f"{path}@{first}"), expected_rows(FIRST_ROWS))
+    side = tensordb.load(f"{path}@side", read_only=True)
+    full = expected_rows(FIRST_ROWS + SECOND_ROWS)
+    _assert_rows(side, {name: values[1:] for name, values in full.items()})
+    meta, arrays = ds.get_attachment("notes/readme")
+    assert meta["written_by"] == release.removeprefix("v")
+    np.testing.assert_array_equal(arrays["ones"], np.ones(3, np.float32))
+    assert tensordb.verify(path).ok
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_release_dataset_takes_new_writes(release, tmp_path):
+    path = str(tmp_path / release)
+    shutil.copytree(os.path.join(DATASETS_DIR, release), path)
+    ds = tensordb.load(path)
+    extra = expected_rows(FIRST_ROWS + SECOND_ROWS + 1)
+    ds.append({name: values[-1] for name, values in extra.items()})
+    ds.text[0] = "rewritten"
+    ds.commit("written by this release")
+    ds.close()
+    reopened = tensordb.load(path, read_only=True)
+    extra["text"][0] = "rewritten"
+    _assert_rows(reopened, extra)
+    assert tensordb.verify(path).ok
