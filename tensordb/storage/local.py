@@ -6,17 +6,32 @@ import errno
 import fcntl
 import mmap
 import os
+import stat
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import BinaryIO
 
 from ..errors import KeyNotFoundError, LockedError, StorageError
 from .base import Store
 
 _TMP_MARK = ".tdb-tmp-"
 _LOCK_FILE = "LOCK"
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+def _file_kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    return next((name for test, name in _FILE_KINDS if test(mode)), "not a file")
 
 
 def _check_key(key: str) -> None:
@@ -70,18 +85,35 @@ class LocalStore(Store):
         except OSError as e:
             raise StorageError(f"{self.url}: {verb} {key!r} failed: {e}") from e
 
+    def _open_regular(self, key: str, buffering: int = -1) -> BinaryIO:
+        """Open ``key`` for reading, refusing anything but a regular file.
+
+        ``O_NONBLOCK`` keeps a FIFO from blocking the open; ``fstat`` of the open
+        file (not of the path) then says what was really opened.
+        """
+        fd = os.open(self._path(key), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise StorageError(f"{self.url}: {key!r} is {_file_kind(mode)}, not a regular file")
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb", buffering=buffering)
+        except BaseException:
+            os.close(fd)
+            raise
+
     def get(self, key: str) -> bytes:
-        with self._reading(key), open(self._path(key), "rb") as f:
+        with self._reading(key), self._open_regular(key) as f:
             return f.read()
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
-        with self._reading(key), open(self._path(key), "rb") as f:
+        with self._reading(key), self._open_regular(key) as f:
             f.seek(start)
             return f.read(length)
 
     def read_into(self, key: str, start: int, out: memoryview) -> None:
         got = 0
-        with self._reading(key), open(self._path(key), "rb", buffering=0) as f:
+        with self._reading(key), self._open_regular(key, buffering=0) as f:
             f.seek(start)
             while got < len(out):
                 n = f.readinto(out[got:])
@@ -96,7 +128,7 @@ class LocalStore(Store):
             )
 
     def map(self, key: str) -> memoryview:
-        with self._reading(key, "mapping"), open(self._path(key), "rb") as f:
+        with self._reading(key, "mapping"), self._open_regular(key) as f:
             if os.fstat(f.fileno()).st_size == 0:
                 return memoryview(b"")
             return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
