@@ -6,6 +6,7 @@ changing the import. Everything is a thin layer over a :class:`Dataset` and TQL.
 
 from __future__ import annotations
 
+import numbers
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -21,6 +22,10 @@ from .embeddings import embed_documents, embed_queries
 
 TENSORS = ("text", "metadata", "embedding", "id")
 DEFAULT_RETURN = ("text", "metadata", "id")
+#: the tensors upsert rewrites in place for an id already stored (the id stays)
+_REPLACED = ("text", "metadata", "embedding")
+#: NumPy dtype kinds an embedding may arrive in: bool, ints, floats
+_NUMERIC = "biuf"
 #: distance_metric → (TQL function, is it a similarity (higher is closer)?, does it take a difference?)
 METRICS: dict[str, tuple[str, bool, bool]] = {
     "cos": ("cosine_similarity", True, False),
@@ -123,76 +128,123 @@ class VectorStore:
         embedding_function: Any = None,
         return_ids: bool = True,
     ) -> list[str] | None:
-        """Add chunks in one atomic step; embeds ``embedding_data`` (or ``text``) unless ``embedding`` is given."""
-        columns = {
-            "text": text,
-            "metadata": metadata,
-            "embedding_data": embedding_data,
-            "embedding": embedding,
-            "id": id,
-        }
+        """Add chunks in one atomic step; embeds ``embedding_data`` (or ``text``) unless ``embedding`` is given.
+
+        Ids must be new: an id already stored is a :class:`SampleError` (use :meth:`upsert` to replace).
+        """
+        columns = self._new_rows("add", text, metadata, embedding_data, embedding, id, embedding_function)
+        ids = columns["id"]
+        # The id check and the write are one step, so two threads adding one new id cannot both pass it.
+        with self.dataset:
+            self._check_new_ids("add", ids)
+            self.dataset.extend(columns)
+        return ids if return_ids else None
+
+    def upsert(
+        self,
+        text: Sequence[str] | None = None,
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+        embedding_data: Sequence[str] | None = None,
+        embedding: Any = None,
+        id: Sequence[str] | None = None,
+        embedding_function: Any = None,
+        return_ids: bool = True,
+    ) -> list[str] | None:
+        """Add chunks, replacing those whose id is already stored; one atomic step.
+
+        Takes the arguments of :meth:`add`, with ``id`` required. A replaced chunk keeps
+        its row (text, metadata and embedding are updated in place); new ids are appended
+        in the order given. If anything is wrong with any chunk, nothing changes.
+        """
+        if id is None:
+            raise SampleError("upsert: give id, the ids of the chunks to add or replace")
+        columns = self._new_rows("upsert", text, metadata, embedding_data, embedding, id, embedding_function)
+        ids = columns["id"]
+        with self.dataset:
+            self._check_ids("upsert", ids)
+            index = self._id_index()
+            old = [position for position, doc_id in enumerate(ids) if doc_id in index]
+            new = [position for position, doc_id in enumerate(ids) if doc_id not in index]
+            if old:
+                rows = [index[ids[position]] for position in old]
+                self.dataset.update(rows, {name: _take(columns[name], old) for name in _REPLACED})
+            if new:
+                self.dataset.extend({name: _take(values, new) for name, values in columns.items()})
+        return ids if return_ids else None
+
+    def _new_rows(self, what, text, metadata, embedding_data, embedding, id, embedding_function) -> dict[str, Any]:
+        """The columns ``add``/``upsert`` write: checked for lengths and types, embedded when needed."""
+        columns = {"text": text, "metadata": metadata, "embedding_data": embedding_data, "embedding": embedding,
+                   "id": id}
+        for name, values in columns.items():
+            if isinstance(values, (str, bytes, Mapping)):
+                got = type(values).__name__
+                raise SampleError(f"{what}: {name} must be a list with one value per chunk, got {got}")
         lengths = {k: len(v) for k, v in columns.items() if v is not None}
         if not lengths:
-            raise SampleError("add: nothing to add; give text, embedding_data or embedding")
+            raise SampleError(f"{what}: nothing to add; give text, embedding_data or embedding")
         if len(set(lengths.values())) > 1:
-            raise SampleError(f"add: arguments have different lengths {lengths}; expected one value per chunk")
+            raise SampleError(f"{what}: arguments have different lengths {lengths}; expected one value per chunk")
         n = next(iter(lengths.values()))
         if embedding is None:
             source = embedding_data if embedding_data is not None else text
             if source is None:
-                raise SampleError("add: give embedding, or embedding_data/text to embed")
+                raise SampleError(f"{what}: give embedding, or embedding_data/text to embed")
             embedding = embed_documents(self._function(embedding_function), source, self._dim())
         ids = [str(uuid.uuid4()) for _ in range(n)] if id is None else list(id)
-        self._check_new_ids(ids)
-        self.dataset.extend(
-            {
-                "text": list(text) if text is not None else [None] * n,
-                "metadata": list(metadata) if metadata is not None else [{} for _ in range(n)],
-                "embedding": np.asarray(embedding, dtype=np.float32)
-                if not isinstance(embedding, np.ndarray)
-                else embedding,
-                "id": ids,
-            }
-        )
-        return ids if return_ids else None
+        self._check_ids(what, ids)
+        return {
+            "text": list(text) if text is not None else [None] * n,
+            "metadata": list(metadata) if metadata is not None else [{} for _ in range(n)],
+            "embedding": _embedding_rows(what, embedding),
+            "id": ids,
+        }
 
-    def _check_new_ids(self, ids: list[str]) -> None:
+    @staticmethod
+    def _check_ids(what: str, ids: list[str]) -> None:
         bad = [i for i in ids if not isinstance(i, str) or not i]
         if bad:
-            raise SampleError(f"add: ids must be non-empty strings, got {bad[0]!r}")
+            raise SampleError(f"{what}: ids must be non-empty strings, got {bad[0]!r}")
         if len(set(ids)) != len(ids):
-            raise SampleError("add: ids contain duplicates")
-        taken = [i for i in ids if i in self._id_index()]
+            seen: set[str] = set()
+            twice = next(i for i in ids if i in seen or seen.add(i))
+            raise SampleError(f"{what}: ids contain duplicates, e.g. {twice!r}; give each chunk once")
+
+    def _check_new_ids(self, what: str, ids: list[str]) -> None:
+        self._check_ids(what, ids)
+        index = self._id_index()
+        taken = [i for i in ids if i in index]
         if taken:
-            raise SampleError(f"add: ids already in the store: {taken[:5]}")
+            raise SampleError(f"{what}: ids already in the store: {taken[:5]}; use upsert to replace them")
 
     def _id_index(self) -> dict[str, int]:
         """id → row, rebuilt only when the id tensor changed."""
         keys = self.dataset._tensor_state("id").chunk_keys
-        if self._id_rows is None or self._id_rows[0] != keys:
+        cached = self._id_rows
+        if cached is None or cached[0] != keys:
             ids = self.dataset.id.numpy(aslist=True)
-            self._id_rows = (keys, {doc_id: row for row, doc_id in enumerate(ids)})
-        return self._id_rows[1]
+            cached = (keys, {doc_id: row for row, doc_id in enumerate(ids)})
+            self._id_rows = cached
+        return cached[1]
 
-    def _rows_for(self, ids: Sequence[str] | None, filter: Any, what: str) -> np.ndarray:
-        if ids is not None:
-            index = self._id_index()
-            missing = [i for i in ids if i not in index]
-            if missing:
-                raise SampleError(f"{what}: ids not in the store: {missing[:5]}")
-            return np.array(sorted(index[i] for i in ids), dtype=np.int64)
-        if filter is not None:
-            return np.sort(self._filtered_rows(filter))
-        raise SampleError(f"{what}: give ids or a filter")
+    def delete(
+        self,
+        ids: Sequence[str] | None = None,
+        filter: Any = None,
+        delete_all: bool = False,
+        missing: str = "error",
+    ) -> bool:
+        """Delete chunks by id, by filter (both: those matching both), or all of them; one atomic step.
 
-    def delete(self, ids: Sequence[str] | None = None, filter: Any = None, delete_all: bool = False) -> bool:
-        """Delete chunks by id, by filter, or all of them; one atomic step."""
-        if delete_all:
-            rows = np.arange(len(self.dataset))
-        else:
-            rows = self._rows_for(ids, filter, "delete")
-        if len(rows):
-            self.dataset.pop(rows.tolist())
+        ``missing="skip"`` ignores ids not in the store; by default they are a :class:`SampleError`.
+        """
+        with self.dataset:
+            if delete_all:
+                rows = np.arange(len(self.dataset))
+            else:
+                rows = self._rows_for(ids, filter, "delete", missing)
+            if len(rows):
+                self.dataset.pop(rows.tolist())
         return True
 
     def update_embedding(
@@ -210,15 +262,75 @@ class VectorStore:
         vectors = embed_documents(self._function(embedding_function), texts, self._dim())
         self.dataset.embedding[rows] = vectors
 
-    # -- search ----------------------------------------------------------------------------------
-    def _filtered_rows(self, filter: Any) -> np.ndarray:
+    # -- reads by id and filter ------------------------------------------------------------------
+    def rows_for_ids(self, ids: Sequence[str], missing: str = "error") -> np.ndarray:
+        """The rows of ``ids``, in the order given, each id once (first occurrence).
+
+        Uses the id index, so it costs O(len(ids)) after the index is built.
+        ``missing="error"`` raises :class:`SampleError` for ids not in the store; ``"skip"`` leaves them out.
+        """
+        if missing not in ("error", "skip"):
+            raise SampleError(f"missing must be 'error' or 'skip', got {missing!r}")
+        if isinstance(ids, (str, bytes)):
+            raise SampleError(f"ids must be a list of ids, got {type(ids).__name__}")
+        index = self._id_index()
+        wanted = list(dict.fromkeys(ids))
+        if missing == "error":
+            unknown = [i for i in wanted if i not in index]
+            if unknown:
+                raise SampleError(f"ids not in the store: {unknown[:5]}" + (" ..." if len(unknown) > 5 else ""))
+        return np.array([index[i] for i in wanted if i in index], dtype=np.int64)
+
+    def rows_where(self, filter: Mapping[str, Any] | str | Callable[[dict], bool]) -> np.ndarray:
+        """The rows matching ``filter`` (a metadata dict, a TQL WHERE string or a row callable), ascending."""
         if callable(filter):
             rows = [i for i, row in enumerate(self._rows_as_dicts()) if filter(row)]
             return np.array(rows, dtype=np.int64)
         where = filters.where_expression(filter)
+        if where is None:
+            return np.arange(len(self.dataset), dtype=np.int64)
         view = self.dataset.query(ast.Query(select=(ast.Star(),), where=where))
-        return view._selected_rows()
+        return np.sort(np.asarray(view._selected_rows(), dtype=np.int64))
 
+    def get(
+        self,
+        ids: Sequence[str] | None = None,
+        filter: Mapping[str, Any] | str | Callable[[dict], bool] | None = None,
+        return_tensors: Sequence[str] | None = None,
+        missing: str = "skip",
+    ) -> dict[str, list]:
+        """Stored chunks by id and/or filter, as ``{"text": [...], "metadata": [...], "id": [...]}``.
+
+        With ``ids``: in the order of ``ids``, each once, unknown ids skipped (``missing="error"``
+        to refuse them); with ``filter`` too, only those that also match it. With only
+        ``filter``: matching chunks in row order. With neither: every chunk.
+        """
+        if ids is None:
+            rows = self.rows_where(filter)
+        else:
+            rows = self.rows_for_ids(ids, missing)
+            if filter is not None:
+                rows = rows[np.isin(rows, self.rows_where(filter))]
+        names = list(return_tensors) if return_tensors is not None else list(DEFAULT_RETURN)
+        view = self.dataset[rows.tolist()]
+        out = {name: view[name].numpy(aslist=True) for name in names}
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else list(v)) for k, v in out.items()}
+
+    def _rows_for(self, ids: Sequence[str] | None, filter: Any, what: str, missing: str = "error") -> np.ndarray:
+        """Ascending rows for ``ids`` and/or ``filter`` (both given: rows matching both)."""
+        if ids is None and filter is None:
+            raise SampleError(f"{what}: give ids or a filter")
+        if ids is None:
+            return self.rows_where(filter)
+        try:
+            rows = np.sort(self.rows_for_ids(ids, missing))
+        except SampleError as e:
+            raise SampleError(f"{what}: {e}") from None
+        if filter is not None:
+            rows = rows[np.isin(rows, self.rows_where(filter))]
+        return rows
+
+    # -- search ----------------------------------------------------------------------------------
     def _rows_as_dicts(self):
         ds = self.dataset
         for text, meta, doc_id in zip(
@@ -264,24 +376,27 @@ class VectorStore:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in out.items()}
 
     def _vector_search(self, embedding_data, embedding_function, embedding, k, distance_metric, filter, deep_memory):
-        if not isinstance(k, int) or k < 1:
-            raise SampleError(f"search: k must be a positive int, got {k!r}")
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise SampleError(f"search: k must be a positive integer, got {k!r} ({type(k).__name__})")
+        k = int(k)
         if distance_metric not in METRICS:
             raise SampleError(f"search: distance_metric must be one of {list(METRICS)}, got {distance_metric!r}")
+        if deep_memory and distance_metric != "cos":
+            raise SampleError("search: deep_memory=True ranks by cosine; use distance_metric='cos'")
         if embedding is None:
             if embedding_data is None:
                 raise SampleError("search: give embedding_data (text to embed), embedding, or query")
             text = embedding_data if isinstance(embedding_data, str) else embedding_data[0]
             vector = self._embed_queries([text], embedding_function)[0]
         else:
-            vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
-            if vector.shape[0] != self._dim():
-                raise SampleError(f"search: query embedding has dimension {vector.shape[0]}, expected {self._dim()}")
-            if not np.isfinite(vector).all():
-                raise SampleError("search: query embedding contains NaN or Inf")
+            vector = _query_vector(embedding, self._dim())
+        if distance_metric == "cos" and not vector.any():
+            # cosine similarity with a zero vector is 0/0: every score would be NaN and the ranking arbitrary
+            raise SampleError(
+                "search: the query embedding is all zeros, so its cosine similarity with every chunk is undefined; "
+                "use distance_metric='dot' or 'l2', or a non-zero query"
+            )
         if deep_memory:
-            if distance_metric != "cos":
-                raise SampleError("search: deep_memory=True ranks by cosine; use distance_metric='cos'")
             function, similar, difference = "deepmemory_distance", True, False
         else:
             function, similar, difference = METRICS[distance_metric]
@@ -290,9 +405,74 @@ class VectorStore:
         args = (ast.Binary("-", column, array),) if difference else (column, array)
         score = ast.OrderKey(ast.Call(function, args), descending=similar)
         if callable(filter):
-            rows = self._filtered_rows(filter)
+            rows = self.rows_where(filter)
             target = self.dataset[rows]
             where = None
         else:
             target, where = self.dataset, filters.where_expression(filter)
         return target.query(ast.Query(select=(ast.Star(),), where=where, order_by=(score,), limit=k))
+
+
+def _take(values: Any, positions: list[int]) -> Any:
+    """``values`` at ``positions`` (a NumPy array stays one)."""
+    if isinstance(values, np.ndarray):
+        return values[positions]
+    return [values[p] for p in positions]
+
+
+def _embedding_rows(what: str, embedding: Any) -> Any:
+    """Embeddings as a float32 matrix when they convert to one; the dataset checks dimension and finiteness."""
+    if isinstance(embedding, np.ndarray) and embedding.dtype.kind == "f":
+        return embedding
+    try:
+        matrix = np.asarray(embedding)
+    except (TypeError, ValueError):  # ragged rows: the dataset names the row whose dimension is wrong
+        matrix = None
+    if matrix is not None and matrix.dtype.kind in _NUMERIC:
+        return matrix.astype(np.float32)
+    rows = list(embedding)
+    vectors = []
+    for row, vector in enumerate(rows):
+        if isinstance(vector, (str, bytes)):
+            raise SampleError(f"{what}: embedding {row}: expected a vector of floats, got {type(vector).__name__}")
+        try:
+            values = np.asarray(vector)
+        except (TypeError, ValueError):
+            values = None
+        if values is None or values.dtype.kind not in _NUMERIC:
+            raise SampleError(
+                f"{what}: embedding {row}: expected one vector of floats per chunk, got {_describe(vector)}"
+            )
+        vectors.append(values.astype(np.float32))
+    return vectors
+
+
+def _describe(value: Any) -> str:
+    """A value's type, with the element type of a sequence: ``list of str``."""
+    if isinstance(value, (list, tuple)) and value:
+        kinds = sorted({type(v).__name__ for v in value})
+        return f"{type(value).__name__} of {', '.join(kinds)}"
+    return type(value).__name__
+
+
+def _query_vector(embedding: Any, dim: int | None) -> np.ndarray:
+    """A search's query ``embedding`` as one float32 vector of the store's dimension."""
+    if isinstance(embedding, (str, bytes)):
+        raise SampleError(f"search: embedding: expected a vector of floats, got {type(embedding).__name__}")
+    try:
+        vector = np.asarray(embedding)
+    except (TypeError, ValueError):
+        vector = None
+    if vector is None or vector.dtype.kind not in _NUMERIC:
+        raise SampleError(f"search: embedding: expected a vector of floats, got {_describe(embedding)}")
+    vector = vector.astype(np.float32)
+    one_vector = vector.ndim == 1 or (vector.ndim == 2 and vector.shape[0] == 1)
+    if not one_vector or vector.shape[-1] != dim:
+        got = f"dimension {vector.shape[0]} (shape {vector.shape})" if vector.ndim == 1 else f"shape {vector.shape}"
+        raise SampleError(
+            f"search: embedding: expected one vector of dimension {dim} (shape ({dim},) or (1, {dim})), got {got}"
+        )
+    vector = vector.reshape(-1)
+    if not np.isfinite(vector).all():
+        raise SampleError("search: query embedding contains NaN or Inf")
+    return vector
