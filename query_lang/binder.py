@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from .kernels import (
     rows_iter,
     truthy,
 )
+from .like import like_matcher
 from .printer import expr_to_sql
 from .source import Batch
 from .vtypes import BOOL, NULL, NUMBER, OBJECT, TEXT, ValueType, unnamed
@@ -463,25 +463,18 @@ def binary(op: str, left: BExpr, right: BExpr) -> BExpr:
                  lambda v, c, ctx: object_binary(op, v[0], c[0], v[1], c[1], ctx.n, cmp))
 
 
-def _like_regex(pattern: str, ci: bool) -> re.Pattern[str]:
-    parts = []
-    for ch in pattern:
-        parts.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
-    return re.compile("".join(parts), re.DOTALL | (re.IGNORECASE if ci else 0))
-
-
 def _bind_like(e: ast.Like, scope: Scope) -> BExpr:
     x, p = bind(e.expr, scope), bind(e.pattern, scope)
     if x.type.kind not in ("text", "object", "null"):
         raise TQLTypeError(f"LIKE expects text, but {x.type.describe()}")
     if not (p.const and isinstance(p.value, str)):
         raise TQLTypeError("LIKE pattern must be a text literal")
-    rx = _like_regex(p.value, e.case_insensitive)
+    matches = like_matcher(p.value, e.case_insensitive)
     resolved = ast.Like(x.resolved, p.resolved, e.case_insensitive, e.negated)
 
     def like_kernel(v, c, ctx):
-        m = np.asarray([isinstance(s, str) and rx.fullmatch(s) is not None
-                        for s in rows_iter(v[0], c[0], ctx.n)], dtype=bool)
+        m = np.fromiter((isinstance(s, str) and matches(s) for s in rows_iter(v[0], c[0], ctx.n)),
+                        dtype=bool)
         return ~m if e.negated else m
 
     return _make(BOOL, resolved, [x, p], like_kernel)
