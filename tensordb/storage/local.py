@@ -234,9 +234,9 @@ class LocalStore(Store):
     def acquire_writer_lock(self, timeout: float = 0.0) -> _FileLock:
         try:
             os.makedirs(self.root, exist_ok=True)
-            fd = os.open(os.path.join(self.root, _LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise StorageError(f"{self.url}: cannot open the dataset directory for writing: {e}") from e
+        fd = self._open_lock_file(os.path.join(self.root, _LOCK_FILE))
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -250,6 +250,21 @@ class LocalStore(Store):
                         f"to read, or pass lock_timeout to wait"
                     ) from None
                 time.sleep(0.05)
+
+    def _open_lock_file(self, path: str, create: bool = True) -> int:
+        """Open a lock file without following a symlink (it could lead out of the dataset) or blocking."""
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        try:
+            fd = os.open(path, flags, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise StorageError(f"{path} is a symbolic link; refusing to follow it for a lock file") from None
+            raise StorageError(f"{self.url}: cannot open the lock file {path!r}: {e}") from e
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise StorageError(f"{path} is {_file_kind(mode)}, not a regular file; cannot use it as a lock file")
+        return fd
 
     def clear(self) -> None:
         import shutil
