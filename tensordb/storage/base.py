@@ -25,8 +25,12 @@ class Store(ABC):
     url: str
 
     @abstractmethod
-    def get(self, key: str) -> bytes:
-        """Return the bytes under ``key``; raise ``KeyNotFoundError`` if absent."""
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        """Return the bytes under ``key``; raise ``KeyNotFoundError`` if absent.
+
+        With ``max_bytes``, an object larger than that raises ``DataCorruptionError``
+        before any of it is read (a huge or sparse file is refused at once).
+        """
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         """Return ``length`` bytes of ``key`` from ``start`` (fewer at the end)."""
@@ -84,3 +88,11 @@ class Store(ABC):
         """Delete every key."""
         for key in self.list():
             self.delete(key)
+
+
+def check_size(url: str, key: str, size: int, max_bytes: int | None) -> None:
+    """Raise ``DataCorruptionError`` if an object of ``size`` bytes exceeds ``max_bytes``."""
+    if max_bytes is not None and size > max_bytes:
+        from ..errors import DataCorruptionError
+
+        raise DataCorruptionError(f"{url}/{key}: expected at most {max_bytes} bytes, got a file of {size} bytes")

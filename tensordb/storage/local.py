@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import BinaryIO
 
 from ..errors import KeyNotFoundError, LockedError, StorageError
-from .base import Store
+from .base import Store, check_size
 
 _TMP_MARK = ".tdb-tmp-"
 _LOCK_FILE = "LOCK"
@@ -102,8 +102,9 @@ class LocalStore(Store):
             os.close(fd)
             raise
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
         with self._reading(key), self._open_regular(key) as f:
+            check_size(self.url, key, os.fstat(f.fileno()).st_size, max_bytes)
             return f.read()
 
     def get_range(self, key: str, start: int, length: int) -> bytes:

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Sequence
 
 from ..errors import KeyNotFoundError, LockedError
-from .base import Store
+from .base import Store, check_size
 from .local import _check_key
 
 _REGISTRY: dict[str, MemoryStore] = {}
@@ -39,12 +39,14 @@ class MemoryStore(Store):
                 _REGISTRY[name] = cls(name)
             return _REGISTRY[name]
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
         _check_key(key)
         try:
-            return self._objects[key]
+            data = self._objects[key]
         except KeyError:
             raise KeyNotFoundError(f"{self.url}: no object {key!r}") from None
+        check_size(self.url, key, len(data), max_bytes)
+        return data
 
     def put(self, key: str, data: bytes | memoryview | Sequence[bytes | memoryview]) -> None:
         _check_key(key)

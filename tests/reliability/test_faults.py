@@ -95,9 +95,9 @@ class FaultyStore(LocalStore):
             err = self._error()
             raise StorageError(f"{self.url}: reading {key!r} failed: {err}") from err
 
-    def get(self, key):
+    def get(self, key, max_bytes=None):
         self._read_fault(key)
-        return super().get(key)
+        return super().get(key, max_bytes)
 
     def get_range(self, key, start, length):
         self._read_fault(key)
