@@ -12,6 +12,15 @@ from collections.abc import Sequence
 from typing import Protocol
 
 
+def check_key(key: str) -> None:
+    """Raise ``StorageError`` unless ``key`` is a relative ``/``-separated path without ``..`` or NUL."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or "\0" in key or any(p in ("", ".", "..") for p in parts):
+        from ..errors import StorageError
+
+        raise StorageError(f"invalid storage key {key!r}: expected a relative path without '..' or NUL")
+
+
 class WriterLock(Protocol):
     """A held single-writer lock."""
 
@@ -74,11 +83,17 @@ class Store(ABC):
         """All keys starting with ``prefix``, sorted."""
 
     @abstractmethod
-    def acquire_writer_lock(self, timeout: float = 0.0) -> WriterLock:
+    def acquire_writer_lock(self, timeout: float = 0.0, create: bool = True) -> WriterLock:
         """Take the single-writer lock; raise ``LockedError`` if not got within ``timeout`` s.
 
-        A lock held by a process that died must never block forever.
+        A lock held by a process that died must never block forever. With
+        ``create=False`` a store whose location does not exist yet raises
+        ``StorageError`` instead of being created.
         """
+
+    def entries(self) -> list[str]:
+        """The top-level names in the store, sorted: tensordb's and any others, not the lock's own files."""
+        return sorted({key.split("/", 1)[0] for key in self.list()})
 
     def modified_time(self, key: str) -> float:
         """When ``key`` was last written, in seconds since the epoch (0 if unknown)."""

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import BinaryIO
 
 from ..errors import KeyNotFoundError, LockedError, StorageError
-from .base import Store, check_size
+from .base import Store, check_key, check_size
 
 _TMP_MARK = ".tdb-tmp-"
 _LOCK_FILE = "LOCK"
@@ -32,12 +32,6 @@ _FILE_KINDS = (
 def _file_kind(mode: int) -> str:
     """What a non-regular file is, in words."""
     return next((name for test, name in _FILE_KINDS if test(mode)), "not a file")
-
-
-def _check_key(key: str) -> None:
-    parts = key.split("/")
-    if not key or key.startswith("/") or "\0" in key or any(p in ("", ".", "..") for p in parts):
-        raise StorageError(f"invalid storage key {key!r}: expected a relative path without '..' or NUL")
 
 
 class _FileLock:
@@ -64,7 +58,7 @@ class LocalStore(Store):
         self._dirs_lock = threading.Lock()  # writes come from background threads too
 
     def _path(self, key: str) -> str:
-        _check_key(key)
+        check_key(key)
         path = os.path.join(self.root, *key.split("/"))
         # Symlinks inside the dataset may point within it, never out of it: not followed, for reads or writes.
         real = os.path.realpath(path)
@@ -232,7 +226,9 @@ class LocalStore(Store):
         except OSError:
             return 0.0
 
-    def acquire_writer_lock(self, timeout: float = 0.0) -> _FileLock:
+    def acquire_writer_lock(self, timeout: float = 0.0, create: bool = True) -> _FileLock:
+        if not create and not os.path.isdir(self.root):
+            raise StorageError(f"{self.url}: the directory does not exist; not creating it")
         try:
             os.makedirs(self.root, exist_ok=True)
         except OSError as e:
@@ -266,6 +262,15 @@ class LocalStore(Store):
             os.close(fd)
             raise StorageError(f"{path} is {_file_kind(mode)}, not a regular file; cannot use it as a lock file")
         return fd
+
+    def entries(self) -> list[str]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise StorageError(f"{self.url}: listing the directory failed: {e}") from e
+        return sorted(n for n in names if n != _LOCK_FILE)
 
     def clear(self) -> None:
         import shutil

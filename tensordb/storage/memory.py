@@ -6,8 +6,7 @@ import threading
 from collections.abc import Sequence
 
 from ..errors import KeyNotFoundError, LockedError
-from .base import Store, check_size
-from .local import _check_key
+from .base import Store, check_key, check_size
 
 _REGISTRY: dict[str, MemoryStore] = {}
 _REGISTRY_LOCK = threading.Lock()
@@ -40,7 +39,7 @@ class MemoryStore(Store):
             return _REGISTRY[name]
 
     def get(self, key: str, max_bytes: int | None = None) -> bytes:
-        _check_key(key)
+        check_key(key)
         try:
             data = self._objects[key]
         except KeyError:
@@ -49,25 +48,25 @@ class MemoryStore(Store):
         return data
 
     def put(self, key: str, data: bytes | memoryview | Sequence[bytes | memoryview]) -> None:
-        _check_key(key)
+        check_key(key)
         self._objects[key] = b"".join(data) if isinstance(data, (list, tuple)) else bytes(data)
 
     def publish(self, key: str, data: bytes) -> None:
-        _check_key(key)
+        check_key(key)
         self._objects[key] = bytes(data)
 
     def delete(self, key: str) -> None:
-        _check_key(key)
+        check_key(key)
         self._objects.pop(key, None)
 
     def exists(self, key: str) -> bool:
-        _check_key(key)
+        check_key(key)
         return key in self._objects
 
     def list(self, prefix: str = "") -> list[str]:
         return sorted(k for k in list(self._objects) if k.startswith(prefix))
 
-    def acquire_writer_lock(self, timeout: float = 0.0) -> _ThreadLock:
+    def acquire_writer_lock(self, timeout: float = 0.0, create: bool = True) -> _ThreadLock:
         if timeout > 0:
             acquired = self._writer.acquire(timeout=timeout)
         else:
