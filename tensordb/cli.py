@@ -8,7 +8,9 @@ takes the writer lock, so it can inspect a dataset another process is writing.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +22,33 @@ from .errors import TensorDBError
 
 DEFAULT_LIMIT = 20
 CELL_WIDTH = 48
+
+
+# -- output: every line goes through printable() ----------------------------------------------------
+# C0, DEL and C1 controls (ESC, CSI, BEL, CR, ...), line and paragraph separators, bidi overrides and
+# lone surrogates: user data holding them could recolor, move the cursor, forge lines or fail to encode.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    return _NAMED.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+
+
+def printable(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with each terminal control character written as a visible escape such as ``\\x1b``.
+
+    ``keep_newlines`` keeps the newlines of text the program laid out itself (tables, error messages).
+    """
+    if keep_newlines:
+        return "\n".join(printable(line) for line in text.split("\n"))
+    return _CONTROL.sub(_escape, text)
+
+
+def say(text: str = "", *, keep_newlines: bool = False, err: bool = False) -> None:
+    """Print ``text`` to stdout (or stderr) with every control character escaped."""
+    print(printable(text, keep_newlines), file=sys.stderr if err else sys.stdout)
 
 
 # -- formatting ----------------------------------------------------------------------------------
@@ -40,7 +69,7 @@ def _cell(value: Any, width: int = CELL_WIDTH) -> str:
         return "NULL"
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    return _truncate(" ".join(str(value).split()), width)
+    return _truncate(printable(str(value)), width)
 
 
 def _number(x: Any) -> str:
@@ -54,6 +83,7 @@ def _truncate(text: str, width: int) -> str:
 
 
 def format_table(columns: list[str], rows: list[list[str]]) -> str:
+    """An aligned table of already printable cells, one line per row."""
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
     rule = "  ".join("-" * w for w in widths)
     lines = [rule, "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip(), rule]
@@ -71,16 +101,23 @@ def _open(path: str):
 
 def cmd_info(args: argparse.Namespace) -> int:
     ds = _open(args.path)
-    ds.summary()
-    print(f"rows: {len(ds)}  branch: {ds.branch or '-'}  commit: {ds.commit_id or '-'}  "
-          f"branches: {', '.join(ds.branches)}")
+    # Tensor names are identifiers and the path is quoted, so the summary's newlines are all its own.
+    say(ds.summary(show=False), keep_newlines=True)
+    say(f"rows: {len(ds)}  branch: {ds.branch or '-'}  commit: {ds.commit_id or '-'}  "
+        f"branches: {', '.join(ds.branches)}")
     return 0
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    entries = _open(args.path).log()
+    ds = _open(args.path)
+    entries = ds.log(show=False)
+    say(f"---- log of {ds.branch or ds.commit_id} ----")
+    for e in entries:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
+        say(f"commit {e['commit']}  branch {e['branch']}  {stamp}")
+        say(f"    {e['message']}")  # a newline in the message shows as \\n: it cannot forge a log line
     if not entries:
-        print("(no commits)")
+        say("(no commits)")
     return 0
 
 
@@ -104,20 +141,20 @@ def cmd_query(args: argparse.Namespace) -> int:
             values = column.numpy()
         columns[name] = list(values)[:n]
     rows = [[_cell(columns[name][i], args.width) for name in names] for i in range(n)]
-    print(format_table(names, rows))
+    say(format_table([printable(name) for name in names], rows), keep_newlines=True)
     more = f" (showing {n}; use --limit to see more)" if n < total else ""
-    print(f"{total} row{'s' if total != 1 else ''}{more}")
+    say(f"{total} row{'s' if total != 1 else ''}{more}")
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     report = _open(args.path).verify()
     for problem in report.problems:
-        print(f"PROBLEM: {problem}")
+        say(f"PROBLEM: {problem}")
     if report.ok:
-        print(f"ok: {report.files_checked} files checked, every checksum matches")
+        say(f"ok: {report.files_checked} files checked, every checksum matches")
         return 0
-    print(f"{len(report.problems)} problem{'s' if len(report.problems) != 1 else ''} found "
+    say(f"{len(report.problems)} problem{'s' if len(report.problems) != 1 else ''} found "
           f"({report.files_checked} files checked)")
     return 1
 
@@ -128,15 +165,36 @@ def _store(path: str):
     return VectorStore(path, read_only=True)
 
 
+def format_box(title: str, rows: list[tuple[str, list[str]]]) -> str:
+    """A boxed two-column table: each key beside its lines of values (already printable)."""
+    left = max(len(k) for k, _ in rows) + 2
+    right = max([len(title) - left] + [len(v) for _, vs in rows for v in vs]) + 2
+    rule = "-" * (left + right + 3)
+    out = [rule, f"|{title.center(left + right + 1)}|", rule]
+    for key, values in rows:
+        for i, value in enumerate(values or [""]):
+            out.append(f"| {(key if i == 0 else ''):<{left - 1}}| {value:<{right - 1}}|")
+        out.append(rule)
+    return "\n".join(out)
+
+
 def cmd_dm_status(args: argparse.Namespace) -> int:
-    _store(args.path).deep_memory.status(args.job)
+    info = _store(args.path).deep_memory.status(args.job, show=False)
+    rows = [(key, [printable(v) for v in values])
+            for key, values in (("status", [info["status"]]), ("progress", info["progress"]),
+                                ("results", info["results"]))]
+    say(format_box(printable(info["id"]), rows), keep_newlines=True)
     return 0
 
 
 def cmd_dm_list(args: argparse.Namespace) -> int:
-    jobs = _store(args.path).deep_memory.list_jobs(show=True)
+    jobs = _store(args.path).deep_memory.list_jobs(show=False)
     if not jobs:
-        print("(no Deep Memory jobs)")
+        say("(no Deep Memory jobs)")
+        return 0
+    say(f"{'ID':<26}{'STATUS':<12}{'RESULTS':<34}PROGRESS")
+    for j in jobs:
+        say(f"{j['id']:<26}{j['status']:<12}{'; '.join(j['results']):<34}{'; '.join(j['progress'])}")
     return 0
 
 
@@ -207,14 +265,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (TensorDBError, TQLError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}", keep_newlines=True, err=True)
         return 1
     except (OSError, ValueError, KeyError) as e:  # e.g. a demo --data folder that is incomplete
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {message}", file=sys.stderr)
+        say(f"error: {message}", keep_newlines=True, err=True)
         return 1
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        say("interrupted", err=True)
         return 130
 
 

@@ -139,3 +139,93 @@ def test_python_dash_m_entry_point(store):
     proc = subprocess.run([sys.executable, "-m", "tensordb", "query", store[0], "select nope"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and proc.stderr.startswith("error:")
+
+
+# -- terminal escapes: user data is shown with visible escapes, never as raw control characters ----
+HOSTILE_TEXT = "red \x1b[31mRED\x1b[0m bell \x07 back \r over \x9b csi\nsecond line"
+ESCAPED_FORMS = ("\\x1b[31m", "\\x07", "\\r", "\\x9b", "\\n")
+
+
+def raw_controls(out: str) -> list[str]:
+    """Control characters in ``out`` other than the newlines that end the CLI's own lines."""
+    return sorted({ch for ch in out if ch != "\n" and (ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F)})
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """A dataset whose commit message, text and JSON hold escape sequences, a bell, CR, CSI and a newline."""
+    path = str(tmp_path_factory.mktemp("cli-escapes") / "ds")
+    ds = tensordb.empty(path)
+    ds.create_tensor("text", htype="text")
+    ds.create_tensor("meta", htype="json")
+    ds.extend({"text": [HOSTILE_TEXT, "plain"], "meta": [{"note": HOSTILE_TEXT}, {"note": "plain"}]})
+    ds.commit(HOSTILE_TEXT + "\ncommit 0000000000000000  branch main  2000-01-01 00:00:00")
+    ds.close()
+    return path
+
+
+def test_log_escapes_control_characters_in_commit_messages(hostile, capsys):
+    code, out, _ = run(["log", hostile], capsys)
+    assert code == 0
+    assert raw_controls(out) == []
+    for form in ESCAPED_FORMS:
+        assert form in out, form
+    # The newline in the message cannot forge a second commit line.
+    assert sum(line.startswith("commit ") for line in out.splitlines()) == 1
+
+
+def test_query_escapes_control_characters_in_texts_and_json(hostile, capsys):
+    code, out, _ = run(["query", hostile, "select text, meta", "--width", "200"], capsys)
+    assert code == 0
+    assert raw_controls(out) == []
+    for form in ESCAPED_FORMS:
+        assert out.count(form) >= 2, form  # once in the text, once in the JSON value
+    assert len(out.splitlines()) == 7  # rule, header, rule, 2 rows, rule, count
+
+
+def test_query_error_message_escapes_the_echoed_query(hostile, capsys):
+    code, out, err = run(["query", hostile, "select text wher \x1b[31m x"], capsys)
+    assert code == 1 and err.startswith("error:")
+    assert raw_controls(err) == [] and "\\x1b[31m" in err
+
+
+def test_info_and_verify_escape_a_hostile_dataset_path(tmp_path, capsys):
+    path = str(tmp_path / "ds\x1b[31m\x07")
+    ds = tensordb.empty(path)
+    ds.create_tensor("x")
+    ds.extend({"x": np.arange(10, dtype=np.int64)})
+    ds.close()
+    code, out, err = run(["info", path], capsys)
+    assert code == 0 and raw_controls(out + err) == [] and "\\x1b[31m" in out
+    chunks = os.listdir(os.path.join(path, "chunks"))
+    os.remove(os.path.join(path, "chunks", chunks[0]))
+    code, out, err = run(["verify", path], capsys)
+    assert code == 1 and "PROBLEM" in out
+    assert raw_controls(out + err) == [] and "\\x1b[31m\\x07" in out
+
+
+def test_dm_list_and_status_escape_a_tampered_job_record(store, tmp_path, capsys):
+    import shutil
+
+    path, job = store
+    copy = str(tmp_path / "store")
+    shutil.copytree(path, copy)
+    ds = tensordb.load(copy)
+    name = f"deep_memory/jobs/{job}"
+    meta, _ = ds.get_attachment(name)
+    ds.put_attachment(name, {**meta, "error": HOSTILE_TEXT})
+    ds.close()
+    for argv in (["dm", "list", copy], ["dm", "status", copy, job]):
+        code, out, _ = run(argv, capsys)
+        assert code == 0, argv
+        assert raw_controls(out) == [], argv
+        for form in ESCAPED_FORMS:
+            assert form in out, (argv, form)
+
+
+def test_printable_escapes_every_control_character():
+    assert cli.printable("a\x1b[31mb\x07\r\t\x00\x7f\x9b\u2028\u202e\ud800") == (
+        "a\\x1b[31mb\\x07\\r\\t\\x00\\x7f\\x9b\\u2028\\u202e\\ud800")
+    assert cli.printable("one\ntwo") == "one\\ntwo"
+    assert cli.printable("one\ntwo\r", keep_newlines=True) == "one\ntwo\\r"
+    assert cli.printable("plain, ünïcödé and 漢字") == "plain, ünïcödé and 漢字"
