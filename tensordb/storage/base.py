@@ -72,7 +72,12 @@ class Store(ABC):
 
     @abstractmethod
     def delete(self, key: str) -> None:
-        """Remove ``key``; a missing key is not an error."""
+        """Remove ``key`` durably; a missing key is not an error."""
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove every key of ``keys``, durably; stores may batch the directory syncs."""
+        for key in keys:
+            self.delete(key)
 
     @abstractmethod
     def exists(self, key: str) -> bool:

@@ -54,8 +54,11 @@ class LocalStore(Store):
         self.root = os.path.abspath(root)
         self._real_root = os.path.realpath(self.root)
         self.url = self.root
-        self._unsynced_dirs: set[str] = set()
-        self._dirs_lock = threading.Lock()  # writes come from background threads too
+        # Directory → number of its latest change not yet known durable. Writes come from background
+        # threads too; a directory leaves this map only once an fsync begun after its change has completed.
+        self._dirty_dirs: dict[str, int] = {}
+        self._changes = 0
+        self._dirs_lock = threading.Lock()
 
     def _path(self, key: str) -> str:
         check_key(key)
@@ -133,7 +136,7 @@ class LocalStore(Store):
         directory = os.path.dirname(path)
         tmp = f"{path}{_TMP_MARK}{uuid.uuid4().hex}"
         try:
-            os.makedirs(directory, exist_ok=True)
+            self._make_dirs(directory)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 for part in data if isinstance(data, (list, tuple)) else (data,):
@@ -154,7 +157,7 @@ class LocalStore(Store):
                 pass
             raise StorageError(f"{self.url}: writing {key!r} failed: {e}") from e
         with self._dirs_lock:
-            self._unsynced_dirs.add(directory)
+            self._mark_changed(directory)
 
     # The system calls that make writes durable, as methods so fault-injection tests can fail them.
     def _os_write(self, fd: int, data: memoryview) -> int:
@@ -169,20 +172,58 @@ class LocalStore(Store):
     def put(self, key: str, data: bytes | memoryview | Sequence[bytes | memoryview]) -> None:
         self._write_file(key, data)
 
-    def _sync_dirs(self) -> None:
+    # -- directory durability ------------------------------------------------------------------
+    def _mark_changed(self, directory: str) -> None:
+        """Record that ``directory`` got or lost an entry; call with ``_dirs_lock`` held."""
+        self._changes += 1
+        self._dirty_dirs[directory] = self._changes
+
+    def _make_dirs(self, directory: str) -> None:
+        """Create ``directory`` and its missing parents, marking the parent of each one made as changed.
+
+        The lock is held throughout, so no thread can see (and rely on) a new directory
+        before the change to its parent is recorded for the next ``_sync_dirs``.
+        """
         with self._dirs_lock:
-            dirs, self._unsynced_dirs = sorted(self._unsynced_dirs), set()
-        for directory in dirs:
-            try:
-                fd = os.open(directory, os.O_RDONLY)
+            missing = []
+            while not os.path.isdir(directory) and os.path.dirname(directory) != directory:
+                missing.append(directory)
+                directory = os.path.dirname(directory)
+            for new in reversed(missing):
                 try:
-                    self._os_fsync(fd)
-                finally:
-                    os.close(fd)
-            except OSError as e:
-                with self._dirs_lock:
-                    self._unsynced_dirs.update(dirs)
-                raise StorageError(f"{self.url}: fsync of {directory!r} failed: {e}") from e
+                    os.mkdir(new)
+                except FileExistsError:
+                    if not os.path.isdir(new):
+                        raise
+                self._mark_changed(os.path.dirname(new))
+
+    def _fsync_dir(self, directory: str) -> None:
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # removed since: none of its entries remain to be made durable
+        except OSError as e:
+            raise StorageError(f"{self.url}: fsync of {directory!r} failed: {e}") from e
+        try:
+            self._os_fsync(fd)
+        except OSError as e:
+            raise StorageError(f"{self.url}: fsync of {directory!r} failed: {e}") from e
+        finally:
+            os.close(fd)
+
+    def _sync_dirs(self) -> None:
+        """fsync every directory changed before this call; return only when all those fsyncs completed.
+
+        Concurrent callers each fsync what was changed at their start (a directory another
+        thread is still fsyncing is still marked changed), so none returns early.
+        """
+        with self._dirs_lock:
+            pending = sorted(self._dirty_dirs.items())
+        for directory, change in pending:
+            self._fsync_dir(directory)
+            with self._dirs_lock:
+                if self._dirty_dirs.get(directory) == change:
+                    del self._dirty_dirs[directory]
 
     def publish(self, key: str, data: bytes) -> None:
         # Everything the new pointer refers to must be durable before the pointer itself.
@@ -190,13 +231,26 @@ class LocalStore(Store):
         self._write_file(key, data)
         self._sync_dirs()
 
-    def delete(self, key: str) -> None:
+    def _unlink(self, key: str) -> str | None:
+        """Remove the file of ``key``; its directory, or None if there was no file."""
+        path = self._path(key)
         try:
-            os.unlink(self._path(key))
+            os.unlink(path)
         except FileNotFoundError:
-            pass
+            return None
         except OSError as e:
             raise StorageError(f"{self.url}: deleting {key!r} failed: {e}") from e
+        return os.path.dirname(path)
+
+    def delete(self, key: str) -> None:
+        directory = self._unlink(key)
+        if directory is not None:
+            self._fsync_dir(directory)
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        directories = {d for d in map(self._unlink, keys) if d is not None}
+        for directory in sorted(directories):
+            self._fsync_dir(directory)
 
     def exists(self, key: str) -> bool:
         return os.path.isfile(self._path(key))
@@ -230,7 +284,7 @@ class LocalStore(Store):
         if not create and not os.path.isdir(self.root):
             raise StorageError(f"{self.url}: the directory does not exist; not creating it")
         try:
-            os.makedirs(self.root, exist_ok=True)
+            self._make_dirs(self.root)
         except OSError as e:
             raise StorageError(f"{self.url}: cannot open the dataset directory for writing: {e}") from e
         fd = self._open_lock_file(os.path.join(self.root, _LOCK_FILE))
@@ -284,3 +338,7 @@ class LocalStore(Store):
                     shutil.rmtree(path)
                 else:
                     os.unlink(path)
+            with self._dirs_lock:
+                inside = self.root + os.sep  # those directories are gone; the root and its parent remain
+                self._dirty_dirs = {d: n for d, n in self._dirty_dirs.items() if not d.startswith(inside)}
+                self._mark_changed(self.root)
