@@ -96,6 +96,18 @@ class Store(ABC):
         ``StorageError`` instead of being created.
         """
 
+    @abstractmethod
+    def hold_lease(self, name: str) -> WriterLock:
+        """Take the exclusive lease ``name`` without waiting; raise ``LockedError`` if it is held.
+
+        The lease lasts until released or until the holder's process dies, whatever
+        way it dies (the kernel ends it: liveness never rests on process ids).
+        """
+
+    @abstractmethod
+    def lease_held(self, name: str) -> bool:
+        """Whether some live holder, in this process or another, holds the lease ``name``."""
+
     def entries(self) -> list[str]:
         """The top-level names in the store, sorted: tensordb's and any others, not the lock's own files."""
         return sorted({key.split("/", 1)[0] for key in self.list()})

@@ -19,6 +19,8 @@ from .base import Store, check_key, check_size
 
 _TMP_MARK = ".tdb-tmp-"
 _LOCK_FILE = "LOCK"
+_LEASE_DIR = "locks"  # lease files: bookkeeping of the store, not objects
+_NOT_OBJECTS = (_LOCK_FILE, _LEASE_DIR)
 _FILE_KINDS = (
     (stat.S_ISDIR, "a directory"),
     (stat.S_ISFIFO, "a FIFO"),
@@ -257,8 +259,10 @@ class LocalStore(Store):
 
     def list(self, prefix: str = "") -> list[str]:
         keys = []
-        for dirpath, _dirs, files in os.walk(self.root):
+        for dirpath, dirs, files in os.walk(self.root):
             rel = os.path.relpath(dirpath, self.root)
+            if rel == "." and _LEASE_DIR in dirs:
+                dirs.remove(_LEASE_DIR)
             for name in files:
                 if _TMP_MARK in name or (rel == "." and name == _LOCK_FILE):
                     continue
@@ -303,10 +307,18 @@ class LocalStore(Store):
                 time.sleep(0.05)
 
     def _open_lock_file(self, path: str, create: bool = True) -> int:
-        """Open a lock file without following a symlink (it could lead out of the dataset) or blocking."""
-        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        """Open a lock file without following a symlink (it could lead out of the dataset) or blocking.
+
+        Without ``create`` it is opened read-only (``flock`` needs no more) and
+        ``FileNotFoundError`` is passed on.
+        """
+        flags = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_RDWR | os.O_CREAT if create else os.O_RDONLY)
         try:
             fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            if not create:
+                raise
+            raise StorageError(f"{self.url}: cannot create the lock file {path!r}: no such directory") from None
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise StorageError(f"{path} is a symbolic link; refusing to follow it for a lock file") from None
@@ -317,6 +329,39 @@ class LocalStore(Store):
             raise StorageError(f"{path} is {_file_kind(mode)}, not a regular file; cannot use it as a lock file")
         return fd
 
+    # -- leases: locks the kernel releases when their holder dies ---------------------------------
+    def _lease_path(self, name: str) -> str:
+        check_key(name)
+        return self._path(f"{_LEASE_DIR}/{name}")
+
+    def hold_lease(self, name: str) -> _FileLock:
+        path = self._lease_path(name)
+        try:
+            self._make_dirs(os.path.dirname(path))
+        except OSError as e:
+            raise StorageError(f"{self.url}: cannot create the lease {name!r}: {e}") from e
+        fd = self._open_lock_file(path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockedError(f"{self.url}: the lease {name!r} is held by another process or thread") from None
+        return _FileLock(fd)
+
+    def lease_held(self, name: str) -> bool:
+        try:
+            fd = self._open_lock_file(self._lease_path(name), create=False)
+        except FileNotFoundError:
+            return False
+        try:
+            # flock conflicts between any two open files, even of one process: a fresh one tests every holder.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops the test lock, if it was taken
+        return False
+
     def entries(self) -> list[str]:
         try:
             names = os.listdir(self.root)
@@ -324,14 +369,14 @@ class LocalStore(Store):
             return []
         except OSError as e:
             raise StorageError(f"{self.url}: listing the directory failed: {e}") from e
-        return sorted(n for n in names if n != _LOCK_FILE)
+        return sorted(n for n in names if n not in _NOT_OBJECTS)
 
     def clear(self) -> None:
         import shutil
 
         if os.path.isdir(self.root):
             for name in os.listdir(self.root):
-                if name == _LOCK_FILE:
+                if name in _NOT_OBJECTS:  # held locks must stay valid
                     continue
                 path = os.path.join(self.root, name)
                 if os.path.isdir(path) and not os.path.islink(path):

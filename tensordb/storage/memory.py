@@ -22,6 +22,17 @@ class _ThreadLock:
             self._lock = None
 
 
+class _Lease:
+    def __init__(self, store: MemoryStore, name: str):
+        self._store: MemoryStore | None = store
+        self._name = name
+
+    def release(self) -> None:
+        if self._store is not None:
+            self._store._end_lease(self._name)
+            self._store = None
+
+
 class MemoryStore(Store):
     """Objects live in a dict; ``publish`` is a single assignment, so it is atomic."""
 
@@ -29,6 +40,8 @@ class MemoryStore(Store):
         self.url = f"mem://{name}"
         self._objects: dict[str, bytes] = {}
         self._writer = threading.Lock()
+        self._leases: set[str] = set()  # the process is the only holder: its death ends them all
+        self._leases_lock = threading.Lock()
 
     @classmethod
     def named(cls, name: str) -> MemoryStore:
@@ -65,6 +78,22 @@ class MemoryStore(Store):
 
     def list(self, prefix: str = "") -> list[str]:
         return sorted(k for k in list(self._objects) if k.startswith(prefix))
+
+    def hold_lease(self, name: str) -> _Lease:
+        check_key(name)
+        with self._leases_lock:
+            if name in self._leases:
+                raise LockedError(f"{self.url}: the lease {name!r} is held by another thread")
+            self._leases.add(name)
+        return _Lease(self, name)
+
+    def lease_held(self, name: str) -> bool:
+        check_key(name)
+        return name in self._leases
+
+    def _end_lease(self, name: str) -> None:
+        with self._leases_lock:
+            self._leases.discard(name)
 
     def acquire_writer_lock(self, timeout: float = 0.0, create: bool = True) -> _ThreadLock:
         if timeout > 0:
