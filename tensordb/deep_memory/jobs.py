@@ -2,8 +2,13 @@
 
 A job record is an attachment ``deep_memory/jobs/<id>``; its model is the
 attachment ``deep_memory/models/<id>``, written (atomically) before the record
-says ``completed``, so search never sees a half-written model. A record left
-``running`` by a process that died reads as ``failed``.
+says ``completed``, so search never sees a half-written model.
+
+A job is alive while its lease (``Store.hold_lease``, named like its record) is
+held: it is taken before the first ``pending`` record is saved and held by the
+thread that runs the job until that thread ends. The kernel ends the lease when
+the process dies, so a ``pending``/``running`` record whose lease nobody holds
+reads as ``failed``, whatever process now has the PID it was written by.
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ from typing import Any
 
 from ..core import Dataset
 from ..errors import KeyNotFoundError, TensorDBError
+from ..storage import WriterLock, open_store
 from .model import DeepMemoryModel
 
 JOB_PREFIX = "deep_memory/jobs/"
 MODEL_PREFIX = "deep_memory/models/"
-#: Identifies this process in job records, so a restarted process can tell its jobs from dead ones.
+#: The process that wrote a job record: for information only (liveness is the job's lease).
 PROCESS_TOKEN = f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = "pending", "running", "completed", "failed", "cancelled"
@@ -75,19 +81,6 @@ def new_job_id() -> str:
     return uuid.uuid4().hex[:24]
 
 
-def _owner_alive(owner: str) -> bool:
-    if owner == PROCESS_TOKEN:
-        return True
-    try:
-        pid = int(owner.split(":", 1)[0])
-        os.kill(pid, 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class JobStore:
     """Reads and writes job records and models of one dataset; thread-safe."""
 
@@ -99,24 +92,57 @@ class JobStore:
         self._models: dict[str, DeepMemoryModel] = {}
         self._latest: tuple[str, DeepMemoryModel] | None = None
         self._latest_known = False  # search asks for the latest model every query: keep it
+        # The dataset's own store, reached through its public path (a mem:// store is process-wide).
+        self._lease_store = open_store(dataset.path)
+        self._leases: dict[str, WriterLock] = {}
 
     def save(self, record: JobRecord) -> None:
+        """Persist ``record``; a pending or running one is leased first, so it never reads as dead."""
         with self._lock:
-            self.dataset.put_attachment(JOB_PREFIX + record.id, asdict(record))
+            fresh = record.status in (PENDING, RUNNING) and self._reserve(record.id)
+            try:
+                self.dataset.put_attachment(JOB_PREFIX + record.id, asdict(record))
+            except BaseException:
+                if fresh:
+                    self._release(record.id)
+                raise
             if record.status == COMPLETED:
                 self._latest_known = False
 
+    # -- leases: a job is alive while its lease is held ------------------------------------------
+    def _reserve(self, job_id: str) -> bool:
+        """Take the job's lease unless this store holds it already; whether it was taken now."""
+        if job_id in self._leases:
+            return False
+        self._leases[job_id] = self._lease_store.hold_lease(JOB_PREFIX + job_id)
+        return True
+
+    def _release(self, job_id: str) -> None:
+        lease = self._leases.pop(job_id, None)
+        if lease is not None:
+            lease.release()
+
+    def _alive(self, job_id: str) -> bool:
+        return job_id in self._leases or self._lease_store.lease_held(JOB_PREFIX + job_id)
+
     def load(self, job_id: str) -> JobRecord:
+        """The job's record; a pending or running one whose lease nobody holds reads as failed."""
+        record = self._read(job_id)
+        if record.status in (PENDING, RUNNING) and not self._alive(job_id):
+            # The holder saves its last record before it lets the lease go: read again, after seeing it gone.
+            record = self._read(job_id)
+            if record.status in (PENDING, RUNNING):
+                record.status = FAILED
+                record.error = record.error or "interrupted: the training process ended before the job finished"
+        return record
+
+    def _read(self, job_id: str) -> JobRecord:
         try:
             meta, _ = self.dataset.get_attachment(JOB_PREFIX + job_id)
         except (KeyNotFoundError, ValueError):
             known = ", ".join(self.ids()[-5:]) or "none"
             raise JobNotFoundError(f"no Deep Memory job {job_id!r}; recent jobs: {known}") from None
-        record = JobRecord.from_meta(meta)
-        if record.status in (PENDING, RUNNING) and job_id not in self._threads and not _owner_alive(record.owner):
-            record.status = FAILED
-            record.error = record.error or "interrupted: the training process ended before the job finished"
-        return record
+        return JobRecord.from_meta(meta)
 
     def ids(self) -> list[str]:
         return [name[len(JOB_PREFIX) :] for name in self.dataset.list_attachments(JOB_PREFIX)]
@@ -167,11 +193,27 @@ class JobStore:
 
     # -- threads -------------------------------------------------------------------------------
     def start(self, job_id: str, target: Any) -> None:
+        """Run ``target(stop_event)`` on a thread that holds the job's lease until it ends, however it ends."""
+        with self._lock:
+            self._reserve(job_id)  # normally taken already by save(pending)
+
+        def run(stop: threading.Event) -> None:
+            try:
+                target(stop)
+            finally:
+                with self._lock:
+                    self._release(job_id)
+
         stop = threading.Event()
-        thread = threading.Thread(target=target, args=(stop,), name=f"deep-memory-{job_id}", daemon=True)
+        thread = threading.Thread(target=run, args=(stop,), name=f"deep-memory-{job_id}", daemon=True)
         self._cancel[job_id] = stop
         self._threads[job_id] = thread
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:
+            with self._lock:
+                self._release(job_id)
+            raise
 
     def cancel(self, job_id: str) -> bool:
         stop = self._cancel.get(job_id)
