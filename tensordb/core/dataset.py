@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ..errors import (
+    LockedError,
     ReadOnlyError,
     SampleError,
     TensorDBError,
@@ -28,7 +32,30 @@ from .table import Table, unknown_tensor
 from .versions import Checkout, VersionStore
 
 DEFAULT_CHUNK_BYTES = 16 << 20
-_BRANCH_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+_BRANCH_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+@dataclass
+class _Batch:
+    """An open ``with ds:`` block: the thread that owns it and the snapshot it has built so far."""
+
+    thread: int
+    state: mf.DatasetState
+    depth: int = 0
+
+
+def _serialized(method: Method) -> Method:
+    """Run a write under the handle's write lock, after refusing a handle inherited through ``fork``."""
+
+    @functools.wraps(method)
+    def locked(self: Dataset, *args: Any, **kwargs: Any) -> Any:
+        self._refuse_forked_writer()
+        with self._write_lock:
+            return method(self, *args, **kwargs)
+
+    return locked  # type: ignore[return-value]
 
 
 class Dataset(Table):
@@ -45,12 +72,22 @@ class Dataset(Table):
         self._versions = VersionStore(store)
         self._reader = reader or ChunkReader(store)
         self._lock = lock
+        self._opened_by_pid = os.getpid()
         self._checkout = checkout
-        self._state = self._versions.state(checkout.state_key)
-        self._batch_depth = 0
-        self._batch_start: tuple[mf.DatasetState, str] | None = None
+        self._head = self._versions.state(checkout.state_key)
+        self._batch: _Batch | None = None
+        # Writes through one handle serialize on this lock; reads take no lock (snapshots are immutable).
+        self._write_lock = threading.RLock()
         self._chunks = ChunkWriter(store)
         self._root = self
+
+    @property
+    def _state(self) -> mf.DatasetState:
+        """The snapshot this thread sees: its own open batch, else the last published one."""
+        batch = self._batch
+        if batch is not None and batch.thread == threading.get_ident():
+            return batch.state
+        return self._head
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -90,9 +127,14 @@ class Dataset(Table):
     # -- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
         """Release the writer lock. Reading the snapshot stays possible."""
-        if self._lock is not None:
-            self._lock.release()
+        if self._lock is None:
+            return
+        if os.getpid() != self._opened_by_pid:
+            # A forked child shares its parent's lock: unlocking here would unlock the parent too.
             self._lock = None
+            return
+        self._lock.release()
+        self._lock = None
 
     def __del__(self) -> None:
         try:
@@ -101,38 +143,62 @@ class Dataset(Table):
             pass
 
     def __enter__(self) -> Dataset:
-        self._as_writable("start a batch")
-        if self._batch_depth == 0:
-            self._batch_start = self._state
-            self._chunks.written.clear()
-        self._batch_depth += 1
+        self._refuse_forked_writer()
+        self._write_lock.acquire()  # held until the block ends: other threads' writes wait for it
+        try:
+            self._as_writable("start a batch")
+            if self._batch is None:
+                self._batch = _Batch(threading.get_ident(), self._head)
+                self._chunks.written.clear()
+            self._batch.depth += 1
+        except BaseException:
+            self._write_lock.release()
+            raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._batch_depth -= 1
-        if self._batch_depth:
-            return
-        start, self._batch_start = self._batch_start, None
-        if exc_type is None:
-            try:
-                self._publish()
-                return
-            except BaseException:
-                if self._published_anyway():
-                    raise
-                self._state = start
-                self._chunks.discard()
-                raise
-        self._state = start
-        self._chunks.discard()
+        try:
+            batch = self._batch
+            batch.depth -= 1
+            if batch.depth == 0:
+                self._batch = None
+                self._end_batch(batch, commit=exc_type is None)
+        finally:
+            self._write_lock.release()
 
+    def _end_batch(self, batch: _Batch, commit: bool) -> None:
+        """Publish a finished batch whole, or discard it and the chunks it wrote."""
+        if not commit:
+            self._chunks.discard()
+            return
+        try:
+            self._publish(batch.state)
+        except BaseException:
+            if not self._published_anyway():
+                self._chunks.discard()
+            else:
+                self._head = batch.state
+            raise
+        self._head = batch.state
+
+    @_serialized
     def flush(self) -> None:
         """Inside ``with ds:``, make the writes so far durable now; outside, writes already are."""
-        if self._batch_depth:
-            self._publish()
-            self._batch_start = self._state
+        batch = self._batch
+        if batch is not None:
+            self._publish(batch.state)
+            self._head = batch.state
 
     # -- write machinery ------------------------------------------------------------------------
+    def _refuse_forked_writer(self) -> None:
+        if self._lock is not None and os.getpid() != self._opened_by_pid:
+            raise LockedError(
+                f"cannot write to {self.path}: this handle was opened for writing by process "
+                f"{self._opened_by_pid}, and this process ({os.getpid()}) inherited it through fork; two "
+                f"processes would then write under one lock. Open the dataset again in this process "
+                f"(after the parent closes it), or open it with read_only=True to read"
+            )
+
     def _as_writable(self, operation: str) -> Dataset:
         if self._checkout.detached:
             raise ReadOnlyError(
@@ -141,12 +207,15 @@ class Dataset(Table):
             )
         if self._lock is None:
             raise ReadOnlyError(f"cannot {operation}: {self.path} is open read-only")
+        self._refuse_forked_writer()
         return self
 
+    @_serialized
     def _apply(self, operation: str, change: Callable[[mf.DatasetState], mf.DatasetState]) -> None:
         """Run one public write: compute the new snapshot, then make it visible atomically."""
         self._as_writable(operation)
-        before = self._state
+        batch = self._batch
+        before = batch.state if batch is not None else self._head
         mark = len(self._chunks.written)
         new = before
         try:
@@ -156,14 +225,15 @@ class Dataset(Table):
                 self._chunks.wait()
             # Readers sharing this handle see the new snapshot only once its chunks (and,
             # outside a batch, its refs) are on disk: never a chunk still being written.
-            if self._batch_depth == 0:
-                self._publish(new)
-            self._state = new
+            if batch is not None:
+                batch.state = new
+                return
+            self._publish(new)
+            self._head = new
         except BaseException:
-            if self._batch_depth == 0 and self._published_anyway():
-                self._state = new
+            if batch is None and self._published_anyway():
+                self._head = new
                 raise  # the new refs reached the disk: keep them and their chunks
-            self._state = before
             self._chunks.discard(mark)
             raise
 
@@ -179,8 +249,8 @@ class Dataset(Table):
         self._chunks.written.clear()
         return True
 
-    def _publish(self, state: mf.DatasetState | None = None) -> None:
-        key = self._versions.put_state(self._state if state is None else state)
+    def _publish(self, state: mf.DatasetState) -> None:
+        key = self._versions.put_state(state)
         refs = self._versions.refs()
         refs[self.branch] = mf.BranchRef(self._checkout.commit, key)
         self._versions.publish_refs(refs)
@@ -188,6 +258,7 @@ class Dataset(Table):
         self._chunks.written.clear()
 
     # -- schema ---------------------------------------------------------------------------------
+    @_serialized
     def create_tensor(
         self,
         name: str,
@@ -226,6 +297,7 @@ class Dataset(Table):
         self._apply(f"create tensor {name!r}", change)
         return self._tensor(name)
 
+    @_serialized
     def delete_tensor(self, name: str) -> None:
         """Remove a tensor from the working state (committed versions keep it)."""
         self._tensor_state(name)
@@ -235,12 +307,14 @@ class Dataset(Table):
         )
 
     # -- row writes -----------------------------------------------------------------------------
+    @_serialized
     def append(self, row: Mapping[str, Any]) -> None:
         """Add one row: a value for every tensor."""
         if not isinstance(row, Mapping):
             raise SampleError(f"append expects a dict of tensor name to value, got {type(row).__name__}")
         self._extend_tensors({k: [v] for k, v in row.items()}, require_all=True)
 
+    @_serialized
     def extend(self, rows: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
         """Add rows: a dict of tensor name to values (all tensors), or a list of row dicts."""
         if isinstance(rows, Sequence) and not isinstance(rows, (str, bytes)):
@@ -253,6 +327,7 @@ class Dataset(Table):
             raise SampleError(f"extend expects a dict of tensor name to values, got {type(rows).__name__}")
         self._extend_tensors(rows, require_all=True)
 
+    @_serialized
     def _extend_tensors(self, columns: Mapping[str, Any], require_all: bool) -> None:
         known = list(self._state.tensors)
         for name in columns:
@@ -289,6 +364,7 @@ class Dataset(Table):
 
         self._apply("extend", change)
 
+    @_serialized
     def _update_tensor(self, name: str, rows: np.ndarray, values: Any) -> None:
         change = self._update_change(name, rows, values)
         if len(rows):
@@ -322,6 +398,7 @@ class Dataset(Table):
 
         return change
 
+    @_serialized
     def update(self, index: Any, values: Mapping[str, Any]) -> None:
         """Replace the rows at ``index`` in several tensors at once (one atomic step)."""
         rows, single = normalize_index(index, len(self), "dataset")
@@ -338,6 +415,7 @@ class Dataset(Table):
         if len(rows) and changes:
             self._apply("update", change)
 
+    @_serialized
     def pop(self, index: int | Sequence[int] | None = None) -> None:
         """Delete rows from every tensor (the last row when ``index`` is None)."""
         self._as_writable("pop")
@@ -362,10 +440,11 @@ class Dataset(Table):
     delete = pop
 
     # -- versions -------------------------------------------------------------------------------
+    @_serialized
     def commit(self, message: str = "") -> str:
         """Record the working state as an immutable commit; returns its id."""
         self._as_writable("commit")
-        if self._batch_depth:
+        if self._batch is not None:
             raise VersionError("commit inside a 'with ds:' block is not allowed; commit after the block")
         record = self._versions.new_commit(self._checkout.commit, self.branch, str(message), self._checkout.state_key)
         refs = self._versions.refs()
@@ -386,13 +465,14 @@ class Dataset(Table):
         except TensorDBError:
             return False
 
+    @_serialized
     def checkout(self, address: str, create: bool = False) -> str | None:
         """Switch to a branch or commit; ``create=True`` starts a new branch from the current state."""
-        if self._batch_depth:
+        if self._batch is not None:
             raise VersionError("checkout inside a 'with ds:' block is not allowed")
         if create:
             self._as_writable(f"create branch {address!r}")
-            if not isinstance(address, str) or not _BRANCH_NAME.match(address):
+            if not isinstance(address, str) or not _BRANCH_NAME.fullmatch(address):
                 raise VersionError(f"invalid branch name {address!r}: use letters, digits, '_', '.', '-'")
             refs = self._versions.refs()
             if address in refs:
@@ -406,8 +486,9 @@ class Dataset(Table):
                 raise
             self._checkout = Checkout(address, self._checkout.commit, self._checkout.state_key)
         else:
-            self._checkout = self._versions.resolve(address)
-            self._state = self._versions.state(self._checkout.state_key)
+            checkout = self._versions.resolve(address)
+            head = self._versions.state(checkout.state_key)
+            self._checkout, self._head = checkout, head
         return self.commit_id
 
     def log(self, show: bool = True) -> list[dict[str, Any]]:
@@ -440,6 +521,7 @@ class Dataset(Table):
         }
 
     # -- attachments: named side records (e.g. trained models) kept beside the versions ------
+    @_serialized
     def put_attachment(
         self, name: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None
     ) -> None:
@@ -454,6 +536,7 @@ class Dataset(Table):
     def list_attachments(self, prefix: str = "") -> list[str]:
         return attachments.names(self._store, prefix)
 
+    @_serialized
     def delete_attachment(self, name: str) -> None:
         self._as_writable(f"delete attachment {name!r}")
         attachments.delete(self._store, name)
@@ -463,7 +546,11 @@ class Dataset(Table):
         """Check every file's checksum and structure; returns a report listing every problem."""
         return maintenance.verify(self._store)
 
+    @_serialized
     def vacuum(self, grace_seconds: float = 3600.0) -> int:
         """Remove files no version uses (older than ``grace_seconds``); returns how many."""
         self._as_writable("vacuum")
+        if self._batch is not None:
+            # The batch's chunks are referenced by no published version yet: vacuum would delete them.
+            raise VersionError("vacuum inside a 'with ds:' block is not allowed; vacuum after the block")
         return maintenance.vacuum(self._store, grace_seconds)
