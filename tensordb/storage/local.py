@@ -286,7 +286,7 @@ class LocalStore(Store):
 
     def acquire_writer_lock(self, timeout: float = 0.0, create: bool = True) -> _FileLock:
         if not create and not os.path.isdir(self.root):
-            raise StorageError(f"{self.url}: the directory does not exist; not creating it")
+            raise StorageError(f"{self.url}: the directory does not exist (or is not a directory); not creating it")
         try:
             self._make_dirs(self.root)
         except OSError as e:
