@@ -2,6 +2,11 @@
 
 Chunks are immutable, so a decoded chunk can be cached by its key for as long
 as memory allows, and a chunk verified once need not be verified again.
+
+Every read names the :class:`TensorState` it reads for, and the chunk must be
+the one that state references: its header checksum (which covers every buffer
+checksum), row count and file size are compared with the reference, so a
+genuine chunk file copied over another is ``DataCorruptionError``, never wrong rows.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 from ..errors import DataCorruptionError, KeyNotFoundError, TensorDBError
 from ..format import chunk as chunkfmt
 from ..format import envelope
-from ..format.manifest import CHUNK_PREFIX, TensorMeta, TensorState
+from ..format.manifest import CHUNK_PREFIX, ChunkRef, TensorMeta, TensorState
 from ..storage import Store
 from .htypes import ENCODING, EncodedRows
 
@@ -31,66 +36,101 @@ def chunk_label(meta: TensorMeta, key: str) -> str:
     return f"tensor {meta.name!r}, chunk {key!r}"
 
 
+def check_reference(ref: ChunkRef, what: str, nrows: int, checksum: int, nbytes: int | None = None) -> None:
+    """Raise ``DataCorruptionError`` unless a chunk with these header facts is the one ``ref`` names."""
+    if nrows != ref.nrows or (ref.checksum is not None and checksum != ref.checksum):
+        expected = "" if ref.checksum is None else f", header checksum {ref.checksum:#018x}"
+        raise DataCorruptionError(
+            f"{what}: the chunk file is not the one the manifest names: it holds {nrows} rows, header checksum "
+            f"{checksum:#018x}; the manifest says {ref.nrows} rows{expected} (a chunk copied over another?)"
+        )
+    if nbytes is not None and nbytes != ref.nbytes:
+        raise DataCorruptionError(f"{what}: file is {nbytes} bytes, manifest says {ref.nbytes}")
+
+
 class ChunkReader:
     """Decodes chunks from a store, caching them by key (thread-safe LRU)."""
 
     def __init__(self, store: Store, cache_bytes: int = DEFAULT_CACHE_BYTES):
         self.store = store
         self.cache_bytes = cache_bytes
-        self._cache: OrderedDict[str, tuple[chunkfmt.Chunk, int]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[chunkfmt.Chunk, int, int, int]] = OrderedDict()
         self._used = 0
         self._verified: set[str] = set()
         self._lock = threading.Lock()
 
-    def chunk(self, meta: TensorMeta, key: str) -> chunkfmt.Chunk:
-        """The decoded, verified chunk ``key`` of tensor ``meta``."""
+    def chunk(self, state: TensorState, key: str) -> chunkfmt.Chunk:
+        """The decoded, verified chunk ``key`` of the tensor ``state``, checked against the state's reference."""
+        ref = state.reference(key)
+        what = chunk_label(state.meta, key)
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
-                return hit[0]
-        what = chunk_label(meta, key)
+        if hit is not None:
+            decoded, _, checksum, nbytes = hit
+        else:
+            decoded, checksum, nbytes = self._load(key, what)
+        check_reference(ref, what, decoded.nrows, checksum, nbytes)
+        return decoded
+
+    def _load(self, key: str, what: str) -> tuple[chunkfmt.Chunk, int, int]:
         try:
             data = self.store.map(key)
         except KeyNotFoundError:
             raise DataCorruptionError(f"{what}: chunk file is missing") from None
         decoded = chunkfmt.decode_chunk(data, what, verify=key not in self._verified)
+        checksum = envelope.header_checksum(data)
         # A memory map costs page cache, not heap: count it lightly so hot chunks stay mapped.
         size = len(data) // 8 + 1 if isinstance(data.obj, mmap.mmap) else len(data)
         with self._lock:
             self._verified.add(key)
             if key not in self._cache:
-                self._cache[key] = (decoded, size)
+                self._cache[key] = (decoded, size, checksum, len(data))
                 self._used += size
                 while self._used > self.cache_bytes and len(self._cache) > 1:
-                    _, (_, old) = self._cache.popitem(last=False)
+                    _, (_, old, _, _) = self._cache.popitem(last=False)
                     self._used -= old
-        return decoded
+        return decoded, checksum, len(data)
 
-    def read_fixed_into(self, meta: TensorMeta, key: str, out: np.ndarray) -> None:
-        """Read a fixed-layout chunk straight into ``out`` (one copy, then a checksum)."""
-        what = chunk_label(meta, key)
+    def read_fixed_into(self, state: TensorState, key: str, out: np.ndarray) -> None:
+        """Read a fixed-layout chunk of ``state`` straight into ``out`` (one copy, then a checksum)."""
+        ref = state.reference(key)
+        what = chunk_label(state.meta, key)
         try:
             header = envelope.read_header(_prefetching_reader(self.store, key), what, envelope.MAGIC_CHUNK)
         except KeyNotFoundError:
             raise DataCorruptionError(f"{what}: chunk file is missing") from None
-        ref = header.buffers.get("data")
+        nrows = header.meta.get("nrows")
+        check_reference(ref, what, nrows if type(nrows) is int else -1, header.checksum)
+        data = header.buffers.get("data")
         if (
             header.meta.get("kind") != chunkfmt.FIXED
-            or ref is None
-            or ref.codec is not None
-            or ref.nbytes != out.nbytes
+            or data is None
+            or data.codec is not None
+            or data.nbytes != out.nbytes
+            or header.meta.get("dtype") != out.dtype.str
+            or header.meta.get("shape") != list(out.shape[1:])
         ):
-            out[...] = self.chunk(meta, key).array
+            self._copy_decoded(state, key, out, what)
             return
         view = memoryview(out.reshape(-1).view(np.uint8))
         try:
-            self.store.read_into(key, ref.offset, view)
+            self.store.read_into(key, data.offset, view)
         except KeyNotFoundError:
             raise DataCorruptionError(f"{what}: chunk file is missing") from None
         except DataCorruptionError as e:  # a truncated file: say which tensor and chunk
             raise DataCorruptionError(f"{what}: {e}") from e
-        envelope.check_buffer(view, ref, what, "data")
+        envelope.check_buffer(view, data, what, "data")
+
+    def _copy_decoded(self, state: TensorState, key: str, out: np.ndarray, what: str) -> None:
+        """The slow path of ``read_fixed_into``: the chunk's rows must have exactly ``out``'s shape (no broadcast)."""
+        c = self.chunk(state, key)
+        array = getattr(c, "array", None)
+        if array is None or array.shape != out.shape or array.dtype != out.dtype:
+            got = "rows of varying shape" if array is None else f"shape {array.shape}, dtype {array.dtype}"
+            raise DataCorruptionError(f"{what}: chunk holds {got}, the manifest says {out.shape}, {out.dtype}")
+        out[...] = array
 
 
 def _prefetching_reader(store: Store, key: str, prefetch: int = 4096) -> Callable[[int, int], bytes]:
@@ -202,9 +242,9 @@ def encode_chunks(meta: TensorMeta, rows: EncodedRows) -> Iterator[tuple[envelop
         yield _encode_piece(meta, rows, start, stop), stop - start
 
 
-def chunk_items(reader: ChunkReader, meta: TensorMeta, key: str) -> EncodedRows:
+def chunk_items(reader: ChunkReader, state: TensorState, key: str) -> EncodedRows:
     """A chunk's rows as encoded items, so they can be spliced and written again."""
-    c = reader.chunk(meta, key)
+    c = reader.chunk(state, key)
     if isinstance(c, chunkfmt.FixedChunk):
         return EncodedRows(array=np.asarray(c.array))
     if isinstance(c, chunkfmt.RaggedChunk):
@@ -259,7 +299,7 @@ def read_rows(reader: ChunkReader, state: TensorState, rows: np.ndarray) -> Any:
     sorted_chunks = chunk_no[order]
     bounds = np.flatnonzero(np.diff(sorted_chunks)) + 1
     for group in np.split(order, bounds):
-        c = reader.chunk(meta, state.chunk_keys[int(chunk_no[group[0]])])
+        c = reader.chunk(state, state.chunk_keys[int(chunk_no[group[0]])])
         pieces.append((group, c.take(local[group])))
     if all(isinstance(v, np.ndarray) for _, v in pieces) and len({v.shape[1:] for _, v in pieces}) == 1:
         first = pieces[0][1]
@@ -282,9 +322,9 @@ def read_all_fixed(reader: ChunkReader, state: TensorState, threads: int = 4) ->
     jobs = [(k, int(a), int(b)) for k, a, b in zip(state.chunk_keys, starts[:-1], starts[1:]) if b > a]
     if len(jobs) <= 1 or threads <= 1:
         for key, a, b in jobs:
-            reader.read_fixed_into(meta, key, out[a:b])
+            reader.read_fixed_into(state, key, out[a:b])
         return out
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for f in [pool.submit(reader.read_fixed_into, meta, key, out[a:b]) for key, a, b in jobs]:
+        for f in [pool.submit(reader.read_fixed_into, state, key, out[a:b]) for key, a, b in jobs]:
             f.result()
     return out

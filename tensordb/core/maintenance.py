@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 
 from ..errors import TensorDBError
 from ..format import chunk as chunkfmt
+from ..format import envelope
 from ..format import manifest as mf
 from ..storage import LocalStore, Store
 from . import attachments
-from .chunk_io import chunk_label
+from .chunk_io import check_reference, chunk_label
 from .versions import VersionStore
 
 
@@ -64,6 +65,39 @@ def _reachable_states(versions: VersionStore, report: VerifyReport) -> dict[str,
     return states
 
 
+def _chunk_facts(store: Store, t: mf.TensorState, key: str, report: VerifyReport) -> tuple[int, int, int] | None:
+    """Check every checksum of chunk ``key``; its (rows, header checksum, file size), or None if damaged."""
+    what = chunk_label(t.meta, key)
+    try:
+        data = memoryview(store.get(key))
+        decoded = chunkfmt.decode_chunk(data, what)
+        report.files_checked += 1
+        return decoded.nrows, envelope.header_checksum(data), len(data)
+    except TensorDBError as e:
+        report.problems.append(f"{what}: {e}" if what not in str(e) else str(e))
+        return None
+
+
+def _verify_chunks(store: Store, states: list[mf.DatasetState], report: VerifyReport) -> None:
+    """Each chunk file is read once; each distinct reference to it must name its content, rows and size."""
+    facts: dict[str, tuple[int, int, int] | None] = {}
+    checked: set[mf.ChunkRef] = set()
+    for state in states:
+        for t in state.tensors.values():
+            for key in t.chunk_keys:
+                ref = t.reference(key)
+                if ref in checked:
+                    continue
+                checked.add(ref)
+                if key not in facts:
+                    facts[key] = _chunk_facts(store, t, key, report)
+                if facts[key] is not None:
+                    try:
+                        check_reference(ref, chunk_label(t.meta, key), *facts[key])
+                    except TensorDBError as e:
+                        report.problems.append(str(e))
+
+
 def verify(store: Store) -> VerifyReport:
     """Check the checksum and structure of every file that any branch or commit uses."""
     report = VerifyReport()
@@ -73,21 +107,7 @@ def verify(store: Store) -> VerifyReport:
         report.files_checked += 1
     except TensorDBError as e:
         report.problems.append(str(e))
-    seen: set[str] = set()
-    for state in _reachable_states(versions, report).values():
-        for t in state.tensors.values():
-            for key, nrows in zip(t.chunk_keys, t.chunk_rows):
-                if key in seen:
-                    continue
-                seen.add(key)
-                what = chunk_label(t.meta, key)
-                try:
-                    decoded = chunkfmt.decode_chunk(memoryview(store.get(key)), what)
-                    report.files_checked += 1
-                    if decoded.nrows != nrows:
-                        report.problems.append(f"{what}: holds {decoded.nrows} rows, manifest says {nrows}")
-                except TensorDBError as e:
-                    report.problems.append(f"{what}: {e}" if what not in str(e) else str(e))
+    _verify_chunks(store, list(_reachable_states(versions, report).values()), report)
     names = attachments.names(store)
     records = {}
     for name in names:

@@ -146,7 +146,7 @@ class TableSource:
             pieces = _pieces(t, group, self._chunk_starts(c)) if contiguous else None
             if pieces is not None and len(pieces) == 1:
                 key, lo, hi = pieces[0]
-                chunk = self._reader.chunk(t.meta, key)
+                chunk = self._reader.chunk(t, key)
                 keys[c] = (key, lo, hi)
                 if isinstance(chunk, chunkfmt.FixedChunk):
                     loaders[c] = lambda chunk=chunk, lo=lo, hi=hi: chunk.array[lo:hi]

@@ -92,7 +92,7 @@ def read_range(reader: ChunkReader, state: TensorState, lo: int, hi: int) -> Col
         if c_lo >= hi:
             break
         a, b = max(lo, c_lo) - c_lo, min(hi, c_hi) - c_lo
-        c = reader.chunk(state.meta, state.chunk_keys[k])
+        c = reader.chunk(state, state.chunk_keys[k])
         if isinstance(c, chunkfmt.FixedChunk):
             pieces.append(c.array[a:b])
         elif isinstance(c, chunkfmt.RaggedChunk):

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..format.envelope import Parts, parts_nbytes
+from ..format.envelope import Parts, header_checksum, parts_nbytes
 from ..format.manifest import TensorMeta, TensorState
 from .chunk_io import ChunkReader, chunk_items, concat_items, encode_chunks, locate, new_chunk_key, take_items
 from .htypes import EncodedRows
@@ -30,26 +30,46 @@ class ChunkSink(Protocol):
     def wait(self) -> None: ...
 
 
-def _write_rows(sink: ChunkSink, meta: TensorMeta, rows: EncodedRows) -> tuple[list[str], list[int], list[int]]:
-    keys, counts, sizes = [], [], []
+class _Refs:
+    """Chunk references being collected: keys, row counts, file sizes and header checksums."""
+
+    def __init__(self, state: TensorState | None = None, start: int = 0, stop: int | None = None):
+        picked = slice(start, stop)
+        self.keys = list(state.chunk_keys[picked]) if state else []
+        self.rows = list(state.chunk_rows[picked]) if state else []
+        self.nbytes = list(state.chunk_nbytes[picked]) if state else []
+        self.checksums = list(state.chunk_checksums[picked]) if state else []
+
+    def __iadd__(self, other: _Refs) -> _Refs:
+        self.keys += other.keys
+        self.rows += other.rows
+        self.nbytes += other.nbytes
+        self.checksums += other.checksums
+        return self
+
+    def state(self, meta: TensorMeta) -> TensorState:
+        return TensorState(meta, tuple(self.keys), tuple(self.rows), tuple(self.nbytes), tuple(self.checksums))
+
+
+def _write_rows(sink: ChunkSink, meta: TensorMeta, rows: EncodedRows) -> _Refs:
+    refs = _Refs()
     for data, nrows in encode_chunks(meta, rows):
         key = new_chunk_key()
         sink.put(key, data)
-        keys.append(key)
-        counts.append(nrows)
-        sizes.append(parts_nbytes(data))
-    return keys, counts, sizes
+        refs.keys.append(key)
+        refs.rows.append(nrows)
+        refs.nbytes.append(parts_nbytes(data))
+        refs.checksums.append(header_checksum(data[0]))
+    return refs
 
 
 def append(
     sink: ChunkSink, reader: ChunkReader, state: TensorState, meta: TensorMeta, rows: EncodedRows
 ) -> TensorState:
     """Add rows at the end; merges runs of small trailing chunks so append loops stay cheap."""
-    keys, counts, sizes = _write_rows(sink, meta, rows)
-    new = TensorState(
-        meta, state.chunk_keys + tuple(keys), state.chunk_rows + tuple(counts), state.chunk_nbytes + tuple(sizes)
-    )
-    return _merge_small_tail(sink, reader, new)
+    refs = _Refs(state)
+    refs += _write_rows(sink, meta, rows)
+    return _merge_small_tail(sink, reader, refs.state(meta))
 
 
 def _merge_small_tail(sink: ChunkSink, reader: ChunkReader, state: TensorState) -> TensorState:
@@ -61,14 +81,10 @@ def _merge_small_tail(sink: ChunkSink, reader: ChunkReader, state: TensorState) 
             break
         keys = state.chunk_keys[-MERGE_FANOUT:]
         sink.wait()  # the chunks to merge may have been written just now
-        merged = concat_items([chunk_items(reader, state.meta, k) for k in keys])
-        new_keys, counts, sizes = _write_rows(sink, state.meta, merged)
-        state = TensorState(
-            state.meta,
-            state.chunk_keys[:-MERGE_FANOUT] + tuple(new_keys),
-            state.chunk_rows[:-MERGE_FANOUT] + tuple(counts),
-            state.chunk_nbytes[:-MERGE_FANOUT] + tuple(sizes),
-        )
+        merged = concat_items([chunk_items(reader, state, k) for k in keys])
+        refs = _Refs(state, stop=-MERGE_FANOUT)
+        refs += _write_rows(sink, state.meta, merged)
+        state = refs.state(state.meta)
     return state
 
 
@@ -82,19 +98,15 @@ def _rewrite_chunks(
 ) -> TensorState:
     """Rewrite each chunk holding some of ``rows`` with ``edit(items, local rows, positions in rows)``."""
     chunk_no, local, _ = locate(state, rows)
-    keys, counts, sizes = list(state.chunk_keys), list(state.chunk_rows), list(state.chunk_nbytes)
-    replaced: dict[int, tuple[list[str], list[int], list[int]]] = {}
+    replaced: dict[int, _Refs] = {}
     for c in np.unique(chunk_no).tolist():
         positions = np.flatnonzero(chunk_no == c)
-        items = edit(chunk_items(reader, state.meta, keys[c]), local[positions], positions)
-        replaced[c] = _write_rows(sink, meta, items) if len(items) else ([], [], [])
-    out_keys, out_counts, out_sizes = [], [], []
-    for c in range(len(keys)):
-        k, n, b = replaced.get(c, ([keys[c]], [counts[c]], [sizes[c]]))
-        out_keys += k
-        out_counts += n
-        out_sizes += b
-    return TensorState(meta, tuple(out_keys), tuple(out_counts), tuple(out_sizes))
+        items = edit(chunk_items(reader, state, state.chunk_keys[c]), local[positions], positions)
+        replaced[c] = _write_rows(sink, meta, items) if len(items) else _Refs()
+    out = _Refs()
+    for c in range(len(state.chunk_keys)):
+        out += replaced[c] if c in replaced else _Refs(state, c, c + 1)
+    return out.state(meta)
 
 
 def update(

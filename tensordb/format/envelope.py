@@ -8,6 +8,8 @@ Layout (little-endian)::
 
 The header is a msgpack map; its ``buffers`` entry lists ``[name, offset,
 nbytes, xxh3-64, codec, raw_nbytes]`` with offsets relative to the payload start.
+The format version is per kind of file (``FORMAT_VERSIONS``), so one kind can
+move on while files of the others stay as an older release wrote them.
 Every byte of a file is covered by a checksum, so damage is always detected
 before data is used. msgpack and raw numbers only: nothing here can run code.
 """
@@ -25,10 +27,12 @@ import xxhash
 from ..errors import DataCorruptionError, FormatVersionError
 from . import codecs
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # chunks, refs, commits, the dataset marker, attachments
 ALIGN = 64
 PREFIX = struct.Struct("<4sHHIQ")
 MAX_HEADER_BYTES = 64 << 20
+#: The largest file a metadata-only envelope (state, commit, refs, marker) can be: its header, padded.
+MAX_RECORD_BYTES = (PREFIX.size + MAX_HEADER_BYTES + ALIGN - 1) // ALIGN * ALIGN
 
 MAGIC_CHUNK = b"TDBC"
 MAGIC_STATE = b"TDBS"
@@ -36,6 +40,15 @@ MAGIC_REFS = b"TDBR"
 MAGIC_COMMIT = b"TDBK"
 MAGIC_DATASET = b"TDBD"
 MAGIC_BLOB = b"TDBB"
+
+#: Kinds of file whose format moved on since version 1; a reader refuses versions newer than it knows.
+#: States 2: every chunk reference carries the chunk's header checksum (see ``manifest``).
+FORMAT_VERSIONS = {MAGIC_STATE: 2}
+
+
+def format_version(magic: bytes) -> int:
+    """The format version this tensordb writes (and reads up to) for files of kind ``magic``."""
+    return FORMAT_VERSIONS.get(magic, FORMAT_VERSION)
 
 
 def checksum(data: bytes | memoryview) -> int:
@@ -67,6 +80,7 @@ class Header:
     meta: dict[str, Any]
     buffers: dict[str, BufferRef]
     payload_start: int
+    checksum: int  # the header's XXH3-64: it covers every buffer checksum, so it names the whole content
 
 
 #: A file as the buffers that make it up, back to back (written without joining them).
@@ -101,7 +115,7 @@ def pack_parts(
         refs.append([name, offset, len(data), checksum(data), used_codec, raw_nbytes])
         offset = _align(offset + len(data))
     header = msgpack.packb({**meta, "buffers": refs}, use_bin_type=True)
-    prefix = PREFIX.pack(magic, FORMAT_VERSION, 0, len(header), checksum(header))
+    prefix = PREFIX.pack(magic, format_version(magic), 0, len(header), checksum(header))
     head_len = len(prefix) + len(header)
     parts: list[bytes | memoryview] = [prefix, header, b"\0" * (_align(head_len) - head_len)]
     for (_name, data, _c, _r), ref in zip(stored, refs):
@@ -115,6 +129,14 @@ def parts_nbytes(parts: Parts) -> int:
     return sum(len(p) for p in parts)
 
 
+def header_checksum(head: bytes | memoryview) -> int:
+    """The header checksum in a file's prefix; ``head`` is the file, or the first of its :data:`Parts`.
+
+    The header lists every buffer's checksum, so this one number identifies the file's content.
+    """
+    return PREFIX.unpack_from(head)[4]
+
+
 def read_header(read: Callable[[int, int], bytes], what: str, magic: bytes) -> Header:
     """Decode and verify the header, reading the file through ``read(start, length)``."""
     prefix = read(0, PREFIX.size)
@@ -123,9 +145,10 @@ def read_header(read: Callable[[int, int], bytes], what: str, magic: bytes) -> H
     got_magic, version, _flags, header_len, header_crc = PREFIX.unpack(prefix)
     if got_magic != magic:
         raise DataCorruptionError(f"{what}: not a tensordb {magic.decode()} file (magic {got_magic!r})")
-    if version > FORMAT_VERSION:
+    newest = format_version(magic)
+    if version > newest:
         raise FormatVersionError(
-            f"{what}: written by format version {version}; this tensordb reads up to {FORMAT_VERSION}"
+            f"{what}: written by format version {version}; this tensordb reads up to {newest}"
         )
     if version < 1 or _flags != 0:
         raise DataCorruptionError(f"{what}: invalid format version {version} or flags {_flags:#x} (file damaged)")
@@ -134,16 +157,45 @@ def read_header(read: Callable[[int, int], bytes], what: str, magic: bytes) -> H
     raw = read(PREFIX.size, header_len)
     if len(raw) != header_len or checksum(raw) != header_crc:
         raise DataCorruptionError(f"{what}: header checksum mismatch (file damaged or truncated)")
+    payload_start = _align(PREFIX.size + header_len)
     try:
         meta = msgpack.unpackb(raw, raw=False, strict_map_key=True)
-        payload_start = _align(PREFIX.size + header_len)
-        buffers = {
-            str(name): BufferRef(payload_start + int(off), int(n), int(crc), codec, int(raw_n))
-            for name, off, n, crc, codec, raw_n in meta.pop("buffers")
-        }
+        if not isinstance(meta, dict):
+            raise TypeError(f"header is a {type(meta).__name__}, not a map")
+        buffers = _buffer_refs(meta.pop("buffers"), payload_start)
     except Exception as e:  # malformed but checksum-valid header: a bug or a forged file
-        raise DataCorruptionError(f"{what}: header cannot be decoded: {e}") from e
-    return Header(got_magic, version, meta, buffers, payload_start)
+        raise DataCorruptionError(f"{what}: header cannot be decoded: {type(e).__name__}: {e}") from e
+    return Header(got_magic, version, meta, buffers, payload_start, header_crc)
+
+
+#: LZ4 cannot expand data more than about 255 times: a larger declared size is forged.
+MAX_EXPANSION = 256
+
+
+def _buffer_refs(entries: Any, payload_start: int) -> dict[str, BufferRef]:
+    """The header's buffer table, every field checked for type and range before anything is sized by it."""
+    if not isinstance(entries, list):
+        raise TypeError("the buffer table is not a list")
+    refs = {}
+    for entry in entries:
+        if not isinstance(entry, list) or len(entry) != 6:
+            raise TypeError(f"buffer entry {entry!r:.80} is not [name, offset, nbytes, crc, codec, raw_nbytes]")
+        name, offset, nbytes, crc, codec, raw_nbytes = entry
+        if not isinstance(name, str) or name in refs:
+            raise ValueError(f"buffer name {name!r:.80} is not a new string")
+        if not all(_is_uint(v) for v in (offset, nbytes, crc, raw_nbytes)):
+            raise ValueError(f"buffer {name!r}: offset, sizes and checksum must be non-negative integers")
+        if codec not in codecs.CODECS:
+            raise ValueError(f"buffer {name!r}: unknown codec {codec!r:.80}")
+        plausible = raw_nbytes == nbytes if codec is None else raw_nbytes <= MAX_EXPANSION * nbytes + ALIGN
+        if not plausible:
+            raise ValueError(f"buffer {name!r}: decoded size {raw_nbytes} is impossible for {nbytes} stored bytes")
+        refs[name] = BufferRef(payload_start + offset, nbytes, crc, codec, raw_nbytes)
+    return refs
+
+
+def _is_uint(value: Any) -> bool:
+    return type(value) is int and value >= 0
 
 
 def check_buffer(data: bytes | memoryview, ref: BufferRef, what: str, name: str) -> None:
@@ -161,6 +213,11 @@ def unpack(
 
     The header checksum is always verified.
     """
+    header, buffers = _unpack(data, what, magic, verify)
+    return header.meta, buffers
+
+
+def _unpack(data: bytes | memoryview, what: str, magic: bytes, verify: bool) -> tuple[Header, dict[str, memoryview]]:
     view = memoryview(data).cast("B")
     header = read_header(lambda s, n: bytes(view[s : s + n]), what, magic)
     if verify:
@@ -173,7 +230,7 @@ def unpack(
         elif len(stored) != ref.nbytes:
             raise DataCorruptionError(f"{what}: buffer {name!r} is truncated")
         buffers[name] = decode_buffer(stored, ref, what, name)
-    return header.meta, buffers
+    return header, buffers
 
 
 def _check_layout(view: memoryview, header: Header, what: str) -> None:
@@ -208,5 +265,10 @@ def pack_record(magic: bytes, record: Mapping[str, Any]) -> bytes:
 
 def unpack_record(data: bytes, what: str, magic: bytes) -> dict[str, Any]:
     """Decode a metadata-only envelope."""
-    meta, _ = unpack(data, what, magic)
-    return meta
+    return unpack_versioned_record(data, what, magic)[0]
+
+
+def unpack_versioned_record(data: bytes, what: str, magic: bytes) -> tuple[dict[str, Any], int]:
+    """Decode a metadata-only envelope; also returns the format version it was written in."""
+    header, _ = _unpack(data, what, magic, verify=True)
+    return header.meta, header.version

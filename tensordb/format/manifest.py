@@ -2,7 +2,9 @@
 
 * ``dataset``: the format marker written once at creation.
 * ``states/<id>``: an immutable snapshot: every tensor's metadata and its
-  ordered list of chunks with their row counts.
+  ordered list of chunk references: key, row count, file size and (from state
+  format 2) the chunk's header checksum, so a chunk file copied over another is
+  recognised as the wrong one.
 * ``commits/<id>``: an immutable commit record pointing at a state.
 * ``refs``: the only mutable file: each branch's head commit and working state.
   Replacing it (``Store.publish``) is the single atomic step of every write.
@@ -10,11 +12,16 @@
 
 from __future__ import annotations
 
+import datetime
+import functools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..errors import DataCorruptionError
-from . import envelope
+from . import codecs, envelope
 
 DATASET_KEY = "dataset"
 REFS_KEY = "refs"
@@ -54,31 +61,102 @@ class TensorMeta:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TensorMeta:
+        """A schema as a state stores it; every field is checked, since sizes are computed from it."""
         shape = d["shape"]
-        return cls(
-            name=str(d["name"]),
-            htype=str(d["htype"]),
-            dtype=d["dtype"],
-            shape=None if shape is None else tuple(shape),
-            compression=d["compression"],
-            chunk_bytes=int(d["chunk_bytes"]),
-            class_names=tuple(d.get("class_names", ())),
-            dim=d.get("dim"),
+        meta = cls(
+            name=_typed(d["name"], str, "name"),
+            htype=_typed(d["htype"], str, "htype"),
+            dtype=_typed(d["dtype"], (str, type(None)), "dtype"),
+            shape=None if shape is None else tuple(_dim(s) for s in _typed(shape, list, "shape")),
+            compression=codecs.validate(d["compression"]),
+            chunk_bytes=_count(d["chunk_bytes"], "chunk_bytes"),
+            class_names=tuple(_typed(n, str, "class name") for n in _typed(d.get("class_names", []), list, "classes")),
+            dim=None if d.get("dim") is None else _count(d["dim"], "dim"),
         )
+        if meta.dtype is not None:
+            numeric_dtype(meta.dtype)
+        return meta
+
+    def row_nbytes(self) -> int | None:
+        """Bytes of one row when every row has the same known shape and dtype, else ``None``."""
+        if self.dtype is None or self.shape is None or None in self.shape:
+            return None
+        return math.prod(self.shape) * numeric_dtype(self.dtype).itemsize
+
+
+def numeric_dtype(spec: Any) -> np.dtype:
+    """``spec`` as a plain numeric or bool numpy dtype (what chunks store); ``ValueError`` otherwise."""
+    if not isinstance(spec, str):
+        raise ValueError(f"dtype {spec!r:.80} is not a string")
+    try:
+        dtype = np.dtype(spec)
+    except (TypeError, ValueError, SyntaxError) as e:
+        raise ValueError(f"dtype {spec!r:.80} is not a numpy dtype: {e}") from None
+    if dtype.kind not in "biuf" or dtype.itemsize == 0:
+        raise ValueError(f"dtype {spec!r:.80} is not a numeric or bool dtype")
+    return dtype
+
+
+def _typed(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    if not isinstance(value, kind):
+        raise TypeError(f"{what} is {type(value).__name__} {value!r:.80}")
+    return value
+
+
+def _count(value: Any, what: str, minimum: int = 0) -> int:
+    """A non-negative integer field (bool is no integer here)."""
+    if type(value) is not int or value < minimum:
+        raise ValueError(f"{what} is {value!r:.80}, expected an integer >= {minimum}")
+    return value
+
+
+def _dim(value: Any) -> int | None:
+    return None if value is None else _count(value, "a shape dimension")
 
 
 @dataclass(frozen=True)
 class TensorState:
-    """One tensor in one snapshot: its schema and the chunks holding its rows, in order."""
+    """One tensor in one snapshot: its schema and the chunks holding its rows, in order.
+
+    ``chunk_checksums[i]`` is chunk ``i``'s header checksum, or ``None`` for a
+    reference written before states recorded it (state format 1); left empty, it
+    means ``None`` for every chunk.
+    """
 
     meta: TensorMeta
     chunk_keys: tuple[str, ...] = ()
     chunk_rows: tuple[int, ...] = ()
     chunk_nbytes: tuple[int, ...] = ()
+    chunk_checksums: tuple[int | None, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.chunk_checksums and self.chunk_keys:
+            object.__setattr__(self, "chunk_checksums", (None,) * len(self.chunk_keys))
+        if not len(self.chunk_keys) == len(self.chunk_rows) == len(self.chunk_nbytes) == len(self.chunk_checksums):
+            raise ValueError(f"tensor {self.meta.name!r}: chunk keys, row counts, sizes and checksums disagree")
 
     @property
     def nrows(self) -> int:
         return sum(self.chunk_rows)
+
+    def reference(self, key: str) -> ChunkRef:
+        """What this state says chunk ``key`` holds (``KeyError`` if it lists no such chunk)."""
+        return self._references[key]
+
+    @functools.cached_property
+    def _references(self) -> dict[str, ChunkRef]:
+        refs = zip(self.chunk_keys, self.chunk_rows, self.chunk_nbytes, self.chunk_checksums)
+        return {key: ChunkRef(key, rows, nbytes, crc) for key, rows, nbytes, crc in refs}
+
+
+@dataclass(frozen=True)
+class ChunkRef:
+    """A state's reference to one chunk: enough to recognise the file as the one it meant."""
+
+    key: str
+    nrows: int
+    nbytes: int
+    checksum: int | None  # the chunk's header checksum; None in states of format 1
 
 
 @dataclass(frozen=True)
@@ -120,6 +198,7 @@ def encode_state(state: DatasetState) -> bytes:
                 "chunk_keys": list(t.chunk_keys),
                 "chunk_rows": list(t.chunk_rows),
                 "chunk_nbytes": list(t.chunk_nbytes),
+                "chunk_checksums": list(t.chunk_checksums),
             }
             for t in state.tensors.values()
         ],
@@ -133,33 +212,75 @@ def _corrupt(what: str, e: Exception) -> DataCorruptionError:
 
 
 def decode_state(data: bytes, what: str) -> DatasetState:
-    record = envelope.unpack_record(data, what, envelope.MAGIC_STATE)
+    record, version = envelope.unpack_versioned_record(data, what, envelope.MAGIC_STATE)
     try:
         tensors = {}
-        for t in record["tensors"]:
-            meta = TensorMeta.from_dict(t["meta"])
-            keys = tuple(str(k) for k in t["chunk_keys"])
-            rows = tuple(int(r) for r in t["chunk_rows"])
-            sizes = tuple(int(n) for n in t["chunk_nbytes"])
-            if not len(keys) == len(rows) == len(sizes) or any(r <= 0 for r in rows):
-                raise ValueError(f"tensor {meta.name!r}: chunk list, row counts and sizes disagree")
-            if any(not k.startswith(CHUNK_PREFIX) or ".." in k for k in keys):
-                raise ValueError(f"tensor {meta.name!r}: chunk key outside {CHUNK_PREFIX!r}")
-            tensors[meta.name] = TensorState(meta, keys, rows, sizes)
-        return DatasetState(tensors, dict(record.get("info", {})))
+        for t in _typed(record["tensors"], list, "tensors"):
+            state = _tensor_state(_typed(t, dict, "a tensor entry"), with_checksums=version >= 2)
+            if state.meta.name in tensors:
+                raise ValueError(f"tensor {state.meta.name!r} is listed twice")
+            tensors[state.meta.name] = state
+        return DatasetState(tensors, dict(_typed(record.get("info", {}), dict, "info")))
     except (KeyError, TypeError, ValueError) as e:
         raise _corrupt(what, e) from e
+
+
+def _tensor_state(t: dict[str, Any], with_checksums: bool) -> TensorState:
+    meta = TensorMeta.from_dict(_typed(t["meta"], dict, "meta"))
+    where = f"tensor {meta.name!r}"
+    keys = tuple(_typed(k, str, f"{where}: a chunk key") for k in _typed(t["chunk_keys"], list, "chunk_keys"))
+    rows = tuple(_count(r, f"{where}: a chunk row count", 1) for r in _typed(t["chunk_rows"], list, "chunk_rows"))
+    sizes = tuple(_count(n, f"{where}: a chunk size") for n in _typed(t["chunk_nbytes"], list, "chunk_nbytes"))
+    crcs: tuple[int | None, ...] = (None,) * len(keys)
+    if with_checksums:
+        crcs = tuple(None if c is None else _count(c, f"{where}: a chunk checksum")
+                     for c in _typed(t["chunk_checksums"], list, "chunk_checksums"))
+    if not len(keys) == len(rows) == len(sizes) == len(crcs):
+        raise ValueError(f"{where}: chunk list, row counts, sizes and checksums disagree")
+    if any(not k.startswith(CHUNK_PREFIX) or ".." in k for k in keys):
+        raise ValueError(f"{where}: chunk key outside {CHUNK_PREFIX!r}")
+    _check_rows_fit(meta, keys, rows, sizes)
+    return TensorState(meta, keys, rows, sizes, crcs)
+
+
+def _check_rows_fit(meta: TensorMeta, keys: tuple[str, ...], rows: tuple[int, ...], sizes: tuple[int, ...]) -> None:
+    """Each chunk's declared rows must fit in its declared size, so no read sizes a buffer from a forged count.
+
+    Rows of a known shape take their bytes; any other row takes at least a byte (a
+    ragged shape entry or blob offset takes 8), except zero-size rows, of which a
+    chunk holds at most its target size. A compressed chunk expands at most
+    ``envelope.MAX_EXPANSION`` times.
+    """
+    row_nbytes = meta.row_nbytes()
+    expansion = 1 if meta.compression is None else envelope.MAX_EXPANSION
+    for key, nrows, nbytes in zip(keys, rows, sizes):
+        capacity = nbytes * expansion
+        if row_nbytes:
+            fits = nrows * row_nbytes <= capacity
+        else:
+            fits = nrows <= max(capacity, meta.chunk_bytes if row_nbytes == 0 else 0)
+        if not fits:
+            raise ValueError(f"tensor {meta.name!r}, chunk {key!r}: {nrows} rows cannot fit in {nbytes} bytes")
 
 
 def encode_commit(c: CommitRecord) -> bytes:
     return envelope.pack_record(envelope.MAGIC_COMMIT, c.__dict__)
 
 
+_MAX_TIME = datetime.datetime.max.replace(tzinfo=datetime.timezone.utc).timestamp() - 86400
+
+
 def decode_commit(data: bytes, what: str) -> CommitRecord:
     record = envelope.unpack_record(data, what, envelope.MAGIC_COMMIT)
     try:
-        return CommitRecord(**record)
-    except TypeError as e:
+        commit = CommitRecord(**record)
+        for name in ("id", "branch", "message", "state"):
+            _typed(getattr(commit, name), str, name)
+        _typed(commit.parent, (str, type(None)), "parent")
+        if type(commit.time) not in (int, float) or not 0 <= commit.time <= _MAX_TIME:
+            raise ValueError(f"time {commit.time!r:.80} is not a date")
+        return commit
+    except (TypeError, ValueError) as e:
         raise _corrupt(what, e) from e
 
 
@@ -171,7 +292,13 @@ def encode_refs(branches: dict[str, BranchRef]) -> bytes:
 def decode_refs(data: bytes, what: str) -> dict[str, BranchRef]:
     record = envelope.unpack_record(data, what, envelope.MAGIC_REFS)
     try:
-        return {str(n): BranchRef(b["head"], str(b["state"])) for n, b in record["branches"].items()}
+        refs = {}
+        for name, b in _typed(record["branches"], dict, "branches").items():
+            _typed(name, str, "a branch name")
+            _typed(b, dict, f"branch {name!r}")
+            head = _typed(b["head"], (str, type(None)), f"branch {name!r}: head")
+            refs[name] = BranchRef(head, _typed(b["state"], str, f"branch {name!r}: state"))
+        return refs
     except (KeyError, TypeError, AttributeError) as e:
         raise _corrupt(what, e) from e
 
@@ -181,4 +308,8 @@ def encode_dataset_marker(created: float) -> bytes:
 
 
 def decode_dataset_marker(data: bytes, what: str) -> dict[str, Any]:
-    return envelope.unpack_record(data, what, envelope.MAGIC_DATASET)
+    record = envelope.unpack_record(data, what, envelope.MAGIC_DATASET)
+    created = record.get("created")
+    if record.get("format") != "tensordb" or type(created) not in (int, float) or not math.isfinite(created):
+        raise DataCorruptionError(f"{what}: not a tensordb dataset marker: {record!r:.200}")
+    return record

@@ -173,8 +173,13 @@ def tensor_states(draw):
     n = draw(st.integers(0, 6))
     keys = tuple(f"chunks/{draw(st.uuids()).hex}" for _ in range(n))
     rows = tuple(draw(st.lists(st.integers(1, 10**6), min_size=n, max_size=n)))
-    sizes = tuple(draw(st.lists(st.integers(0, 10**9), min_size=n, max_size=n)))
-    return mf.TensorState(meta, keys, rows, sizes)
+    row_nbytes = meta.row_nbytes()
+    per_row = 1 if row_nbytes is None else row_nbytes
+    # a chunk's declared size holds its declared rows (zero-size rows: up to chunk_bytes of them)
+    rows = tuple(min(r, meta.chunk_bytes) for r in rows) if per_row == 0 else rows
+    sizes = tuple(r * per_row + draw(st.integers(0, 10**6)) for r in rows)
+    crcs = tuple(draw(st.lists(st.none() | st.integers(0, 2**64 - 1), min_size=n, max_size=n)))
+    return mf.TensorState(meta, keys, rows, sizes, crcs)
 
 
 @settings(max_examples=100, deadline=None)

@@ -106,7 +106,7 @@ def test_lz4_compresses():
 def test_future_format_version_raises():
     data = bytearray(envelope.pack(envelope.MAGIC_STATE, {"a": 1}))
     magic, version, flags, hlen, hcrc = envelope.PREFIX.unpack_from(data)
-    struct.pack_into("<H", data, 4, envelope.FORMAT_VERSION + 1)
+    struct.pack_into("<H", data, 4, envelope.format_version(envelope.MAGIC_STATE) + 1)
     with pytest.raises(FormatVersionError, match="format version"):
         envelope.unpack(bytes(data), "what", envelope.MAGIC_STATE)
     assert issubclass(FormatVersionError, DataCorruptionError)
