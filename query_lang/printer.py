@@ -8,7 +8,7 @@ import re
 from . import ast
 from .errors import TQLError
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 KEYWORDS = frozenset(
     "select from where order by asc desc limit offset as and or not in between like ilike "
     "is null true false array".split()
@@ -20,7 +20,7 @@ _PREC = {"OR": 1, "AND": 2, "NOT": 3, "CMP": 4, "+": 5, "-": 5, "*": 6, "/": 6, 
 
 def quote_name(name: str) -> str:
     """A name as it must be written in a query (double-quoted if needed)."""
-    if _IDENT.match(name) and name.lower() not in KEYWORDS:
+    if _IDENT.fullmatch(name) and name.lower() not in KEYWORDS:
         return name
     return '"' + name.replace('"', '""') + '"'
 

@@ -57,6 +57,10 @@ class SampleError(TensorDBError, ValueError):
     """A row does not fit its tensor: wrong type, shape, dtype or value."""
 
 
+class InvalidNameError(TensorDBError, ValueError):
+    """A tensor, branch, attachment or path name that tensordb cannot store or find again."""
+
+
 class IndexOutOfRangeError(TensorDBError, IndexError):
     """A row index lies outside the tensor or view."""
 

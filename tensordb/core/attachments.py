@@ -12,17 +12,19 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataCorruptionError
+from ..errors import DataCorruptionError, InvalidNameError
 from ..format import envelope
 from ..storage import Store
 
 PREFIX = "attachments/"
-_NAME = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-.]+)*$")
+_NAME = re.compile(r"[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-.]+)*")
 
 
 def _key(name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
-        raise ValueError(f"invalid attachment name {name!r}: use letters, digits, '_', '-', '/'")
+        raise InvalidNameError(
+            f"invalid attachment name {name!r}: expected letters, digits, '_', '-' and '/'-separated parts"
+        )
     return PREFIX + name
 
 

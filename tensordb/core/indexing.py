@@ -39,8 +39,10 @@ def normalize_index(index: Any, length: int, what: str) -> tuple[np.ndarray, boo
         if len(array) != length:
             raise IndexOutOfRangeError(f"{what}: bool mask has {len(array)} entries, expected {length}")
         return np.flatnonzero(array).astype(np.int64), False
-    rows = array.astype(np.int64)
-    if rows.size and (rows.min() < -length or rows.max() >= length):
-        bad = int(rows[(rows < -length) | (rows >= length)][0])
+    # Compared before any cast: 2**64 - 1 as uint64 would wrap to -1, the last row.
+    out_of_range = (array >= length) if array.dtype.kind == "u" else (array < -length) | (array >= length)
+    if array.size and out_of_range.any():
+        bad = int(array[out_of_range][0])
         raise IndexOutOfRangeError(f"{what}: index {bad} is out of range for {length} rows")
+    rows = array.astype(np.int64)
     return np.where(rows < 0, rows + length, rows), False
