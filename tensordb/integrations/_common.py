@@ -46,13 +46,6 @@ def field(key: str) -> ast.Expr:
     return ast.Index(ast.Column("metadata"), (key,))
 
 
-def id_in(ids: list[str]) -> ast.Expr:
-    """``id IN ('a', 'b', ...)`` (``FALSE`` for no ids)."""
-    if not ids:
-        return ast.Literal(False)
-    return ast.InList(ast.Column("id"), tuple(ast.Literal(str(i)) for i in ids))
-
-
 def all_of(terms: list[ast.Expr]) -> ast.Expr | None:
     """The AND of ``terms`` (``None`` when there are none)."""
     if not terms:

@@ -31,7 +31,7 @@ from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
 from ..errors import TensorDBError
 from ..vectorstore.vector_store import VectorStore
-from ._common import id_in, open_store, where_sql
+from ._common import open_store
 
 __all__ = ["TensorDB"]
 
@@ -84,7 +84,11 @@ class TensorDB(LangChainVectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        """Embed and add texts in one atomic step; an id already stored is replaced."""
+        """Embed and add texts in one atomic step; an id already stored is replaced (it keeps its row).
+
+        If any text fails (an embedding with NaN or the wrong dimension, metadata that is not
+        JSON, an id given twice), nothing is written and the stored documents stay as they were.
+        """
         texts = list(texts)
         if not texts:
             return []
@@ -94,15 +98,10 @@ class TensorDB(LangChainVectorStore):
             raise ValueError(f"got {len(ids)} ids for {len(texts)} texts")
         ids = [str(i) if i else str(uuid.uuid4()) for i in (ids or [None] * len(texts))]
         metadata = [dict(m or {}) for m in metadatas] if metadatas is not None else [{} for _ in texts]
-        vs = self.vectorstore
         embeddings = None
         if self._embedding is not None:
             embeddings = self._embedding.embed_documents(texts)
-        existing = vs._id_index()
-        replaced = [i for i in ids if i in existing]
-        if replaced:
-            vs.delete(ids=replaced)
-        return vs.add(text=texts, metadata=metadata, embedding=embeddings, id=ids)
+        return self.vectorstore.upsert(text=texts, metadata=metadata, embedding=embeddings, id=ids)
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         """Delete by ``ids`` (unknown ids are skipped), by ``filter=...``, or everything with ``delete_all=True``."""
@@ -114,26 +113,21 @@ class TensorDB(LangChainVectorStore):
         if not len(vs):
             return True
         if ids is not None:
-            index = vs._id_index()
-            ids = [i for i in ids if i in index]
-            if not ids:
-                return True
-        return vs.delete(ids=ids, filter=kwargs.get("filter") if ids is None else None)
+            return vs.delete(ids=list(ids), missing="skip")
+        return vs.delete(filter=kwargs["filter"])
 
     # -- reads ---------------------------------------------------------------------------------
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        """The stored documents with these ids, in the order asked (unknown ids are skipped)."""
+        """The stored documents with these ids: in the order asked, each id once, unknown ids skipped.
+
+        Looked up in the store's id index, so the cost grows with ``len(ids)``, not ``len(ids) × rows``.
+        """
         vs = self.vectorstore
         if not ids or not len(vs):
             return []
-        rows = vs._filtered_rows(where_sql(id_in(list(ids))))
-        view = vs.dataset[rows.tolist()]
-        found = {
-            i: Document(page_content=t or "", metadata=m or {}, id=i)
-            for t, m, i in zip(view.text.numpy(aslist=True), view.metadata.numpy(aslist=True),
-                               view.id.numpy(aslist=True))
-        }
-        return [found[i] for i in dict.fromkeys(ids) if i in found]
+        found = vs.get(ids=list(ids), missing="skip")
+        return [Document(page_content=t or "", metadata=m or {}, id=i)
+                for t, m, i in zip(found["text"], found["metadata"], found["id"], strict=True)]
 
     def _search(
         self,

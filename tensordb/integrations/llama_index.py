@@ -39,7 +39,7 @@ from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_
 from query_lang import ast
 
 from ..vectorstore.vector_store import VectorStore
-from ._common import all_of, field, id_in, open_store, where_sql
+from ._common import all_of, field, open_store, where_sql
 
 __all__ = ["LlamaIndexEmbeddingFunction", "TensorDBVectorStore", "metadata_filters_to_tql"]
 
@@ -223,7 +223,11 @@ class TensorDBVectorStore(BasePydanticVectorStore):
 
     # -- writes --------------------------------------------------------------------------------
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
-        """Add nodes (they must carry embeddings); nodes whose id is already stored are replaced."""
+        """Add nodes (they must carry embeddings); nodes whose id is already stored are replaced.
+
+        One atomic step: if any node fails (NaN or wrong-dimension embedding, metadata that is
+        not JSON, an id given twice), nothing is written and the stored nodes stay as they were.
+        """
         if not nodes:
             return []
         ids, texts, metadata, embeddings = [], [], [], []
@@ -233,11 +237,7 @@ class TensorDBVectorStore(BasePydanticVectorStore):
             texts.append(node.get_content(metadata_mode=MetadataMode.NONE))
             metadata.append(node_to_metadata_dict(node, remove_text=True, flat_metadata=self.flat_metadata))
             embeddings.append(embedding)
-        existing = self._vs._id_index()
-        replaced = [i for i in ids if i in existing]
-        if replaced:
-            self._vs.delete(ids=replaced)
-        self._vs.add(text=texts, metadata=metadata, embedding=embeddings, id=ids)
+        self._vs.upsert(text=texts, metadata=metadata, embedding=embeddings, id=ids)
         return ids
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
@@ -251,11 +251,13 @@ class TensorDBVectorStore(BasePydanticVectorStore):
         filters: MetadataFilters | None = None,
         **delete_kwargs: Any,
     ) -> None:
-        """Delete the nodes with these ids and/or matching these filters (both must hold)."""
+        """Delete the nodes with these ids and/or matching these filters (both must hold); unknown ids are skipped."""
         if node_ids is None and filters is None:
             raise ValueError("delete_nodes: give node_ids and/or filters (clear() deletes everything)")
-        if len(self._vs):
-            self._vs.delete(filter=self._filter(node_ids, None, filters))
+        ids = list(node_ids) if node_ids else None
+        where = self._filter(None, filters)
+        if len(self._vs) and (ids is not None or where is not None):
+            self._vs.delete(ids=ids, filter=where, missing="skip")
 
     def clear(self) -> None:
         """Delete every node."""
@@ -263,13 +265,14 @@ class TensorDBVectorStore(BasePydanticVectorStore):
 
     # -- reads ---------------------------------------------------------------------------------
     def get_nodes(self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None) -> list[BaseNode]:
-        """Stored nodes with these ids and/or matching these filters (all nodes when given neither)."""
+        """Stored nodes with these ids and/or matching these filters (all nodes when given neither).
+
+        With ``node_ids``: in the order asked, each id once, unknown ids skipped; otherwise in row order.
+        """
         if not len(self._vs):
             return []
-        rows = self._vs._filtered_rows(self._filter(node_ids, None, filters) or "TRUE")
-        view = self._vs.dataset[rows.tolist()]
-        columns = (view.text.numpy(aslist=True), view.metadata.numpy(aslist=True), view.id.numpy(aslist=True))
-        return [self._to_node(t, m, i) for t, m, i in zip(*columns)]
+        found = self._vs.get(ids=list(node_ids) if node_ids else None, filter=self._filter(None, filters))
+        return [self._to_node(t, m, i) for t, m, i in zip(found["text"], found["metadata"], found["id"], strict=True)]
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """Top ``similarity_top_k`` nodes for ``query.query_embedding``.
@@ -288,7 +291,10 @@ class TensorDBVectorStore(BasePydanticVectorStore):
             embedding=query.query_embedding,
             k=query.similarity_top_k,
             distance_metric=kwargs.get("distance_metric", self.distance_metric),
-            filter=self._filter(query.node_ids, query.doc_ids, query.filters),
+            filter=self._filter(query.doc_ids, query.filters),
+            # Empty id lists mean "no restriction": VectorStoreIndex.as_retriever passes node_ids=[] to stores
+            # that keep the text themselves.
+            ids=list(query.node_ids) if query.node_ids else None,
             deep_memory=bool(kwargs.get("deep_memory", False)),
             return_tensors=["text", "metadata", "id"],
         )
@@ -298,41 +304,32 @@ class TensorDBVectorStore(BasePydanticVectorStore):
     # -- helpers -------------------------------------------------------------------------------
     def _filter(
         self,
-        node_ids: Sequence[str] | None,
         doc_ids: Sequence[str] | None,
         filters: MetadataFilters | None,
     ) -> str | Callable[[dict[str, Any]], bool] | None:
-        """A TQL WHERE string for ids and filters, or a Python row predicate if TQL cannot express them."""
-        # Empty id lists mean "no restriction": VectorStoreIndex.as_retriever passes node_ids=[] to stores
-        # that keep the text themselves.
-        node_ids = list(node_ids) if node_ids else None
-        doc_ids = list(doc_ids) if doc_ids else None
+        """A TQL WHERE string for document ids and filters, or a Python row predicate if TQL cannot express them."""
+        doc_ids = list(doc_ids) if doc_ids else None  # empty: no restriction, as for node ids
         terms: list[ast.Expr] = []
-        if node_ids is not None:
-            terms.append(id_in(node_ids))
         if doc_ids is not None:
             terms.append(ast.InList(field("ref_doc_id"), tuple(ast.Literal(str(d)) for d in doc_ids)))
         if filters is not None and filters.filters:
             try:
                 terms.append(_filters_expr(filters))
             except _NeedsPython:
-                return self._python_predicate(node_ids, doc_ids, filters)
+                return self._python_predicate(doc_ids, filters)
         return where_sql(all_of(terms))
 
     @staticmethod
     def _python_predicate(
-        node_ids: Sequence[str] | None,
         doc_ids: Sequence[str] | None,
         filters: MetadataFilters,
     ) -> Callable[[dict[str, Any]], bool]:
-        ids = None if node_ids is None else set(node_ids)
         docs = None if doc_ids is None else set(doc_ids)
         matches = _python_filter(filters)
 
         def predicate(row: dict[str, Any]) -> bool:
             meta = row["metadata"] or {}
-            return ((ids is None or row["id"] in ids) and (docs is None or meta.get("ref_doc_id") in docs)
-                    and matches(meta))
+            return (docs is None or meta.get("ref_doc_id") in docs) and matches(meta)
 
         return predicate
 

@@ -350,22 +350,27 @@ class VectorStore:
         return_tensors: Sequence[str] | None = None,
         return_view: bool = False,
         deep_memory: bool = False,
+        ids: Sequence[str] | None = None,
         **_deeplake_compat: Any,
     ) -> dict[str, list] | Any:
         """Top-``k`` chunks for a query text, a query vector, or a whole TQL ``query``.
 
+        ``ids`` restricts a vector search to those chunks (unknown ids are skipped), ``filter``
+        to the matching ones; with both, to chunks in ``ids`` that match ``filter``.
         Returns ``{"text": [...], "metadata": [...], "id": [...], "score": [...]}``
         (``return_tensors`` picks the columns) or the result view with ``return_view``.
         """
         if len(self.dataset) == 0:
             raise TensorDBError("search on an empty vector store: add documents first")
         if query is not None:
-            if embedding_data is not None or embedding is not None or filter is not None:
-                raise SampleError("search: a TQL query cannot be combined with embedding_data, embedding or filter")
+            if embedding_data is not None or embedding is not None or filter is not None or ids is not None:
+                raise SampleError(
+                    "search: a TQL query cannot be combined with embedding_data, embedding, filter or ids"
+                )
             view = self.dataset.query(query)
         else:
             view = self._vector_search(
-                embedding_data, embedding_function, embedding, k, distance_metric, filter, deep_memory
+                embedding_data, embedding_function, embedding, k, distance_metric, filter, deep_memory, ids
             )
         if return_view:
             return view
@@ -375,7 +380,9 @@ class VectorStore:
             out["score"] = [float(s) for s in view.score.numpy()]
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in out.items()}
 
-    def _vector_search(self, embedding_data, embedding_function, embedding, k, distance_metric, filter, deep_memory):
+    def _vector_search(
+        self, embedding_data, embedding_function, embedding, k, distance_metric, filter, deep_memory, ids
+    ):
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise SampleError(f"search: k must be a positive integer, got {k!r} ({type(k).__name__})")
         k = int(k)
@@ -404,13 +411,19 @@ class VectorStore:
         column = ast.Column("embedding")
         args = (ast.Binary("-", column, array),) if difference else (column, array)
         score = ast.OrderKey(ast.Call(function, args), descending=similar)
-        if callable(filter):
-            rows = self.rows_where(filter)
-            target = self.dataset[rows]
-            where = None
-        else:
-            target, where = self.dataset, filters.where_expression(filter)
+        target, where = self._search_target(filter, ids)
         return target.query(ast.Query(select=(ast.Star(),), where=where, order_by=(score,), limit=k))
+
+    def _search_target(self, filter: Any, ids: Sequence[str] | None) -> tuple[Any, ast.Expr | None]:
+        """The table a vector search scans and the WHERE it applies there."""
+        if ids is None and not callable(filter):
+            return self.dataset, filters.where_expression(filter)
+        if ids is None:
+            return self.dataset[self.rows_where(filter)], None
+        rows = np.sort(self.rows_for_ids(ids, missing="skip"))
+        if callable(filter):
+            return self.dataset[rows[np.isin(rows, self.rows_where(filter))]], None
+        return self.dataset[rows], filters.where_expression(filter)
 
 
 def _take(values: Any, positions: list[int]) -> Any:
