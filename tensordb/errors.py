@@ -42,6 +42,10 @@ class DatasetExistsError(TensorDBError):
     """A dataset already exists where a new one was requested."""
 
 
+class ForeignFilesError(DatasetExistsError):
+    """The path holds files that are not part of a tensordb dataset: tensordb neither replaces nor deletes them."""
+
+
 class TensorNotFoundError(TensorDBError, KeyError):
     """An unknown tensor name was used."""
 

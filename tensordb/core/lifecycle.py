@@ -7,13 +7,34 @@ import time
 
 from tqdm.auto import tqdm
 
-from ..errors import DatasetExistsError, DatasetNotFoundError, KeyNotFoundError
+from ..errors import (
+    DatasetExistsError,
+    DatasetNotFoundError,
+    ForeignFilesError,
+    InvalidNameError,
+    KeyNotFoundError,
+    TensorDBError,
+)
+from ..format import envelope
 from ..format import manifest as mf
 from ..storage import Store, open_store
-from . import maintenance
+from . import attachments, maintenance
 from .dataset import Dataset
 from .maintenance import VerifyReport
 from .versions import DEFAULT_BRANCH, Checkout, VersionStore
+
+#: The top-level entries a dataset is made of; anything else in its folder belongs to someone else.
+OWN_ENTRIES = frozenset(
+    name.rstrip("/")
+    for name in (
+        mf.DATASET_KEY,
+        mf.REFS_KEY,
+        mf.CHUNK_PREFIX,
+        mf.STATE_PREFIX,
+        mf.COMMIT_PREFIX,
+        attachments.PREFIX,
+    )
+)
 
 
 def _split_address(path: str | Store) -> tuple[str | Store, str | None]:
@@ -33,14 +54,16 @@ def exists(path: str | Store) -> bool:
 
 
 def empty(path: str | Store, overwrite: bool = False, lock_timeout: float = 0.0) -> Dataset:
-    """Create a new, empty dataset at ``path`` (a directory or ``mem://name``)."""
-    store = open_store(path)
+    """Create a new, empty dataset at ``path`` (a directory or ``mem://name``).
+
+    ``overwrite=True`` replaces a tensordb dataset; a folder holding anything else is never touched.
+    """
+    store = _store_to_create(path)
+    _check_replaceable(store, overwrite)  # before locking: a folder that is not ours gets no LOCK file
     lock = store.acquire_writer_lock(lock_timeout)
     try:
+        _check_replaceable(store, overwrite)  # again under the lock: another creator may have been first
         if store.list():
-            if not overwrite and not _interrupted_creation(store):
-                kind = "a dataset" if store.exists(mf.DATASET_KEY) else "files"
-                raise DatasetExistsError(f"{store.url} already holds {kind}; pass overwrite=True to replace it")
             store.clear()
         _initialise(store)
         versions = VersionStore(store)
@@ -51,14 +74,40 @@ def empty(path: str | Store, overwrite: bool = False, lock_timeout: float = 0.0)
         raise
 
 
+def _store_to_create(path: str | Store) -> Store:
+    """The store for a new dataset; refuses a path that ``load`` would read as ``path@version``."""
+    location, address = _split_address(path)
+    if address is not None:
+        raise InvalidNameError(
+            f"cannot create a dataset at {path!r}: its last part holds '@', so opening it again would read "
+            f"{location!r} at version {address!r}; choose a path without '@' in its last part"
+        )
+    return open_store(path)
+
+
+def _check_replaceable(store: Store, overwrite: bool) -> None:
+    """Allow a new dataset only in an empty folder, over an interrupted creation, or over a dataset (``overwrite``)."""
+    found = store.entries()
+    foreign = [name for name in found if name not in OWN_ENTRIES]
+    if foreign:
+        shown = ", ".join(repr(name) for name in foreign[:5])
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        raise ForeignFilesError(
+            f"{store.url} holds {shown}{more}, which are not part of a tensordb dataset; a dataset is "
+            f"created only in an empty folder, and overwrite=True replaces only a tensordb dataset. "
+            f"Nothing was created or deleted: choose another path"
+        )
+    if found and store.list() and not overwrite and not _interrupted_creation(store):
+        kind = "a dataset" if store.exists(mf.DATASET_KEY) else "the files of a damaged or unfinished dataset"
+        raise DatasetExistsError(f"{store.url} already holds {kind}; pass overwrite=True to replace it")
+
+
 def _interrupted_creation(store: Store) -> bool:
     """Whether ``store`` holds only what an ``empty()`` that failed or crashed before its marker left.
 
     That is: no marker, and at most an empty first snapshot plus refs naming only it.
     Such leftovers hold no data, so creating the dataset again may replace them.
     """
-    from ..errors import TensorDBError
-
     keys = store.list()
     states = [k for k in keys if k.startswith(mf.STATE_PREFIX)]
     if store.exists(mf.DATASET_KEY) or len(states) > 1 or set(keys) - set(states) - {mf.REFS_KEY}:
@@ -88,15 +137,16 @@ def load(path: str | Store, read_only: bool = False, lock_timeout: float = 0.0) 
     location, address = _split_address(path)
     store = open_store(location)
     try:
-        mf.decode_dataset_marker(store.get(mf.DATASET_KEY), f"{store.url}/{mf.DATASET_KEY}")
+        marker = store.get(mf.DATASET_KEY, max_bytes=envelope.MAX_RECORD_BYTES)
     except KeyNotFoundError:
         raise DatasetNotFoundError(f"no tensordb dataset at {store.url!r}") from None
+    mf.decode_dataset_marker(marker, f"{store.url}/{mf.DATASET_KEY}")
     versions = VersionStore(store)
     # An old commit is read-only by nature: opening it takes no lock, even without read_only.
     checkout = versions.resolve(address or DEFAULT_BRANCH)
     if read_only or checkout.detached:
         return Dataset(store, checkout, None)
-    lock = store.acquire_writer_lock(lock_timeout)
+    lock = store.acquire_writer_lock(lock_timeout, create=False)
     try:
         # Resolved again under the lock: another writer may have moved the branch meanwhile.
         checkout = versions.resolve(address or DEFAULT_BRANCH)
@@ -114,17 +164,18 @@ def dataset(path: str | Store, read_only: bool = False, overwrite: bool = False,
     return load(path, read_only=read_only, lock_timeout=lock_timeout)
 
 
-def deepcopy(src: str, dest: str, overwrite: bool = False, progress: bool = True) -> Dataset:
+def deepcopy(src: str | Store, dest: str | Store, overwrite: bool = False, progress: bool = True) -> Dataset:
     """Copy a dataset with its whole history; returns the copy, open for writing."""
     source = open_store(_split_address(src)[0])
     if not source.exists(mf.DATASET_KEY):
-        raise DatasetNotFoundError(f"no tensordb dataset at {src!r}")
-    target = open_store(dest)
+        raise DatasetNotFoundError(f"no tensordb dataset at {source.url!r}")
+    target = _store_to_create(dest)
+    _refuse_overlap(source, target)
+    _check_replaceable(target, overwrite)
     lock = target.acquire_writer_lock()
     try:
+        _check_replaceable(target, overwrite)
         if target.list():
-            if not overwrite:
-                raise DatasetExistsError(f"{target.url} is not empty; pass overwrite=True to replace it")
             target.clear()
         # Refs are read first and written last, so the copy is one consistent version of the source.
         refs = source.get(mf.REFS_KEY)
@@ -138,6 +189,22 @@ def deepcopy(src: str, dest: str, overwrite: bool = False, progress: bool = True
     except BaseException:
         lock.release()
         raise
+
+
+def _refuse_overlap(source: Store, target: Store) -> None:
+    """A copy onto its source, or into or around it, would clear the source before reading it."""
+    a, b = _location(source), _location(target)
+    if a == b or b.startswith(a + "/") or a.startswith(b + "/"):
+        relation = "is" if a == b else "lies inside" if b.startswith(a + "/") else "contains"
+        raise InvalidNameError(
+            f"cannot deepcopy {source.url!r} to {target.url!r}: the target {relation} the source; "
+            f"copy to a path outside it"
+        )
+
+
+def _location(store: Store) -> str:
+    """Where a store's objects live, with symbolic links resolved for local paths."""
+    return store.url if "://" in store.url else os.path.realpath(store.url)
 
 
 def verify(path: str | Store) -> VerifyReport:

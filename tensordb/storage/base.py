@@ -109,7 +109,7 @@ class Store(ABC):
         """Whether some live holder, in this process or another, holds the lease ``name``."""
 
     def entries(self) -> list[str]:
-        """The top-level names in the store, sorted: tensordb's and any others, not the lock's own files."""
+        """The top-level names in the store, sorted: tensordb's and others, not the store's own (locks, temp files)."""
         return sorted({key.split("/", 1)[0] for key in self.list()})
 
     def modified_time(self, key: str) -> float:

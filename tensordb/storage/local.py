@@ -369,7 +369,8 @@ class LocalStore(Store):
             return []
         except OSError as e:
             raise StorageError(f"{self.url}: listing the directory failed: {e}") from e
-        return sorted(n for n in names if n not in _NOT_OBJECTS)
+        # Leftovers of interrupted writes are the store's own, like LOCK.
+        return sorted(n for n in names if n not in _NOT_OBJECTS and _TMP_MARK not in n)
 
     def clear(self) -> None:
         import shutil
