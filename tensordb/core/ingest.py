@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from .dataset import Dataset
 
 DEFAULT_BATCH_ROWS = 1_000
+DUPLICATE_POLICIES = ("skip", "error")
 _TENSORS = {"text": "text", "metadata": "json", "embedding": "embedding", "id": "id"}
 
 
@@ -78,6 +80,7 @@ def ingest_jsonl(
     batch_size: int = DEFAULT_BATCH_ROWS,
     overwrite: bool = False,
     progress: bool = True,
+    on_duplicate: str = "skip",
 ) -> Dataset:
     """Stream a JSONL file (one JSON object per line) into a dataset shaped like a VectorStore.
 
@@ -91,22 +94,30 @@ def ingest_jsonl(
     turns it off). An existing dataset of the same shape is appended to unless
     ``overwrite``. Each batch is durable once written, so a bad line stops the
     import with the batches before it kept. Returns the dataset, open for writing.
+
+    Ids are never stored twice. A line whose id is already stored, or came earlier
+    in the file, is skipped with one warning at the end (``on_duplicate="skip"``,
+    so rerunning an import that stopped at a bad line picks up where it stopped),
+    or stops the import with a ``SampleError`` (``on_duplicate="error"``).
     """
     from .lifecycle import dataset
 
     if batch_size < 1:
         raise ValueError(f"ingest_jsonl: batch_size must be >= 1, got {batch_size}")
+    if on_duplicate not in DUPLICATE_POLICIES:
+        raise ValueError(f"ingest_jsonl: on_duplicate must be one of {DUPLICATE_POLICIES}, got {on_duplicate!r}")
     ds = dataset(path, overwrite=overwrite)
     try:
         return _ingest(ds, os.fspath(jsonl_path), text_field, id_field, metadata_fields, embedding_function,
-                       embedding_field, batch_size, progress)
+                       embedding_field, batch_size, progress, on_duplicate)
     except BaseException:
         ds.close()  # release the writer lock now, not whenever the handle is collected
         raise
 
 
 def _ingest(ds: Dataset, source: str, text_field: str, id_field: str | None, metadata_fields: Sequence[str] | None,
-            embedding_function: Any, embedding_field: str | None, batch_size: int, progress: bool) -> Dataset:
+            embedding_function: Any, embedding_field: str | None, batch_size: int, progress: bool,
+            on_duplicate: str) -> Dataset:
     from ..vectorstore.embeddings import embed_documents
 
     with_embedding = embedding_function is not None or embedding_field is not None
@@ -114,6 +125,8 @@ def _ingest(ds: Dataset, source: str, text_field: str, id_field: str | None, met
     _prepare(ds, with_embedding)
     dim = ds.embedding.meta.dim if with_embedding else None
     batch: list[dict[str, Any]] = []
+    seen_ids = set(ds.id.numpy(aslist=True)) if len(ds) else set()
+    skipped: list[str] = []
 
     def flush() -> None:
         nonlocal dim
@@ -154,13 +167,29 @@ def _ingest(ds: Dataset, source: str, text_field: str, id_field: str | None, met
                 metadata = {k: v for k, v in record.items() if k not in reserved}
             else:
                 metadata = {k: record[k] for k in metadata_fields if k in record}
+            row_id = str(uuid.uuid4()) if row_id is None else str(row_id)
+            if row_id in seen_ids:
+                if on_duplicate == "error":
+                    raise SampleError(
+                        f"{source}, line {lineno}: id {row_id!r} is already stored or came earlier in the file; "
+                        f"ids must be unique (pass on_duplicate='skip' to skip such lines)"
+                    )
+                skipped.append(row_id)
+                continue
+            seen_ids.add(row_id)
             batch.append({
                 "text": text,
                 "metadata": metadata,
-                "id": str(uuid.uuid4()) if row_id is None else str(row_id),
+                "id": row_id,
                 "embedding": record.get(embedding_field) if embedding_field is not None else None,
             })
             if len(batch) >= batch_size:
                 flush()
         flush()
+    if skipped:
+        warnings.warn(
+            f"ingest_jsonl: skipped {len(skipped)} lines of {source} whose id was already stored or came earlier "
+            f"in the file (first: {skipped[:5]})",
+            stacklevel=3,
+        )
     return ds
