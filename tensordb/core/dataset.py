@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..errors import (
+    InvalidNameError,
     LockedError,
     ReadOnlyError,
     SampleError,
@@ -272,7 +273,9 @@ class Dataset(Table):
     ) -> Any:
         """Add an empty tensor. ``htype`` is one of generic, text, json, list, embedding, class_label, id."""
         if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
-            raise ValueError(f"tensor name {name!r} must be a Python identifier not starting with '_'")
+            raise InvalidNameError(
+                f"invalid tensor name {name!r}: expected a Python identifier not starting with '_'"
+            )
         if name in self._state.tensors:
             if exist_ok:
                 return self._tensor(name)
