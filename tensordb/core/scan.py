@@ -58,10 +58,12 @@ class TableSource:
 
     def __init__(self, table: Table):
         self._table = table
+        # One read of the snapshot: another thread may publish a new one while the query runs.
         self._state: DatasetState = table._state
         self._reader = table._reader
         self._base = table._selected_rows()
-        self._length = len(table)
+        rows = (t.nrows for t in self._state.tensors.values())
+        self._length = len(self._base) if self._base is not None else min(rows, default=0)
         self._virtual = table._virtual
         self._starts: dict[str, list[int]] = {}
         #: The dataset behind the table, for functions that need dataset-level records.
