@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..errors import DataCorruptionError, KeyNotFoundError, VersionError
+from ..format import envelope
 from ..format import manifest as mf
 from ..storage import Store
 
@@ -33,8 +34,9 @@ class VersionStore:
         self.store = store
 
     def _get(self, key: str, what: str) -> bytes:
+        """A record's bytes; a file larger than any record can be is damage, refused before it is read."""
         try:
-            return self.store.get(key)
+            return self.store.get(key, max_bytes=envelope.MAX_RECORD_BYTES)
         except KeyNotFoundError:
             raise DataCorruptionError(f"{self.store.url}: {what} is missing (file {key!r})") from None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 
 from ..errors import DataCorruptionError
 from . import envelope
+from .manifest import numeric_dtype
 
 FIXED = "fixed"
 RAGGED = "ragged"
@@ -74,12 +76,23 @@ def blob_lengths(blobs: Sequence[bytes | None]) -> np.ndarray:
     return np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
 
 
-def decode_blob(raw: bytes, encoding: str) -> Any:
-    """Turn one stored object back into its Python value."""
-    if encoding == "msgpack":
-        return msgpack.unpackb(raw, raw=False, strict_map_key=False)  # JSON allows int, float, bool, None keys
-    text = raw.decode("utf-8", "surrogatepass")  # text is encoded with surrogatepass too
-    return json.loads(text) if encoding == "json" else text
+ENCODINGS = ("utf8", "json", "msgpack")
+
+
+def decode_blob(raw: bytes, encoding: str, what: str = "blob chunk") -> Any:
+    """Turn one stored object back into its Python value; a row that cannot be decoded is corruption."""
+    try:
+        if encoding == "msgpack":
+            # JSON allows int, float, bool, None keys; tensordb writes no msgpack extension types
+            return msgpack.unpackb(raw, raw=False, strict_map_key=False, ext_hook=_no_ext)
+        text = raw.decode("utf-8", "surrogatepass")  # text is encoded with surrogatepass too
+        return json.loads(text) if encoding == "json" else text
+    except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as e:  # forged: too deep, bad bytes
+        raise DataCorruptionError(f"{what}: a row cannot be decoded: {type(e).__name__}: {e}"[:500]) from None
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} in a row")
 
 
 @dataclass
@@ -132,6 +145,7 @@ class BlobChunk:
     offsets: np.ndarray
     nulls: np.ndarray | None
     encoding: str
+    what: str = "blob chunk"  # how errors name the chunk
 
     @property
     def nrows(self) -> int:
@@ -144,49 +158,89 @@ class BlobChunk:
             if nulls is not None and nulls[i]:
                 out.append(None)
             else:
-                out.append(decode_blob(bytes(data[offsets[i] : offsets[i + 1]]), self.encoding))
+                out.append(decode_blob(bytes(data[offsets[i] : offsets[i + 1]]), self.encoding, self.what))
         return out
 
 
 Chunk = FixedChunk | RaggedChunk | BlobChunk
 
 
-def _array(buf: memoryview, dtype: Any, what: str, name: str) -> np.ndarray:
+def _array(buf: memoryview, dtype: Any, what: str, name: str, count: int | None = None) -> np.ndarray:
+    """Buffer ``name`` as a flat array; ``count`` items exactly, when given."""
     dtype = np.dtype(dtype)
-    if len(buf) % dtype.itemsize:
-        raise DataCorruptionError(f"{what}: buffer {name!r} size {len(buf)} is not a multiple of {dtype}")
+    if len(buf) % dtype.itemsize or (count is not None and len(buf) != count * dtype.itemsize):
+        expected = f"{count} x {dtype}" if count is not None else f"a multiple of {dtype}"
+        raise DataCorruptionError(f"{what}: buffer {name!r} holds {len(buf)} bytes, expected {expected}")
     return np.frombuffer(buf, dtype=dtype)
 
 
+def _buffer(buffers: dict[str, memoryview], name: str, what: str) -> memoryview:
+    if name not in buffers:
+        raise DataCorruptionError(f"{what}: chunk has no {name!r} buffer")
+    return buffers[name]
+
+
+def _count(value: Any, what: str, field: str) -> int:
+    if type(value) is not int or value < 0:
+        raise DataCorruptionError(f"{what}: chunk header field {field!r} is {value!r:.80}, expected an integer >= 0")
+    return value
+
+
 def decode_chunk(data: memoryview, what: str, verify: bool = True) -> Chunk:
-    """Decode a chunk file held in memory (or memory-mapped), verifying checksums unless told not to."""
+    """Decode a chunk file held in memory (or memory-mapped), verifying checksums unless told not to.
+
+    Every size the header declares is checked against the buffers before it sizes
+    anything, so a forged header with valid checksums gives ``DataCorruptionError``.
+    """
     meta, buffers = envelope.unpack(data, what, envelope.MAGIC_CHUNK, verify=verify)
+    kind, nrows = meta.get("kind"), _count(meta.get("nrows"), what, "nrows")
     try:
-        kind, nrows = meta["kind"], int(meta["nrows"])
         if kind == FIXED:
-            shape = tuple(int(s) for s in meta["shape"])
-            array = _array(buffers["data"], meta["dtype"], what, "data").reshape((nrows, *shape))
-            norms = buffers.get("l2_norms")
-            return FixedChunk(array, None if norms is None else _array(norms, np.float32, what, "l2_norms"))
+            return _decode_fixed(meta, buffers, nrows, what)
         if kind == RAGGED:
-            flat = _array(buffers["data"], meta["dtype"], what, "data")
-            shapes = _array(buffers["shapes"], np.int64, what, "shapes").reshape(nrows, int(meta["ndim"]))
-            offsets = np.zeros(nrows + 1, dtype=np.int64)
-            np.cumsum(np.prod(shapes, axis=1), out=offsets[1:])
-            if offsets[-1] != len(flat):
-                raise DataCorruptionError(f"{what}: shape table does not match the data length")
-            return RaggedChunk(flat, shapes, offsets)
+            return _decode_ragged(meta, buffers, nrows, what)
         if kind == BLOB:
-            offsets = _array(buffers["offsets"], np.uint64, what, "offsets").astype(np.int64)
-            nulls = buffers.get("nulls")
-            if len(offsets) != nrows + 1 or (nrows and offsets[-1] != len(buffers["data"])):
-                raise DataCorruptionError(f"{what}: offsets do not match the data length")
-            if nrows and np.any(np.diff(offsets) < 0):
-                raise DataCorruptionError(f"{what}: offsets are not ascending")
-            mask = None if nulls is None else _array(nulls, np.uint8, what, "nulls").astype(bool)
-            return BlobChunk(buffers["data"], offsets, mask, str(meta["encoding"]))
-    except DataCorruptionError:
-        raise
-    except (KeyError, ValueError, TypeError) as e:
+            return _decode_blob_chunk(meta, buffers, nrows, what)
+    except ValueError as e:  # a dtype that is no numeric dtype
         raise DataCorruptionError(f"{what}: chunk header is inconsistent: {e}") from e
-    raise DataCorruptionError(f"{what}: unknown chunk kind {kind!r}")
+    raise DataCorruptionError(f"{what}: unknown chunk kind {kind!r:.80}")
+
+
+def _decode_fixed(meta: dict[str, Any], buffers: dict[str, memoryview], nrows: int, what: str) -> FixedChunk:
+    dtype = numeric_dtype(meta.get("dtype"))
+    shape = meta.get("shape")
+    if not isinstance(shape, list):
+        raise DataCorruptionError(f"{what}: chunk row shape {shape!r:.80} is not a list")
+    shape = tuple(_count(s, what, "shape") for s in shape)
+    array = _array(_buffer(buffers, "data", what), dtype, what, "data", nrows * math.prod(shape))
+    norms = buffers.get("l2_norms")
+    return FixedChunk(
+        array.reshape((nrows, *shape)), None if norms is None else _array(norms, np.float32, what, "l2_norms", nrows)
+    )
+
+
+def _decode_ragged(meta: dict[str, Any], buffers: dict[str, memoryview], nrows: int, what: str) -> RaggedChunk:
+    flat = _array(_buffer(buffers, "data", what), numeric_dtype(meta.get("dtype")), what, "data")
+    ndim = _count(meta.get("ndim"), what, "ndim")
+    shapes = _array(_buffer(buffers, "shapes", what), np.int64, what, "shapes", nrows * ndim).reshape(nrows, ndim)
+    if np.any(shapes < 0):
+        raise DataCorruptionError(f"{what}: the shape table holds a negative dimension")
+    # float64 first: an int64 product of forged dimensions could overflow to a plausible size
+    if np.prod(shapes.astype(np.float64), axis=1).sum() != len(flat):
+        raise DataCorruptionError(f"{what}: shape table does not match the data length")
+    offsets = np.zeros(nrows + 1, dtype=np.int64)
+    np.cumsum(np.prod(shapes, axis=1), out=offsets[1:])
+    return RaggedChunk(flat, shapes, offsets)
+
+
+def _decode_blob_chunk(meta: dict[str, Any], buffers: dict[str, memoryview], nrows: int, what: str) -> BlobChunk:
+    encoding = meta.get("encoding")
+    if encoding not in ENCODINGS:
+        raise DataCorruptionError(f"{what}: unknown blob encoding {encoding!r:.80}")
+    data = _buffer(buffers, "data", what)
+    stored = _array(_buffer(buffers, "offsets", what), np.uint64, what, "offsets", nrows + 1)
+    if stored[0] != 0 or stored[-1] != len(data) or np.any(stored[1:] < stored[:-1]):
+        raise DataCorruptionError(f"{what}: offsets do not match the data length")
+    nulls = buffers.get("nulls")
+    mask = None if nulls is None else _array(nulls, np.uint8, what, "nulls", nrows).astype(bool)
+    return BlobChunk(data, stored.astype(np.int64), mask, encoding, what)
