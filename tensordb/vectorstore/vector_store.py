@@ -66,7 +66,7 @@ class VectorStore:
 
     def _ensure_tensors(self) -> None:
         ds = self.dataset
-        existing = set(ds._state.tensors)
+        existing = set(ds.tensors)
         if existing and not set(TENSORS) <= existing:
             raise TensorDBError(f"{ds.path} is not a vector store: it lacks tensors {sorted(set(TENSORS) - existing)}")
         if not existing:
@@ -376,8 +376,9 @@ class VectorStore:
             return view
         names = list(return_tensors) if return_tensors is not None else [t for t in DEFAULT_RETURN if t in view.tensors]
         out = {name: view[name].numpy(aslist=True) for name in names}
-        if "score" in view._virtual:
-            out["score"] = [float(s) for s in view.score.numpy()]
+        score = getattr(view, "score", None)  # the computed column of a vector search or a TQL query
+        if score is not None:
+            out["score"] = [float(s) for s in score.numpy()]
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in out.items()}
 
     def _vector_search(
