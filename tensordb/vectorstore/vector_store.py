@@ -160,8 +160,7 @@ class VectorStore:
             raise SampleError("upsert: give id, the ids of the chunks to add or replace")
         columns = self._new_rows("upsert", text, metadata, embedding_data, embedding, id, embedding_function)
         ids = columns["id"]
-        with self.dataset:
-            self._check_ids("upsert", ids)
+        with self.dataset:  # the id lookup and both writes are one step
             index = self._id_index()
             old = [position for position, doc_id in enumerate(ids) if doc_id in index]
             new = [position for position, doc_id in enumerate(ids) if doc_id not in index]
@@ -211,7 +210,6 @@ class VectorStore:
             raise SampleError(f"{what}: ids contain duplicates, e.g. {twice!r}; give each chunk once")
 
     def _check_new_ids(self, what: str, ids: list[str]) -> None:
-        self._check_ids(what, ids)
         index = self._id_index()
         taken = [i for i in ids if i in index]
         if taken:
