@@ -43,7 +43,7 @@ def get(store: Store, name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]
         for k, (dtype, shape) in record["arrays"].items():
             arrays[k] = np.frombuffer(buffers[k], dtype=np.dtype(dtype)).reshape(shape).copy()
         return dict(record["meta"]), arrays
-    except (KeyError, ValueError, TypeError) as e:
+    except (KeyError, ValueError, TypeError, AttributeError) as e:  # a forged layout table of any shape
         raise DataCorruptionError(f"{store.url}/{key}: attachment is malformed: {e}") from e
 
 

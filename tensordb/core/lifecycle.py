@@ -113,7 +113,7 @@ def _interrupted_creation(store: Store) -> bool:
     if store.exists(mf.DATASET_KEY) or len(states) > 1 or set(keys) - set(states) - {mf.REFS_KEY}:
         return False
     try:
-        if states and mf.decode_state(store.get(states[0]), states[0]).tensors:
+        if states and mf.decode_state(store.get(states[0], max_bytes=envelope.MAX_RECORD_BYTES), states[0]).tensors:
             return False
         if mf.REFS_KEY in keys:
             refs = VersionStore(store).refs()

@@ -65,16 +65,18 @@ def _decode_blob_range(c: chunkfmt.BlobChunk, lo: int, hi: int) -> list[Any]:
     starts = (offsets[lo:hi] - base).tolist()
     ends = (offsets[lo + 1 : hi + 1] - base).tolist()
     nulls = None if c.nulls is None or not c.nulls[lo:hi].any() else c.nulls[lo:hi].tolist()
-    if c.encoding == "utf8":
-        out: list[Any] = [raw[a:b].decode("utf-8", "surrogatepass") for a, b in zip(starts, ends)]
-    elif c.encoding == "msgpack" and nulls is None:
-        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(raw), 1 << 20))
-        unpacker.feed(raw)
-        out = list(unpacker)
-        if len(out) != hi - lo:  # cannot happen for well-formed chunks; be safe anyway
-            out = [chunkfmt.decode_blob(raw[a:b], c.encoding) for a, b in zip(starts, ends)]
-    else:
-        out = [None if nulls and nulls[i] else chunkfmt.decode_blob(raw[a:b], c.encoding)
+    out: list[Any] | None = None
+    try:
+        if c.encoding == "utf8":
+            out = [raw[a:b].decode("utf-8", "surrogatepass") for a, b in zip(starts, ends)]
+        elif c.encoding == "msgpack" and nulls is None:
+            unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(raw), 1 << 20))
+            unpacker.feed(raw)
+            out = list(unpacker)
+    except Exception:  # a forged row: the row-by-row path below names the chunk in its error
+        out = None
+    if out is None or len(out) != hi - lo:
+        out = [None if nulls and nulls[i] else chunkfmt.decode_blob(raw[a:b], c.encoding, c.what)
                for i, (a, b) in enumerate(zip(starts, ends))]
     if nulls is not None:
         out = [None if null else v for v, null in zip(out, nulls)]

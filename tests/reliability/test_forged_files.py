@@ -98,6 +98,26 @@ def test_deeply_nested_rows(ds_path, encoding, row):
     assert isinstance(err, DataCorruptionError) and key in str(err) and "tensor 'metadata'" in str(err), repr(err)
 
 
+@pytest.mark.parametrize("tensor, encoding, row", [("metadata", "msgpack", deep_msgpack(100_000)),
+                                                   ("text", "utf8", b"\xff\xfe not utf-8")],
+                         ids=["deep-msgpack", "invalid-utf8"])
+def test_forged_rows_through_the_pytorch_loader(ds_path, tensor, encoding, row):
+    key = first_chunk(ds_path, tensor)
+    nrows = decode(ds_path, key)[0]["nrows"]
+
+    def edit(meta, buffers):
+        parts = chunkfmt.encode_blobs([row] * nrows, encoding, None)
+        new_meta, new_buffers = envelope.unpack(b"".join(parts), "new", envelope.MAGIC_CHUNK)
+        meta.update(new_meta)
+        buffers.clear()
+        buffers.update({k: bytes(v) for k, v in new_buffers.items()})
+
+    forge_chunk(ds_path, key, edit)
+    loader = tensordb.load(ds_path, read_only=True).pytorch(tensors=[tensor], batch_size=8)
+    got, err = guarded(lambda: list(loader))
+    assert isinstance(err, DataCorruptionError) and key in str(err), repr(err)
+
+
 def test_a_deeply_nested_header(ds_path):
     key = first_chunk(ds_path, "text")
     # {"kind": [[[...]]], "buffers": []}: msgpack refuses to pack it, so the bytes are written by hand
@@ -264,8 +284,6 @@ def test_the_pristine_dataset_reads_back(pristine):
 
 
 # -- attachments -------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="core/attachments.get catches KeyError/ValueError/TypeError, not AttributeError (lead's fix)")
 @pytest.mark.parametrize("value", [[None], 5])
 def test_an_attachment_arrays_table_of_the_wrong_type(ds_path, value):
     key = "attachments/notes/readme"
