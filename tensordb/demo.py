@@ -226,7 +226,7 @@ def run(
         if not quiet:
             _print_hits(hits, say)
 
-        vector = vs._embed_queries([question])[0]
+        vector = vs.embed_queries([question])[0]
         array = ", ".join(f"{x:.6g}" for x in vector)
         tql = f"select * order by deepmemory_distance(embedding, ARRAY[{array}]) desc limit 3"
         shown = f"select * order by deepmemory_distance(embedding, ARRAY[{', '.join(array.split(', ')[:3])}, ...]) " \

@@ -5,20 +5,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import TensorDBError
 from . import jobs as jobmod
+from .corpus import DocumentCorpus
 from .jobs import JobRecord
 from .metrics import evaluate_rankings
 from .model import DeepMemoryModel
 from .relevance import check_relevance
 from .tql import jobs_of
-
-if TYPE_CHECKING:
-    from ..vectorstore.vector_store import VectorStore
+from .training import TrainingCancelled, train_model
 
 DEFAULT_TOP_K = (1, 3, 5, 10, 50, 100)
 #: How often a running job writes its progress into its record.
@@ -26,11 +25,11 @@ PROGRESS_EVERY_SECONDS = 1.0
 
 
 class DeepMemory:
-    """Deep Memory of one VectorStore: jobs persist inside its dataset."""
+    """Deep Memory of one document corpus (such as a VectorStore): jobs persist inside its dataset."""
 
-    def __init__(self, store: VectorStore):
-        self._vs = store
-        self._jobs = jobs_of(store.dataset)
+    def __init__(self, corpus: DocumentCorpus):
+        self._corpus = corpus
+        self._jobs = jobs_of(corpus.dataset)
 
     # -- training -------------------------------------------------------------------------------
     def train(
@@ -46,11 +45,11 @@ class DeepMemory:
         ``relevance[i]`` lists ``(id, score)`` pairs (score in [0, 1]) relevant to ``queries[i]``.
         Bad input raises before anything is written.
         """
-        ds = self._vs.dataset
-        ds._as_writable("train Deep Memory")
-        doc_ids, doc_embeddings = self._vs._corpus()
+        ds = self._corpus.dataset
+        ds.check_writable("train Deep Memory")
+        doc_ids, doc_embeddings = self._corpus.ids_and_embeddings()
         pairs = check_relevance(queries, relevance, set(doc_ids))
-        query_embeddings = self._vs._embed_queries(list(queries), embedding_function)
+        query_embeddings = self._corpus.embed_queries(list(queries), embedding_function)
         record = JobRecord(
             id=jobmod.new_job_id(), status=jobmod.PENDING, created=time.time(), commit_id=ds.commit_id,
             n_queries=len(queries),
@@ -74,8 +73,6 @@ class DeepMemory:
         seed: int,
         stop: threading.Event,
     ) -> None:
-        from .training import TrainingCancelled, train_model
-
         record.status, record.started = jobmod.RUNNING, time.time()
         last_save = 0.0
         try:
@@ -149,7 +146,7 @@ class DeepMemory:
         record = self._jobs.load(job_id)
         if record.status in (jobmod.PENDING, jobmod.RUNNING):
             raise TensorDBError(f"job {job_id!r} is {record.status}; cancel it and wait before deleting")
-        self._vs.dataset._as_writable("delete a Deep Memory job")
+        self._corpus.dataset.check_writable("delete a Deep Memory job")
         self._jobs.delete(job_id)
 
     def model(self) -> DeepMemoryModel | None:
@@ -170,9 +167,9 @@ class DeepMemory:
         model = self.model()
         if model is None:
             raise TensorDBError("no trained Deep Memory model: run vs.deep_memory.train(...) and wait for it first")
-        doc_ids, doc_embeddings = self._vs._corpus()
+        doc_ids, doc_embeddings = self._corpus.ids_and_embeddings()
         pairs = check_relevance(queries, relevance, set(doc_ids))
-        query_embeddings = self._vs._embed_queries(list(queries), embedding_function)
+        query_embeddings = self._corpus.embed_queries(list(queries), embedding_function)
         ks = sorted({int(k) for k in top_k} | {10})
         depth = max(ks)
         identity = DeepMemoryModel.identity(model.dim)

@@ -16,6 +16,7 @@ import numpy as np
 from query_lang import ast
 
 from ..core import Dataset, dataset, empty, load
+from ..deep_memory.api import DeepMemory
 from ..errors import SampleError, TensorDBError
 from . import filters
 from .embeddings import embed_documents, embed_queries
@@ -62,7 +63,7 @@ class VectorStore:
         if not read_only:
             self._ensure_tensors()
         self._id_rows: tuple[tuple[str, ...], dict[str, int]] | None = None
-        self._deep_memory = None
+        self._deep_memory: DeepMemory | None = None
 
     def _ensure_tensors(self) -> None:
         ds = self.dataset
@@ -78,11 +79,9 @@ class VectorStore:
 
     # -- properties ------------------------------------------------------------------------------
     @property
-    def deep_memory(self):
+    def deep_memory(self) -> DeepMemory:
         """Train, watch and evaluate Deep Memory models of this store."""
         if self._deep_memory is None:
-            from ..deep_memory.api import DeepMemory
-
             self._deep_memory = DeepMemory(self)
         return self._deep_memory
 
@@ -108,11 +107,12 @@ class VectorStore:
     def _dim(self) -> int | None:
         return self.dataset.embedding.meta.dim
 
-    def _embed_queries(self, queries: list[str], embedding_function: Any = None) -> np.ndarray:
-        return embed_queries(self._function(embedding_function), queries, self._dim())
+    def embed_queries(self, texts: Sequence[str], embedding_function: Any = None) -> np.ndarray:
+        """Query texts as a ``(len(texts), dim)`` float32 matrix, with ``embedding_function`` or the store's own."""
+        return embed_queries(self._function(embedding_function), list(texts), self._dim())
 
-    def _corpus(self) -> tuple[list[str], np.ndarray]:
-        """All ids and embeddings, in row order."""
+    def ids_and_embeddings(self) -> tuple[list[str], np.ndarray]:
+        """All ids and embeddings, in row order (the corpus Deep Memory trains on)."""
         if len(self.dataset) == 0:
             raise TensorDBError("the vector store is empty: add documents first")
         return self.dataset.id.numpy(aslist=True), self.dataset.embedding.numpy()
@@ -217,7 +217,7 @@ class VectorStore:
 
     def _id_index(self) -> dict[str, int]:
         """id → row, rebuilt only when the id tensor changed."""
-        keys = self.dataset._tensor_state("id").chunk_keys
+        keys = self.dataset.id.revision
         cached = self._id_rows
         if cached is None or cached[0] != keys:
             ids = self.dataset.id.numpy(aslist=True)
@@ -288,7 +288,7 @@ class VectorStore:
         if where is None:
             return np.arange(len(self.dataset), dtype=np.int64)
         view = self.dataset.query(ast.Query(select=(ast.Star(),), where=where))
-        return np.sort(np.asarray(view._selected_rows(), dtype=np.int64))
+        return np.sort(np.asarray(view.row_positions, dtype=np.int64))
 
     def get(
         self,
@@ -393,7 +393,7 @@ class VectorStore:
             if embedding_data is None:
                 raise SampleError("search: give embedding_data (text to embed), embedding, or query")
             text = embedding_data if isinstance(embedding_data, str) else embedding_data[0]
-            vector = self._embed_queries([text], embedding_function)[0]
+            vector = self.embed_queries([text], embedding_function)[0]
         else:
             vector = _query_vector(embedding, self._dim())
         if distance_metric == "cos" and not vector.any():

@@ -1,0 +1,68 @@
+"""Deep Memory over any document corpus (ids, embeddings, query embedder), not only a VectorStore."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import tensordb
+from tensordb import HashingEmbedding, VectorStore
+from tensordb.deep_memory.api import DeepMemory
+from tensordb.deep_memory.corpus import DocumentCorpus
+
+DIM = 16
+
+
+@dataclass
+class ArrayCorpus:
+    """A corpus that is just arrays beside a dataset: no VectorStore involved."""
+
+    dataset: tensordb.Dataset
+    ids: list[str]
+    embeddings: np.ndarray
+    queries: dict[str, np.ndarray]
+
+    def ids_and_embeddings(self) -> tuple[list[str], np.ndarray]:
+        return list(self.ids), self.embeddings
+
+    def embed_queries(self, texts: list[str], embedding_function: Any = None) -> np.ndarray:
+        return np.stack([self.queries[t] for t in texts])
+
+
+def _corpus() -> ArrayCorpus:
+    rng = np.random.default_rng(0)
+    docs = rng.standard_normal((40, DIM)).astype(np.float32)
+    ids = [f"d{i}" for i in range(40)]
+    queries = {f"q{i}": docs[i] + 0.1 * rng.standard_normal(DIM).astype(np.float32) for i in range(10)}
+    ds = tensordb.empty(f"mem://{uuid.uuid4().hex}", overwrite=True)
+    return ArrayCorpus(ds, ids, docs, queries)
+
+
+def test_an_array_corpus_satisfies_the_protocol() -> None:
+    assert isinstance(_corpus(), DocumentCorpus)
+
+
+def test_deep_memory_trains_and_evaluates_on_a_plain_corpus() -> None:
+    corpus = _corpus()
+    dm = DeepMemory(corpus)
+    queries = [f"q{i}" for i in range(10)]
+    relevance = [[(f"d{i}", 1.0)] for i in range(10)]
+    job = dm.train(queries, relevance, max_seconds=5, seed=0)
+    assert dm.wait(job, timeout=60)["status"] == "completed"
+    out = dm.evaluate(queries, relevance, top_k=(1, 10), show=False)
+    assert set(out) == {"without model", "with model"}
+    assert out["without model"]["recall@10"] == 1.0
+
+
+def test_vector_store_embeds_queries_publicly_and_is_a_corpus() -> None:
+    vs = VectorStore(f"mem://{uuid.uuid4().hex}", embedding_function=HashingEmbedding(DIM), overwrite=True)
+    vs.add(text=["alpha beta", "gamma delta"], id=["a", "b"])
+    assert isinstance(vs, DocumentCorpus)
+    vectors = vs.embed_queries(["alpha beta"])
+    assert vectors.shape == (1, DIM)
+    ids, embeddings = vs.ids_and_embeddings()
+    assert ids == ["a", "b"]
+    np.testing.assert_allclose(vectors[0], embeddings[0], rtol=1e-6)
