@@ -125,7 +125,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     if args.limit < 0:
         raise TensorDBError(f"--limit must be >= 0, got {args.limit}")
     view = _open(args.path).query(args.tql)
-    names = view._column_names()
+    names = view.column_names()
     total = len(view)
     shown = view[: min(args.limit, total)] if total else view
     n = min(args.limit, total)

@@ -49,7 +49,7 @@ _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", "
 # -- export ----------------------------------------------------------------------------------------
 def _names(table: Table, tensors: Sequence[str] | str | None) -> list[str]:
     if tensors is None:
-        return table._column_names()
+        return table.column_names()
     return [tensors] if isinstance(tensors, str) else list(tensors)
 
 

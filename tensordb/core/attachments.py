@@ -7,7 +7,8 @@ checksummed envelope: JSON-like metadata plus raw numpy buffers, never pickle.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,23 +29,58 @@ def _key(name: str) -> str:
     return PREFIX + name
 
 
-def put(store: Store, name: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+@dataclass(frozen=True)
+class Attachment:
+    """One stored record: its metadata, its arrays, and the attachments it cannot be used without."""
+
+    meta: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    requires: tuple[str, ...] = ()
+
+
+def put(
+    store: Store, name: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], requires: Sequence[str] = ()
+) -> None:
+    """Atomically write attachment ``name``; ``requires`` names attachments that ``verify`` must find beside it."""
+    for needed in requires:
+        _key(needed)
     layout = {k: [np.asarray(a).dtype.str, list(np.asarray(a).shape)] for k, a in arrays.items()}
     buffers = {k: np.ascontiguousarray(a).reshape(-1).view(np.uint8) for k, a in arrays.items()}
-    data = envelope.pack(envelope.MAGIC_BLOB, {"meta": dict(meta), "arrays": layout}, buffers)
-    store.publish(_key(name), data)
+    header = {"meta": dict(meta), "arrays": layout, "requires": list(requires)}
+    store.publish(_key(name), envelope.pack(envelope.MAGIC_BLOB, header, buffers))
 
 
 def get(store: Store, name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The metadata and arrays of attachment ``name``."""
+    record = read(store, name)
+    return record.meta, record.arrays
+
+
+def read(store: Store, name: str) -> Attachment:
+    """Attachment ``name`` whole; records written before ``requires`` existed require nothing."""
     key = _key(name)
     record, buffers = envelope.unpack(store.get(key), f"{store.url}/{key}", envelope.MAGIC_BLOB)
     try:
         arrays = {}
         for k, (dtype, shape) in record["arrays"].items():
             arrays[k] = np.frombuffer(buffers[k], dtype=np.dtype(dtype)).reshape(shape).copy()
-        return dict(record["meta"]), arrays
+        requires = record.get("requires", [])
+        if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
+            raise TypeError(f"'requires' must be a list of attachment names, got {requires!r:.80}")
+        return Attachment(dict(record["meta"]), arrays, tuple(requires))
     except (KeyError, ValueError, TypeError, AttributeError) as e:  # a forged layout table of any shape
         raise DataCorruptionError(f"{store.url}/{key}: attachment is malformed: {e}") from e
+
+
+def missing_requirements(store: Store, records: Mapping[str, Attachment]) -> list[str]:
+    """Problems for ``verify``: attachments whose required attachments are absent."""
+    present = set(names(store))
+    return [
+        f"{store.url}: attachment {name!r} requires {needed!r}, which is missing (file '{PREFIX}{needed}')"
+        for name, record in sorted(records.items())
+        for needed in record.requires
+        if needed not in present
+    ]
 
 
 def names(store: Store, prefix: str = "") -> list[str]:

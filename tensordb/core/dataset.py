@@ -200,6 +200,10 @@ class Dataset(Table):
                 f"(after the parent closes it), or open it with read_only=True to read"
             )
 
+    def check_writable(self, operation: str) -> None:
+        """Raise ``ReadOnlyError`` (or ``LockedError`` after a fork) unless ``operation`` may write here."""
+        self._as_writable(operation)
+
     def _as_writable(self, operation: str) -> Dataset:
         if self._checkout.detached:
             raise ReadOnlyError(
@@ -526,11 +530,18 @@ class Dataset(Table):
     # -- attachments: named side records (e.g. trained models) kept beside the versions ------
     @_serialized
     def put_attachment(
-        self, name: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None
+        self,
+        name: str,
+        meta: Mapping[str, Any],
+        arrays: Mapping[str, np.ndarray] | None = None,
+        requires: Sequence[str] = (),
     ) -> None:
-        """Atomically store a named record of JSON-like ``meta`` and numpy ``arrays`` (no pickle)."""
+        """Atomically store a named record of JSON-like ``meta`` and numpy ``arrays`` (no pickle).
+
+        ``requires`` names attachments this record cannot be used without; ``verify`` reports any that is missing.
+        """
         self._as_writable(f"write attachment {name!r}")
-        attachments.put(self._store, name, meta, arrays or {})
+        attachments.put(self._store, name, meta, arrays or {}, requires)
 
     def get_attachment(self, name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Read a record stored with :meth:`put_attachment`; raises ``KeyNotFoundError`` if absent."""

@@ -112,13 +112,11 @@ def verify(store: Store) -> VerifyReport:
     records = {}
     for name in names:
         try:
-            records[name] = attachments.get(store, name)[0]
+            records[name] = attachments.read(store, name)
             report.files_checked += 1
         except TensorDBError as e:
             report.problems.append(f"attachment {name!r}: {e}")
-    from ..deep_memory.jobs import missing_models  # deep_memory builds on core: import late
-
-    report.problems += missing_models(store.url, records, set(names))
+    report.problems += attachments.missing_requirements(store, records)
     return report
 
 

@@ -103,8 +103,20 @@ class Table:
         self._tensor_state(name)
         return Tensor(self, name, self._selected_rows())
 
-    def _column_names(self) -> list[str]:
+    def column_names(self) -> list[str]:
+        """Tensor names, then computed columns (such as a query's ``score``), in order."""
         return list(self._state.tensors) + [v for v in self._virtual if v not in self._state.tensors]
+
+    @property
+    def row_positions(self) -> np.ndarray:
+        """The dataset row number of each row of this table, in order."""
+        rows = self._selected_rows()
+        return np.arange(len(self), dtype=np.int64) if rows is None else rows
+
+    @property
+    def virtual_columns(self) -> dict[str, Any]:
+        """Computed columns (such as a query's ``score``) by name: ndarrays or lists, one value per row."""
+        return dict(self._virtual)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):

@@ -36,6 +36,15 @@ class Tensor:
         return self._state.meta
 
     @property
+    def revision(self) -> tuple[str, ...]:
+        """Identifies the tensor's stored contents: it changes whenever a write changes them.
+
+        Chunks are immutable and every write gives the chunks it makes new keys, so the
+        chunk list names one exact content. Derived data (an id index) can be keyed by it.
+        """
+        return self._state.chunk_keys
+
+    @property
     def htype(self) -> str:
         return self.meta.htype
 

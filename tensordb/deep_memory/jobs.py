@@ -66,17 +66,6 @@ class JobRecord:
         return cls(**known)
 
 
-def missing_models(url: str, records: dict[str, dict[str, Any]], names: set[str]) -> list[str]:
-    """Problems for ``verify``: completed jobs (attachment name → meta) whose model attachment is absent."""
-    out = []
-    for name, meta in sorted(records.items()):
-        job_id = name[len(JOB_PREFIX) :]
-        if name.startswith(JOB_PREFIX) and meta.get("status") == COMPLETED and MODEL_PREFIX + job_id not in names:
-            out.append(f"{url}: Deep Memory job {job_id!r} is completed but its model file "
-                       f"'attachments/{MODEL_PREFIX}{job_id}' is missing")
-    return out
-
-
 def new_job_id() -> str:
     return uuid.uuid4().hex[:24]
 
@@ -101,7 +90,9 @@ class JobStore:
         with self._lock:
             fresh = record.status in (PENDING, RUNNING) and self._reserve(record.id)
             try:
-                self.dataset.put_attachment(JOB_PREFIX + record.id, asdict(record))
+                # A completed job cannot be used without its model: verify checks that it is there.
+                requires = [MODEL_PREFIX + record.id] if record.status == COMPLETED else []
+                self.dataset.put_attachment(JOB_PREFIX + record.id, asdict(record), requires=requires)
             except BaseException:
                 if fresh:
                     self._release(record.id)
