@@ -37,13 +37,13 @@ def from_arrow(
 
     The inverse of :meth:`Dataset.to_arrow`: htypes, dtypes, shapes and class names
     come from ``tensordb.*`` field metadata where present, else are inferred from
-    the Arrow types (see :mod:`tensordb.core.arrow_io`). Rows are written
+    the Arrow types (see :mod:`tensordb.core.arrow_export`). Rows are written
     ``batch_size`` at a time with a progress bar (``progress=False`` turns it
     off), as one atomic write. ``tensors`` picks columns (default: all).
     """
-    from . import arrow_io
+    from . import arrow_import
 
-    return arrow_io.from_arrow(source, path, overwrite=overwrite, progress=progress, batch_size=batch_size,
+    return arrow_import.from_arrow(source, path, overwrite=overwrite, progress=progress, batch_size=batch_size,
                                tensors=tensors)
 
 

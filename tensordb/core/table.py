@@ -184,14 +184,14 @@ class Table:
                                shuffle_buffer, seed, **loader_kwargs)
 
     def to_arrow(self, tensors: Any = None) -> Any:
-        """These rows as a ``pyarrow.Table`` (one column per tensor; see ``core/arrow_io.py``)."""
-        from .arrow_io import to_arrow
+        """These rows as a ``pyarrow.Table`` (one column per tensor; see ``core/arrow_export.py``)."""
+        from .arrow_export import to_arrow
 
         return to_arrow(self, tensors)
 
     def to_pandas(self, tensors: Any = None) -> Any:
         """These rows as a ``pandas.DataFrame``."""
-        from .arrow_io import to_pandas
+        from .arrow_export import to_pandas
 
         return to_pandas(self, tensors)
 
