@@ -6,6 +6,8 @@ changing the import. Everything is a thin layer over a :class:`Dataset` and TQL.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import numbers
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +37,13 @@ METRICS: dict[str, tuple[str, bool, bool]] = {
     "l1": ("l1_norm", False, True),
     "max": ("linf_norm", False, True),
 }
+#: Deep Lake v3 ``VectorStore(...)`` arguments accepted, and ignored, so its tutorials run unchanged:
+#: they choose credentials, a compute backend, parallelism or logging, which an embedded store has no use for.
+IGNORED_INIT_ARGUMENTS = (
+    "token", "creds", "org_id", "exec_option", "runtime", "num_workers", "ingestion_batch_size", "verbose", "logger",
+)
+#: Deep Lake v3 ``search(...)`` arguments accepted, and ignored (the search always runs here, in process).
+IGNORED_SEARCH_ARGUMENTS = ("exec_option", "token")
 
 
 class VectorStore:
@@ -43,6 +52,11 @@ class VectorStore:
     ``embedding_function`` embeds text for ``add`` and ``search``: a callable from a
     list of strings to vectors, or an object with ``embed_documents``/``embed_query``.
     Without one, ``add`` and ``search`` need explicit embeddings.
+
+    For Deep Lake v3 compatibility these keyword arguments are accepted and ignored:
+    ``token``, ``creds``, ``org_id``, ``exec_option``, ``runtime``, ``num_workers``,
+    ``ingestion_batch_size``, ``verbose``, ``logger``. Any other unknown keyword
+    argument is a :class:`TypeError` naming it.
     """
 
     def __init__(
@@ -51,8 +65,9 @@ class VectorStore:
         embedding_function: Any = None,
         read_only: bool = False,
         overwrite: bool = False,
-        **_deeplake_compat: Any,
+        **deeplake_v3_arguments: Any,
     ):
+        _refuse_unknown(VectorStore.__init__, deeplake_v3_arguments, IGNORED_INIT_ARGUMENTS)
         self.embedding_function = embedding_function
         if overwrite:
             self.dataset: Dataset = empty(path, overwrite=True)
@@ -349,7 +364,7 @@ class VectorStore:
         return_view: bool = False,
         deep_memory: bool = False,
         ids: Sequence[str] | None = None,
-        **_deeplake_compat: Any,
+        **deeplake_v3_arguments: Any,
     ) -> dict[str, list] | Any:
         """Top-``k`` chunks for a query text, a query vector, or a whole TQL ``query``.
 
@@ -357,7 +372,10 @@ class VectorStore:
         to the matching ones; with both, to chunks in ``ids`` that match ``filter``.
         Returns ``{"text": [...], "metadata": [...], "id": [...], "score": [...]}``
         (``return_tensors`` picks the columns) or the result view with ``return_view``.
+        Deep Lake v3's ``exec_option`` and ``token`` are accepted and ignored; any other unknown
+        keyword argument is a :class:`TypeError` naming it.
         """
+        _refuse_unknown(VectorStore.search, deeplake_v3_arguments, IGNORED_SEARCH_ARGUMENTS)
         if len(self.dataset) == 0:
             raise TensorDBError("search on an empty vector store: add documents first")
         if query is not None:
@@ -423,6 +441,20 @@ class VectorStore:
         if callable(filter):
             return self.dataset[rows[np.isin(rows, self.rows_where(filter))]], None
         return self.dataset[rows], filters.where_expression(filter)
+
+
+def _refuse_unknown(method: Callable, given: Mapping[str, Any], ignored: Sequence[str]) -> None:
+    """A TypeError naming each keyword argument of ``given`` that is not one of ``ignored``, with the closest known."""
+    unknown = sorted(set(given) - set(ignored))
+    if not unknown:
+        return
+    parameters = inspect.signature(method).parameters.values()
+    known = [p.name for p in parameters if p.name != "self" and p.kind is not p.VAR_KEYWORD] + list(ignored)
+    described = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        described.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    raise TypeError(f"VectorStore.{method.__name__}() got unexpected keyword arguments: {', '.join(described)}")
 
 
 def _take(values: Any, positions: list[int]) -> Any:
