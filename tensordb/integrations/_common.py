@@ -6,7 +6,6 @@ import uuid
 from typing import Any
 
 from query_lang import ast
-from query_lang.printer import expr_to_sql
 
 from ..vectorstore.vector_store import VectorStore
 
@@ -52,7 +51,3 @@ def all_of(terms: list[ast.Expr]) -> ast.Expr | None:
         return None
     return terms[0] if len(terms) == 1 else ast.BoolOp("AND", tuple(terms))
 
-
-def where_sql(expr: ast.Expr | None) -> str | None:
-    """A WHERE expression as TQL text, as ``VectorStore.search(filter=...)`` takes it."""
-    return None if expr is None else expr_to_sql(expr)

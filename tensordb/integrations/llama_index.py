@@ -37,11 +37,12 @@ from llama_index.core.vector_stores.types import (
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
 from query_lang import ast
+from query_lang.printer import expr_to_sql
 
 from ..vectorstore.vector_store import VectorStore
-from ._common import all_of, field, open_store, where_sql
+from ._common import all_of, field, open_store
 
-__all__ = ["LlamaIndexEmbeddingFunction", "TensorDBVectorStore", "metadata_filters_to_tql"]
+__all__ = ["LlamaIndexEmbeddingFunction", "TensorDBVectorStore", "metadata_filters_to_expr", "metadata_filters_to_tql"]
 
 _COMPARE = {
     FilterOperator.EQ: "==",
@@ -108,12 +109,19 @@ def _filters_expr(filters: MetadataFilters) -> ast.Expr:
     return ast.BoolOp("OR" if condition == FilterCondition.OR else "AND", tuple(terms))
 
 
-def metadata_filters_to_tql(filters: MetadataFilters) -> str | None:
-    """``filters`` as a TQL WHERE expression, or ``None`` if one operator has no exact TQL form."""
+def metadata_filters_to_expr(filters: MetadataFilters) -> ast.Expr | None:
+    """``filters`` as a TQL WHERE expression (what ``VectorStore`` filters by), or ``None`` if one operator
+    has no exact TQL form."""
     try:
-        return where_sql(_filters_expr(filters))
+        return _filters_expr(filters)
     except _NeedsPython:
         return None
+
+
+def metadata_filters_to_tql(filters: MetadataFilters) -> str | None:
+    """``filters`` as TQL WHERE text, for display (the store takes :func:`metadata_filters_to_expr`)."""
+    expr = metadata_filters_to_expr(filters)
+    return None if expr is None else expr_to_sql(expr)
 
 
 def _matches(f: MetadataFilter, metadata: dict[str, Any]) -> bool:
@@ -306,8 +314,8 @@ class TensorDBVectorStore(BasePydanticVectorStore):
         self,
         doc_ids: Sequence[str] | None,
         filters: MetadataFilters | None,
-    ) -> str | Callable[[dict[str, Any]], bool] | None:
-        """A TQL WHERE string for document ids and filters, or a Python row predicate if TQL cannot express them."""
+    ) -> ast.Expr | Callable[[dict[str, Any]], bool] | None:
+        """A TQL WHERE expression for document ids and filters, or a Python row predicate if TQL cannot express them."""
         doc_ids = list(doc_ids) if doc_ids else None  # empty: no restriction, as for node ids
         terms: list[ast.Expr] = []
         if doc_ids is not None:
@@ -317,7 +325,7 @@ class TensorDBVectorStore(BasePydanticVectorStore):
                 terms.append(_filters_expr(filters))
             except _NeedsPython:
                 return self._python_predicate(doc_ids, filters)
-        return where_sql(all_of(terms))
+        return all_of(terms)
 
     @staticmethod
     def _python_predicate(

@@ -1,4 +1,8 @@
-"""Turning a VectorStore ``filter`` (dict, TQL string or callable) into a TQL WHERE expression."""
+"""Turning a VectorStore ``filter`` (dict, TQL string, expression or callable) into a TQL WHERE expression.
+
+A ``query_lang.ast.Expr`` is used as it is, so code that builds filters (the framework
+integrations) never prints them to text for this module to parse back.
+"""
 
 from __future__ import annotations
 
@@ -33,11 +37,15 @@ def metadata_equals(filter: Mapping[str, Any]) -> ast.Expr:
 
 
 def where_expression(filter: Any) -> ast.Expr | None:
-    """The WHERE expression for a dict or TQL-string filter (callables are handled by the store)."""
+    """The WHERE expression for a dict, TQL-string or expression filter (callables are handled by the store)."""
     if filter is None:
         return None
+    if isinstance(filter, ast.Expr):
+        return filter
     if isinstance(filter, Mapping):
         return metadata_equals(filter)
     if isinstance(filter, str):
         return _parse_where(filter)
-    raise SampleError(f"filter must be a dict, a TQL WHERE string or a callable, got {type(filter).__name__}")
+    raise SampleError(
+        f"filter must be a dict, a TQL WHERE string, a query_lang.ast.Expr or a callable, got {type(filter).__name__}"
+    )

@@ -294,8 +294,8 @@ class VectorStore:
                 raise SampleError(f"ids not in the store: {unknown[:5]}" + (" ..." if len(unknown) > 5 else ""))
         return np.array([index[i] for i in wanted if i in index], dtype=np.int64)
 
-    def rows_where(self, filter: Mapping[str, Any] | str | Callable[[dict], bool]) -> np.ndarray:
-        """The rows matching ``filter`` (a metadata dict, a TQL WHERE string or a row callable), ascending."""
+    def rows_where(self, filter: Mapping[str, Any] | str | ast.Expr | Callable[[dict], bool]) -> np.ndarray:
+        """The rows matching ``filter`` (a metadata dict, a TQL WHERE string or expression, a callable), ascending."""
         if callable(filter):
             rows = [i for i, row in enumerate(self._rows_as_dicts()) if filter(row)]
             return np.array(rows, dtype=np.int64)
@@ -308,7 +308,7 @@ class VectorStore:
     def get(
         self,
         ids: Sequence[str] | None = None,
-        filter: Mapping[str, Any] | str | Callable[[dict], bool] | None = None,
+        filter: Mapping[str, Any] | str | ast.Expr | Callable[[dict], bool] | None = None,
         return_tensors: Sequence[str] | None = None,
         missing: str = "skip",
     ) -> dict[str, list]:
@@ -359,7 +359,7 @@ class VectorStore:
         k: int = 4,
         distance_metric: str = "cos",
         query: str | None = None,
-        filter: Mapping[str, Any] | str | Callable[[dict], bool] | None = None,
+        filter: Mapping[str, Any] | str | ast.Expr | Callable[[dict], bool] | None = None,
         return_tensors: Sequence[str] | None = None,
         return_view: bool = False,
         deep_memory: bool = False,
@@ -372,6 +372,7 @@ class VectorStore:
         to the matching ones; with both, to chunks in ``ids`` that match ``filter``.
         Returns ``{"text": [...], "metadata": [...], "id": [...], "score": [...]}``
         (``return_tensors`` picks the columns) or the result view with ``return_view``.
+        ``filter`` may also be a WHERE expression of query_lang's AST (``query_lang.ast.Expr``).
         Deep Lake v3's ``exec_option`` and ``token`` are accepted and ignored; any other unknown
         keyword argument is a :class:`TypeError` naming it.
         """
