@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from . import ast
+from .derived import DERIVED_CACHE  # noqa: F401 - the old import path, until tests/core/test_scan.py moves
 from .errors import TQLError, TQLExecutionError, TQLNameError, TQLTypeError
+from .evaluate import BExpr, EvalContext, Kernel, run_kernel
 from .functions import Arg, CallContext, Function, get_function
 from .kernels import (
     first,
     is_null,
     materialize,
-    normalize,
     numeric_binary,
     object_binary,
     rows_iter,
@@ -27,207 +25,8 @@ from .printer import expr_to_sql
 from .source import Batch
 from .vtypes import BOOL, NULL, NUMBER, OBJECT, TEXT, ValueType, unnamed
 
-Kernel = Callable[[list[Any], list[bool], "EvalContext"], Any]
-
 _OBJECTISH = ("text", "object", "list")
 _CMP = ("==", "!=", "<", "<=", ">", ">=")
-
-
-@dataclass(eq=False)
-class BExpr:
-    """A resolved, typed expression. ``const`` ones carry ``value`` and never read data."""
-
-    type: ValueType
-    resolved: ast.Expr
-    children: tuple[BExpr, ...] = ()
-    kernel: Kernel | None = None
-    const: bool = False
-    value: Any = None
-    column: str | None = None
-    columns: frozenset[str] = frozenset()
-    #: Depends on more than its inputs' values (row positions, dataset state): never cached or folded.
-    volatile: bool = False
-    function: Function | None = None
-    #: Worth caching across queries: derived from object columns by pure functions.
-    cacheable: bool = False
-    _text: str | None = field(default=None, repr=False)
-
-    @property
-    def text(self) -> str:
-        """Canonical TQL of the resolved expression (aliases substituted)."""
-        if self._text is None:
-            self._text = expr_to_sql(self.resolved)
-        return self._text
-
-
-class _Packed:
-    """A per-row list of plain numbers (and NULLs) stored as a numpy array."""
-
-    __slots__ = ("data", "nulls")
-
-    def __init__(self, data: np.ndarray, nulls: np.ndarray | None) -> None:
-        self.data = data
-        self.nulls = nulls
-
-    @property
-    def nbytes(self) -> int:
-        return self.data.nbytes + (0 if self.nulls is None else self.nulls.nbytes)
-
-    def unpack(self) -> list[Any]:
-        out = self.data.tolist()
-        if self.nulls is not None:
-            for i in np.flatnonzero(self.nulls).tolist():
-                out[i] = None
-        return out
-
-
-_PACK_DTYPES = {int: np.int64, float: np.float64, bool: np.bool_}
-
-
-def _pack(v: Any) -> Any:
-    """Compact form of a cached value: lists of one numeric Python type become arrays."""
-    if not isinstance(v, list) or not v:
-        return v
-    kinds = set(map(type, v))
-    has_null = type(None) in kinds
-    kinds.discard(type(None))
-    if len(kinds) != 1:
-        return v
-    dtype = _PACK_DTYPES.get(kinds.pop())
-    if dtype is None:
-        return v
-    try:
-        if not has_null:
-            return _Packed(np.array(v, dtype=dtype), None)
-        nulls = np.fromiter((x is None for x in v), dtype=bool, count=len(v))
-        return _Packed(np.array([0 if x is None else x for x in v], dtype=dtype), nulls)
-    except (OverflowError, TypeError, ValueError):  # e.g. an int beyond int64
-        return v
-
-
-def _size(v: Any) -> int:
-    if isinstance(v, (np.ndarray, _Packed)):
-        return int(v.nbytes) + 64
-    if isinstance(v, list):
-        return 8 * len(v) + 64 + (8 * len(v) if v and isinstance(v[0], str) else 0)
-    return 64
-
-
-class DerivedCache:
-    """Bounded LRU of per-batch values of pure expressions, keyed by data identity.
-
-    Numeric per-row lists (e.g. ``metadata['group']``) are stored as numpy arrays
-    and turned back into lists on a hit, so entries stay compact; masks and other
-    ndarrays are stored as they are. Both the entry count and an estimate of the
-    bytes held are bounded.
-    """
-
-    def __init__(self, maxsize: int = 256, max_bytes: int = 256 << 20) -> None:
-        self.maxsize = maxsize
-        self.max_bytes = max_bytes
-        self._data: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
-        self._bytes = 0
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: Hashable) -> Any:
-        entry = self._data.get(key)
-        if entry is not None:
-            self._data.move_to_end(key)
-            self.hits += 1
-            value = entry[0]
-            return value.unpack() if isinstance(value, _Packed) else value
-        self.misses += 1
-        return None
-
-    def put(self, key: Hashable, value: Any) -> None:
-        if value is None:
-            return
-        packed = _pack(value)
-        size = _size(packed)
-        if size > self.max_bytes:
-            return
-        old = self._data.pop(key, None)
-        if old is not None:
-            self._bytes -= old[1]
-        self._data[key] = (packed, size)
-        self._bytes += size
-        while len(self._data) > self.maxsize or self._bytes > self.max_bytes:
-            _, (_, dropped) = self._data.popitem(last=False)
-            self._bytes -= dropped
-
-    @property
-    def nbytes(self) -> int:
-        """Estimated bytes held."""
-        return self._bytes
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def clear(self) -> None:
-        self._data.clear()
-        self._bytes = 0
-
-
-#: Shared by all executions so a repeated query does not re-decode JSON.
-DERIVED_CACHE = DerivedCache()
-
-
-@dataclass
-class EvalContext:
-    """One batch being evaluated."""
-
-    batch: Batch
-    types: dict[str, ValueType]
-    fn_caches: dict[str, dict]
-    memo: dict[int, Any] = field(default_factory=dict)
-    derived: DerivedCache | None = DERIVED_CACHE
-    #: Maps batch positions to original source positions (materialised subqueries).
-    row_map: np.ndarray | None = None
-    #: The source the query runs against (functions may read source-level facts from it).
-    source: Any = None
-
-    @property
-    def n(self) -> int:
-        return len(self.batch.rows)
-
-
-def evaluate(e: BExpr, ctx: EvalContext) -> Any:
-    """Per-row value of ``e`` for the batch (constants come back as constants)."""
-    if e.const:
-        return e.value
-    key = id(e)
-    if key in ctx.memo:
-        return ctx.memo[key]
-    if e.column is not None:
-        out = normalize(ctx.batch.values[e.column], e.type, ctx.n)
-        ctx.memo[key] = out
-        return out
-    cache_key = None
-    if e.cacheable and ctx.derived is not None:
-        keys = [ctx.batch.cache_keys.get(c) for c in sorted(e.columns)]
-        if all(k is not None for k in keys):
-            cache_key = (tuple(keys), e.text)
-            hit = ctx.derived.get(cache_key)
-            if hit is not None:
-                ctx.memo[key] = hit
-                return hit
-    vals = [evaluate(c, ctx) for c in e.children]
-    out = _run(e, vals, [c.const for c in e.children], ctx)
-    if cache_key is not None:
-        ctx.derived.put(cache_key, out)
-    ctx.memo[key] = out
-    return out
-
-
-def _run(e: BExpr, vals: list[Any], consts: list[bool], ctx: EvalContext) -> Any:
-    try:
-        with np.errstate(all="ignore"):
-            return e.kernel(vals, consts, ctx)
-    except TQLError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - every failure must become a TQLError
-        raise TQLExecutionError(f"error evaluating {e.text}: {type(exc).__name__}: {exc}") from exc
 
 
 class Scope:
@@ -279,8 +78,8 @@ def _literal_type(v: Any) -> ValueType:
     return OBJECT
 
 
-def _make(t: ValueType, resolved: ast.Expr, children: list[BExpr], kernel: Kernel,
-          function: Function | None = None, extra_columns: tuple[str, ...] = ()) -> BExpr:
+def make_node(t: ValueType, resolved: ast.Expr, children: list[BExpr], kernel: Kernel,
+              function: Function | None = None, extra_columns: tuple[str, ...] = ()) -> BExpr:
     """Build a node, folding it to a constant when all inputs are constant."""
     columns = frozenset().union(*(c.columns for c in children), extra_columns)
     volatile = any(c.volatile for c in children) or (function is not None and not function.pure)
@@ -289,7 +88,7 @@ def _make(t: ValueType, resolved: ast.Expr, children: list[BExpr], kernel: Kerne
     if all(c.const for c in children) and not columns and not volatile:
         ctx = EvalContext(Batch(rows=np.zeros(1, dtype=np.int64), values={}), {}, {}, derived=None)
         vals = [materialize(c.value, c.type, 1) for c in children]
-        out = _run(node, vals, [False] * len(children), ctx)
+        out = run_kernel(node, vals, [False] * len(children), ctx)
         value = first(out) if not (isinstance(out, np.ndarray) and out.ndim == 0) else out.item()
         if t.kind == "array":
             value = np.asarray(value)
@@ -318,7 +117,7 @@ def bind(e: ast.Expr, scope: Scope) -> BExpr:
         x = bind(e.operand, scope)
         if e.op == "NOT":
             _check_boolish(x, "NOT")
-            return _make(BOOL, ast.Unary("NOT", x.resolved), [x],
+            return make_node(BOOL, ast.Unary("NOT", x.resolved), [x],
                          lambda v, c, ctx: ~truthy(v[0], x.type, c[0], ctx.n))
         return _bind_neg(x)
     if isinstance(e, ast.Binary):
@@ -329,13 +128,13 @@ def bind(e: ast.Expr, scope: Scope) -> BExpr:
         for o in ops:
             _check_boolish(o, e.op)
         resolved = ast.BoolOp(e.op, tuple(o.resolved for o in ops))
-        return _make(BOOL, resolved, ops, _boolop_kernel(e.op, ops))
+        return make_node(BOOL, resolved, ops, boolop_kernel(e.op, ops))
     if isinstance(e, ast.InList):
         x = bind(e.expr, scope)
         items = [bind(i, scope) for i in e.items]
         tests = [binary("==", x, i) for i in items]
         resolved = ast.InList(x.resolved, tuple(i.resolved for i in items), e.negated)
-        return _make(BOOL, resolved, tests, _any_of_kernel(e.negated))
+        return make_node(BOOL, resolved, tests, _any_of_kernel(e.negated))
     if isinstance(e, ast.Between):
         x, lo, hi = bind(e.expr, scope), bind(e.low, scope), bind(e.high, scope)
         tests = [binary(">=", x, lo), binary("<=", x, hi)]
@@ -345,7 +144,7 @@ def bind(e: ast.Expr, scope: Scope) -> BExpr:
             m = truthy(v[0], BOOL, c[0], ctx.n) & truthy(v[1], BOOL, c[1], ctx.n)
             return ~m if e.negated else m
 
-        return _make(BOOL, resolved, tests, between_kernel)
+        return make_node(BOOL, resolved, tests, between_kernel)
     if isinstance(e, ast.Like):
         return _bind_like(e, scope)
     if isinstance(e, ast.IsNull):
@@ -355,7 +154,7 @@ def bind(e: ast.Expr, scope: Scope) -> BExpr:
             m = is_null(v[0], x.type, c[0], ctx.n)
             return ~m if e.negated else m
 
-        return _make(BOOL, ast.IsNull(x.resolved, e.negated), [x], null_kernel)
+        return make_node(BOOL, ast.IsNull(x.resolved, e.negated), [x], null_kernel)
     raise TQLTypeError(f"unsupported expression {type(e).__name__}")
 
 
@@ -367,7 +166,9 @@ def _check_boolish(x: BExpr, where: str) -> None:
         )
 
 
-def _boolop_kernel(op: str, ops: list[BExpr]) -> Kernel:
+def boolop_kernel(op: str, ops: list[BExpr]) -> Kernel:
+    """The kernel of ``ops[0] AND ops[1] ...`` (or OR): NULL/NaN operands count as false."""
+
     def kernel(v, c, ctx):
         masks = [truthy(x, o.type, cc, ctx.n) for x, o, cc in zip(v, ops, c, strict=False)]
         out = masks[0].copy()
@@ -396,7 +197,7 @@ def _bind_neg(x: BExpr) -> BExpr:
     if kind == "null":
         return const_expr(None, NULL, resolved)
     if kind == "object":
-        return _make(OBJECT, resolved, [x],
+        return make_node(OBJECT, resolved, [x],
                      lambda v, c, ctx: object_binary("*", v[0], c[0], -1, True, ctx.n, False))
     t = NUMBER if kind in ("number", "bool") else unnamed(x.type)
 
@@ -407,7 +208,7 @@ def _bind_neg(x: BExpr) -> BExpr:
         arr = np.asarray(val)
         return -(arr.astype(np.int64) if arr.dtype == bool else arr)
 
-    return _make(t, resolved, [x], neg_kernel)
+    return make_node(t, resolved, [x], neg_kernel)
 
 
 def _array_result_shape(op: str, a: ValueType, b: ValueType, la: BExpr, lb: BExpr) -> Any:
@@ -445,7 +246,7 @@ def binary(op: str, left: BExpr, right: BExpr) -> BExpr:
             t = ValueType("array", shape=shape)
         else:
             t = BOOL if cmp else NUMBER
-        return _make(t, resolved, [left, right],
+        return make_node(t, resolved, [left, right],
                      lambda v, c, ctx: numeric_binary(op, v[0], c[0], v[1], c[1], ctx.n))
     if "array" in (ka, kb):
         raise TQLTypeError(f"cannot apply '{op}' to '{left.text}' ({left.type.describe()}) and "
@@ -459,7 +260,7 @@ def binary(op: str, left: BExpr, right: BExpr) -> BExpr:
             raise TQLTypeError(f"cannot compare text with a number: '{left.text} {op} "
                                f"{right.text}'")
     t = BOOL if cmp else OBJECT
-    return _make(t, resolved, [left, right],
+    return make_node(t, resolved, [left, right],
                  lambda v, c, ctx: object_binary(op, v[0], c[0], v[1], c[1], ctx.n, cmp))
 
 
@@ -477,7 +278,7 @@ def _bind_like(e: ast.Like, scope: Scope) -> BExpr:
                         dtype=bool)
         return ~m if e.negated else m
 
-    return _make(BOOL, resolved, [x, p], like_kernel)
+    return make_node(BOOL, resolved, [x, p], like_kernel)
 
 
 def _bind_call(e: ast.Call, scope: Scope) -> BExpr:
@@ -503,7 +304,7 @@ def _bind_call(e: ast.Call, scope: Scope) -> BExpr:
         return fn.evaluate(v, cc)
 
     resolved = ast.Call(e.name, tuple(a.resolved for a in args))
-    return _make(t, resolved, args, call_kernel, function=fn, extra_columns=fn.extra_columns)
+    return make_node(t, resolved, args, call_kernel, function=fn, extra_columns=fn.extra_columns)
 
 
 #: Longer ARRAY literals are abbreviated in the text handed to ``Function.check``.
@@ -533,7 +334,7 @@ def _bind_index(e: ast.Index, scope: Scope) -> BExpr:
         def obj_kernel(v, c, ctx):
             return [_index_object(x, items) for x in rows_iter(v[0], c[0], ctx.n)]
 
-        return _make(t, resolved, [base], obj_kernel)
+        return make_node(t, resolved, [base], obj_kernel)
     if any(isinstance(i, str) for i in items):
         raise TQLTypeError(f"cannot use a text key on '{base.text}': {base.type.describe()}")
     key = tuple(slice(i.start, i.stop, i.step) if isinstance(i, ast.Slice) else i for i in items)
@@ -552,7 +353,7 @@ def _bind_index(e: ast.Index, scope: Scope) -> BExpr:
             arr = np.asarray(v[0])
             return arr[key] if c[0] else arr[(slice(None), *key)]
 
-        return _make(t, resolved, [base], fixed_kernel)
+        return make_node(t, resolved, [base], fixed_kernel)
     scalar = shape is not None and len(shape) == len(key) and all(isinstance(k, int) for k in key)
     t = NUMBER if scalar else ValueType("array", shape=None)
 
@@ -567,7 +368,7 @@ def _bind_index(e: ast.Index, scope: Scope) -> BExpr:
                 out.append(np.nan)
         return np.asarray(out, dtype=np.float64) if scalar else out
 
-    return _make(t, resolved, [base], ragged_kernel)
+    return make_node(t, resolved, [base], ragged_kernel)
 
 
 def _index_object(x: Any, items: tuple[ast.IndexItem, ...]) -> Any:

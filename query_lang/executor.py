@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from . import ast
-from .binder import BExpr, EvalContext, evaluate
 from .errors import TQLError, TQLExecutionError
+from .evaluate import BExpr, EvalContext, evaluate
 from .filtering import concat, filter_batches, gather
 from .functions import CallContext
 from .kernels import materialize

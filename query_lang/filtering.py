@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .binder import BExpr, DerivedCache, EvalContext, evaluate
+from .derived import DerivedCache
+from .evaluate import BExpr, EvalContext, evaluate
 from .kernels import truthy
 from .source import Batch
 from .vtypes import ValueType

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import ast
-from .binder import BExpr, Scope, _boolop_kernel, _make, bind, column_expr
+from .binder import Scope, bind, boolop_kernel, column_expr, make_node
 from .errors import TQLTypeError
+from .evaluate import BExpr
 from .source import ScanSource
 from .vtypes import BOOL, ValueType, column_type
 
@@ -66,7 +67,7 @@ def _and(a: BExpr | None, b: BExpr | None) -> BExpr | None:
     if a is None or b is None:
         return a or b
     resolved = ast.BoolOp("AND", (a.resolved, b.resolved))
-    return _make(BOOL, resolved, [a, b], _boolop_kernel("AND", [a, b]))
+    return make_node(BOOL, resolved, [a, b], boolop_kernel("AND", [a, b]))
 
 
 def plan_query(q: ast.Query, source: ScanSource) -> Plan:

@@ -23,7 +23,7 @@ from query_lang import (
     register_function,
     unregister_function,
 )
-from query_lang.binder import DERIVED_CACHE
+from query_lang.derived import DERIVED_CACHE
 
 
 def _arr(v: np.ndarray) -> str:

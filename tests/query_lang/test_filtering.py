@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from query_lang import MemorySource, execute, register_function, unregister_function
-from query_lang.binder import DERIVED_CACHE
+from query_lang.derived import DERIVED_CACHE
 from query_lang.filtering import MERGE_ROWS
 from query_lang.functions import Arg, CallContext, Function
 from query_lang.vtypes import ValueType
