@@ -136,26 +136,34 @@ def bind(e: ast.Expr, scope: Scope) -> BExpr:
         resolved = ast.InList(x.resolved, tuple(i.resolved for i in items), e.negated)
         return make_node(BOOL, resolved, tests, _any_of_kernel(e.negated))
     if isinstance(e, ast.Between):
-        x, lo, hi = bind(e.expr, scope), bind(e.low, scope), bind(e.high, scope)
-        tests = [binary(">=", x, lo), binary("<=", x, hi)]
-        resolved = ast.Between(x.resolved, lo.resolved, hi.resolved, e.negated)
-
-        def between_kernel(v, c, ctx):
-            m = truthy(v[0], BOOL, c[0], ctx.n) & truthy(v[1], BOOL, c[1], ctx.n)
-            return ~m if e.negated else m
-
-        return make_node(BOOL, resolved, tests, between_kernel)
+        return _bind_between(e, scope)
     if isinstance(e, ast.Like):
         return _bind_like(e, scope)
     if isinstance(e, ast.IsNull):
-        x = bind(e.expr, scope)
-
-        def null_kernel(v, c, ctx):
-            m = is_null(v[0], x.type, c[0], ctx.n)
-            return ~m if e.negated else m
-
-        return make_node(BOOL, ast.IsNull(x.resolved, e.negated), [x], null_kernel)
+        return _bind_is_null(e, scope)
     raise TQLTypeError(f"unsupported expression {type(e).__name__}")
+
+
+def _bind_between(e: ast.Between, scope: Scope) -> BExpr:
+    x, lo, hi = bind(e.expr, scope), bind(e.low, scope), bind(e.high, scope)
+    tests = [binary(">=", x, lo), binary("<=", x, hi)]
+    resolved = ast.Between(x.resolved, lo.resolved, hi.resolved, e.negated)
+
+    def between_kernel(v, c, ctx):
+        m = truthy(v[0], BOOL, c[0], ctx.n) & truthy(v[1], BOOL, c[1], ctx.n)
+        return ~m if e.negated else m
+
+    return make_node(BOOL, resolved, tests, between_kernel)
+
+
+def _bind_is_null(e: ast.IsNull, scope: Scope) -> BExpr:
+    x = bind(e.expr, scope)
+
+    def null_kernel(v, c, ctx):
+        m = is_null(v[0], x.type, c[0], ctx.n)
+        return ~m if e.negated else m
+
+    return make_node(BOOL, ast.IsNull(x.resolved, e.negated), [x], null_kernel)
 
 
 def _check_boolish(x: BExpr, where: str) -> None:

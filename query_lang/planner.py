@@ -70,51 +70,83 @@ def _and(a: BExpr | None, b: BExpr | None) -> BExpr | None:
     return make_node(BOOL, resolved, [a, b], boolop_kernel("AND", [a, b]))
 
 
-def plan_query(q: ast.Query, source: ScanSource) -> Plan:
-    """Resolve and type-check ``q`` against ``source``; nothing is read."""
+@dataclass
+class _Level:
+    """What one query level's expressions can name, and what it inherits from its FROM subquery."""
+
+    columns: dict[str, BExpr]
+    #: Every tensor of the scanned source (functions' extra columns come from here).
+    base_names: list[str]
     sub: Plan | None = None
     inherited_where: BExpr | None = None
     sub_virtual: frozenset[str] = frozenset()
-    base_names = list(source.column_names())
-    if q.source is None:
-        columns = _base_scope(source)
-    else:
-        inner = plan_query(q.source, source)
-        columns = {}
-        if inner.mergeable:
-            # Inline the subquery: its outputs become this level's names.
-            for o in inner.outputs:
-                columns.setdefault(o.name, o.expr)
-            sub, inherited_where, sub_virtual = inner.sub, inner.where, inner.sub_virtual
-            sub_virtual = sub_virtual | {o.name for o in inner.outputs if o.virtual}
-            if sub is not None:
-                base_names = list(dict.fromkeys(o.name for o in sub.outputs))
-        else:
-            sub = inner
-            for o in inner.outputs:
-                if o.name not in columns:
-                    t = o.expr.type
-                    columns[o.name] = column_expr(
-                        o.name, ValueType(t.kind, t.shape, _htype_for(t), o.name))
-            sub_virtual = frozenset(o.name for o in inner.outputs if o.virtual)
-            base_names = list(columns)
-    aliases = {s.alias for s in q.select if isinstance(s, ast.SelectItem) and s.alias}
-    where = None
-    if q.where is not None:
-        where = bind(q.where, Scope(columns, hidden_aliases=aliases - set(columns),
-                                    source_names=base_names))
-        if where.type.kind in ("array", "list"):
-            raise TQLTypeError(f"WHERE must give one true/false value per row, but "
-                               f"'{where.text}' is an array; use any(...) or all(...)")
-    where = _and(inherited_where, where)
 
+
+def plan_query(q: ast.Query, source: ScanSource) -> Plan:
+    """Resolve and type-check ``q`` against ``source``; nothing is read."""
+    level = _from_clause(q, source)
+    where = _and(level.inherited_where, _bind_where(q, level))
+    outputs, alias_exprs = _bind_select(q, level)
+    order = _bind_order(q, level, alias_exprs)
+    outputs += _order_key_outputs(q, order, outputs)
+    plan = Plan(outputs=outputs, where=where, order=order, limit=q.limit,
+                offset=q.offset or 0, sub=level.sub, sub_virtual=level.sub_virtual)
+    _choose_strategy(plan)
+    return plan
+
+
+def _from_clause(q: ast.Query, source: ScanSource) -> _Level:
+    """The names of the source, or of the FROM subquery (merged in, or materialised first)."""
+    if q.source is None:
+        return _Level(_base_scope(source), list(source.column_names()))
+    inner = plan_query(q.source, source)
+    return _merged_subquery(inner, source) if inner.mergeable else _materialised_subquery(inner)
+
+
+def _merged_subquery(inner: Plan, source: ScanSource) -> _Level:
+    """Inline the subquery: its outputs become this level's names, its WHERE is inherited."""
+    columns: dict[str, BExpr] = {}
+    for o in inner.outputs:
+        columns.setdefault(o.name, o.expr)
+    sub_virtual = inner.sub_virtual | {o.name for o in inner.outputs if o.virtual}
+    base_names = list(source.column_names())
+    if inner.sub is not None:
+        base_names = list(dict.fromkeys(o.name for o in inner.sub.outputs))
+    return _Level(columns, base_names, inner.sub, inner.where, sub_virtual)
+
+
+def _materialised_subquery(inner: Plan) -> _Level:
+    """A subquery with ORDER BY/LIMIT/OFFSET runs first; its outputs are read like columns."""
+    columns: dict[str, BExpr] = {}
+    for o in inner.outputs:
+        if o.name not in columns:
+            t = o.expr.type
+            columns[o.name] = column_expr(o.name, ValueType(t.kind, t.shape, _htype_for(t), o.name))
+    sub_virtual = frozenset(o.name for o in inner.outputs if o.virtual)
+    return _Level(columns, list(columns), inner, None, sub_virtual)
+
+
+def _bind_where(q: ast.Query, level: _Level) -> BExpr | None:
+    if q.where is None:
+        return None
+    aliases = {s.alias for s in q.select if isinstance(s, ast.SelectItem) and s.alias}
+    scope = Scope(level.columns, hidden_aliases=aliases - set(level.columns), source_names=level.base_names)
+    where = bind(q.where, scope)
+    if where.type.kind in ("array", "list"):
+        raise TQLTypeError(f"WHERE must give one true/false value per row, but "
+                           f"'{where.text}' is an array; use any(...) or all(...)")
+    return where
+
+
+def _bind_select(q: ast.Query, level: _Level) -> tuple[list[Output], dict[str, BExpr]]:
+    """The outputs of the select list, and the expressions of its aliases (ORDER BY may use them)."""
     outputs: list[Output] = []
     alias_exprs: dict[str, BExpr] = {}
-    scope = Scope(columns, source_names=base_names)
+    scope = Scope(level.columns, source_names=level.base_names)
     for item in q.select:
         if isinstance(item, ast.Star):
-            for name, expr in columns.items():
-                outputs.append(Output(name, expr, _is_virtual(name, expr, sub_virtual)))
+            for name, expr in level.columns.items():
+                outputs.append(Output(name, expr, _is_virtual(name, expr, level.sub_virtual)))
             continue
         expr = bind(item.expr, scope)
         if item.alias is not None:
@@ -123,49 +155,60 @@ def plan_query(q: ast.Query, source: ScanSource) -> Plan:
             virtual = True
         else:
             name = item.expr.name if isinstance(item.expr, ast.Column) else expr.text
-            virtual = _is_virtual(name, expr, sub_virtual)
+            virtual = _is_virtual(name, expr, level.sub_virtual)
         outputs.append(Output(name, expr, virtual))
+    return outputs, alias_exprs
 
-    order_scope = Scope(columns, aliases=alias_exprs, source_names=base_names)
+
+def _bind_order(q: ast.Query, level: _Level, alias_exprs: dict[str, BExpr]) -> list[tuple[BExpr, bool]]:
+    scope = Scope(level.columns, aliases=alias_exprs, source_names=level.base_names)
     order = []
     for key in q.order_by:
-        expr = bind(key.expr, order_scope)
+        expr = bind(key.expr, scope)
         if expr.type.kind in ("array", "null") and not expr.const:
             raise TQLTypeError(f"cannot ORDER BY '{expr.text}': it is an array per row")
         order.append((expr, key.descending))
-    if any(isinstance(s, ast.Star) for s in q.select):
-        taken = {o.name for o in outputs}
-        for key, (expr, _) in zip(q.order_by, order, strict=False):
-            if isinstance(key.expr, ast.Column) or expr.const:
-                continue
-            name, i = "score", 1
-            while name in taken:
-                i += 1
-                name = f"score_{i}"
-            taken.add(name)
-            outputs.append(Output(name, expr, True))
+    return order
 
-    plan = Plan(outputs=outputs, where=where, order=order, limit=q.limit,
-                offset=q.offset or 0, sub=sub, sub_virtual=sub_virtual)
+
+def _order_key_outputs(q: ast.Query, order: list[tuple[BExpr, bool]], outputs: list[Output]) -> list[Output]:
+    """With ``SELECT *``, computed ORDER BY keys are output too, as ``score``, ``score_2``, ..."""
+    if not any(isinstance(s, ast.Star) for s in q.select):
+        return []
+    taken = {o.name for o in outputs}
+    extra = []
+    for key, (expr, _) in zip(q.order_by, order, strict=False):
+        if isinstance(key.expr, ast.Column) or expr.const:
+            continue
+        name, i = "score", 1
+        while name in taken:
+            i += 1
+            name = f"score_{i}"
+        taken.add(name)
+        extra.append(Output(name, expr, True))
+    return extra
+
+
+def _choose_strategy(plan: Plan) -> None:
+    """Set how ``plan`` finds its rows, and which columns the scan must read for that."""
     needed: set[str] = set()
-    if where is not None:
-        needed |= where.columns
-    for expr, _ in order:
+    if plan.where is not None:
+        needed |= plan.where.columns
+    for expr, _ in plan.order:
         needed |= expr.columns
-    if order:
-        plan.strategy = "topk" if q.limit is not None else "sort"
-    elif where is not None:
+    if plan.order:
+        plan.strategy = "topk" if plan.limit is not None else "sort"
+    elif plan.where is not None:
         plan.strategy = "scan"
-        for o in outputs:
+        for o in plan.outputs:
             if o.virtual:
                 needed |= o.expr.columns
-    order_keys = [e for e, _ in order if not e.const]
+    order_keys = [e for e, _ in plan.order if not e.const]
     plan.vector_fast_path = (
         plan.strategy == "topk" and len(order_keys) == 1
         and order_keys[0].function is not None and order_keys[0].function.vector_score
     )
     plan.scan_columns = sorted(needed)
-    return plan
 
 
 def _is_virtual(name: str, expr: BExpr, sub_virtual: frozenset[str]) -> bool:

@@ -82,3 +82,10 @@ def test_the_derived_value_cache_counts_bytes_exactly_under_threads():
     held = [cache.get(k) for k in cache.entries.keys()]
     assert cache.nbytes == sum(v.nbytes + 64 for v in held) <= 4_000
     assert len(cache) <= 16
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in PACKAGE.glob("*.py")))
+def test_no_function_is_longer_than_fifty_lines(path):
+    long = [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(_tree(path))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 50]
+    assert not long, f"{path}: split {long} into named steps"
