@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -29,7 +30,7 @@ from .htypes import OBJECT_HTYPES
 from .indexing import take_values
 
 if TYPE_CHECKING:
-    from .table import DatasetView, Table
+    from .table import Table
 
 VIEW_BATCH_ROWS = 16384
 
@@ -206,11 +207,20 @@ def _pieces(t: TensorState, group: np.ndarray, starts: list[int]) -> list[tuple[
     return out
 
 
-def run_query(table: Table, text: str | Query) -> DatasetView:
-    """Execute TQL (text or a parsed ``Query``) over ``table`` and wrap the result as a view."""
+@dataclass(frozen=True)
+class Selection:
+    """A query's answer as rows of the very snapshot it scanned (a writer may have moved on since)."""
+
+    rows: np.ndarray  # dataset row numbers, in result order
+    state: DatasetState  # the scanned snapshot, narrowed to the selected tensors
+    virtual: dict[str, Any]  # computed columns (score, ...), one value per row
+
+
+def run_query(table: Table, text: str | Query) -> Selection:
+    """Execute TQL (text or a parsed ``Query``) over ``table``."""
     with _storage_errors_surface():
         source = TableSource(table)
-        return _as_view(table, source, execute(text, source))
+        return _selection(source, execute(text, source))
 
 
 class _storage_errors_surface:
@@ -226,26 +236,21 @@ class _storage_errors_surface:
             raise cause
 
 
-def _as_view(table: Table, source: TableSource, result: QueryResult) -> DatasetView:
-    """Wrap a result as a view of the very snapshot the query scanned (a writer may have moved on)."""
-    from .table import DatasetView
-
+def _selection(source: TableSource, result: QueryResult) -> Selection:
     state = source._state
     rows = result.rows if source._base is None else source._base[result.rows]
     selected = [c for c in result.columns if c in state.tensors]
     virtual = {k: take_values(v, result.rows) for k, v in source._virtual.items() if k in result.columns}
     virtual.update(result.virtual)
-    view = DatasetView(table, np.asarray(rows, dtype=np.int64), virtual=virtual)
-    view._state = DatasetState({n: state.tensors[n] for n in selected}, state.info)
-    return view
+    narrowed = DatasetState({n: state.tensors[n] for n in selected}, state.info)
+    return Selection(np.asarray(rows, dtype=np.int64), narrowed, virtual)
 
 
-def run_queries(table: Table, texts: Sequence[str | Query]) -> list[DatasetView]:
+def run_queries(table: Table, texts: Sequence[str | Query]) -> list[Selection]:
     """Execute several TQL queries over ``table`` (see ``query_lang.execute_many``).
 
     Top-k vector searches that differ only in their query vector share one scan.
     """
     source = TableSource(table)
     with _storage_errors_surface():
-        return [_as_view(table, source, r) for r in execute_many(list(texts), source)]
-
+        return [_selection(source, r) for r in execute_many(list(texts), source)]

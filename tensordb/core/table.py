@@ -12,6 +12,7 @@ from ..errors import ReadOnlyError, TensorNotFoundError
 from ..format.manifest import DatasetState, TensorState
 from .chunk_io import ChunkReader
 from .indexing import normalize_index, take_values
+from .scan import Selection, run_queries, run_query
 from .tensor import Tensor
 
 if TYPE_CHECKING:
@@ -163,15 +164,14 @@ class Table:
 
     def query(self, text: Any) -> DatasetView:
         """Run a TQL query; the result is a view of the matching rows, in result order."""
-        from .scan import run_query
-
-        return run_query(self, text)
+        return self._view_of(run_query(self, text))
 
     def query_batch(self, texts: Sequence[Any]) -> list[DatasetView]:
         """Run several TQL queries; top-k vector searches differing only in their vector share one scan."""
-        from .scan import run_queries
+        return [self._view_of(selection) for selection in run_queries(self, texts)]
 
-        return run_queries(self, texts)
+    def _view_of(self, selection: Selection) -> DatasetView:
+        return DatasetView(self, selection.rows, virtual=selection.virtual, state=selection.state)
 
     # -- interchange (torch, pyarrow and pandas are imported only when used) ---------------------
     def pytorch(self, tensors: Any = None, batch_size: int | None = 1, shuffle: bool = False, num_workers: int = 0,
@@ -199,8 +199,15 @@ class Table:
 class DatasetView(Table):
     """Some rows of a dataset snapshot, in a given order, plus computed columns. Read-only."""
 
-    def __init__(self, parent: Table, rows: np.ndarray, single: bool = False, virtual: dict[str, Any] | None = None):
-        self._state = parent._state
+    def __init__(
+        self,
+        parent: Table,
+        rows: np.ndarray,
+        single: bool = False,
+        virtual: dict[str, Any] | None = None,
+        state: DatasetState | None = None,
+    ):
+        self._state = parent._state if state is None else state
         self._reader = parent._reader
         self._rows = rows
         self._single = single

@@ -166,8 +166,6 @@ def test_derived_cache_is_hit_and_invalidated_by_new_data(ds):
 
 
 def test_run_queries_matches_one_by_one(ds):
-    from tensordb.core.scan import run_queries
-
     rng = np.random.default_rng(21)
     texts = []
     for j in range(5):
@@ -181,11 +179,11 @@ def test_run_queries_matches_one_by_one(ds):
     texts.append("select id where label < 5")
     texts.append(f"select * order by cosine_similarity(embedding, {_array(rng.standard_normal(DIM))}) desc limit 0")
     texts.append(f"select * order by cosine_similarity(embedding, {_array(np.zeros(DIM))}) desc limit 2")
-    batch = run_queries(ds, texts)
+    batch = ds.query_batch(texts)
     assert len(batch) == len(texts)
     for text, got in zip(texts, batch):
         want = ds.query(text)
         assert got.id.numpy(aslist=True) == want.id.numpy(aslist=True), text
         assert list(got.tensors) == list(want.tensors)
-        if "score" in want._virtual:
+        if "score" in want.virtual_columns:
             np.testing.assert_allclose(got.score.numpy(), want.score.numpy(), rtol=1e-5, equal_nan=True)
