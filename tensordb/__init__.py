@@ -1,6 +1,6 @@
 """tensordb: an embedded, versioned, columnar tensor database for AI retrieval."""
 
-from .core import Dataset, DatasetView, Tensor, dataset, deepcopy, empty, exists, from_arrow, ingest_jsonl, load, verify
+from .core import Dataset, DatasetView, Tensor, dataset, deepcopy, empty, exists, from_arrow, load, verify
 from .deep_memory.tql import register as _register_tql_functions
 from .errors import (
     DataCorruptionError,
@@ -13,7 +13,7 @@ from .errors import (
     TensorNotFoundError,
     VersionError,
 )
-from .vectorstore import HashingEmbedding, VectorStore
+from .vectorstore import HashingEmbedding, VectorStore, ingest_jsonl
 
 _register_tql_functions()
 

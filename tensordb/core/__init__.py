@@ -1,7 +1,7 @@
 """Core layer: tensors, datasets, views and versions, on top of the format and storage layers."""
 
 from .dataset import Dataset
-from .ingest import from_arrow, ingest_jsonl
+from .ingest import from_arrow
 from .lifecycle import dataset, deepcopy, empty, exists, load, verify
 from .table import DatasetView, VirtualColumn
 from .tensor import Tensor
@@ -18,4 +18,4 @@ __all__ = [
     "load",
     "verify",
 ]
-__all__ += ["from_arrow", "ingest_jsonl"]
+__all__ += ["from_arrow"]

@@ -1,6 +1,7 @@
 """The VectorStore layer: document chunks over a dataset, searched with TQL and Deep Memory."""
 
 from .embeddings import HashingEmbedding
+from .ingest import ingest_jsonl
 from .vector_store import VectorStore
 
-__all__ = ["HashingEmbedding", "VectorStore"]
+__all__ = ["HashingEmbedding", "VectorStore", "ingest_jsonl"]

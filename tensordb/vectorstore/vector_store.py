@@ -23,7 +23,14 @@ from ..errors import SampleError, TensorDBError
 from . import filters
 from .embeddings import embed_documents, embed_queries
 
-TENSORS = ("text", "metadata", "embedding", "id")
+#: The vector store's tensors, in order: name → ``create_tensor`` arguments (the one schema definition).
+SCHEMA: dict[str, dict[str, str]] = {
+    "text": {"htype": "text"},
+    "metadata": {"htype": "json"},
+    "embedding": {"htype": "embedding", "dtype": "float32"},
+    "id": {"htype": "id"},
+}
+TENSORS = tuple(SCHEMA)
 DEFAULT_RETURN = ("text", "metadata", "id")
 #: the tensors upsert rewrites in place for an id already stored (the id stays)
 _REPLACED = ("text", "metadata", "embedding")
@@ -87,10 +94,7 @@ class VectorStore:
             raise TensorDBError(f"{ds.path} is not a vector store: it lacks tensors {sorted(set(TENSORS) - existing)}")
         if not existing:
             with ds:
-                ds.create_tensor("text", htype="text")
-                ds.create_tensor("metadata", htype="json")
-                ds.create_tensor("embedding", htype="embedding", dtype="float32")
-                ds.create_tensor("id", htype="id")
+                create_tensors(ds, TENSORS)
 
     # -- properties ------------------------------------------------------------------------------
     @property
@@ -442,6 +446,12 @@ class VectorStore:
         if callable(filter):
             return self.dataset[rows[np.isin(rows, self.rows_where(filter))]], None
         return self.dataset[rows], filters.where_expression(filter)
+
+
+def create_tensors(ds: Dataset, names: Sequence[str]) -> None:
+    """Create the vector store's tensors ``names`` in ``ds``, as :data:`SCHEMA` defines them."""
+    for name in names:
+        ds.create_tensor(name, **SCHEMA[name])
 
 
 def _refuse_unknown(method: Callable, given: Mapping[str, Any], ignored: Sequence[str]) -> None:
