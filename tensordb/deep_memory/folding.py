@@ -15,11 +15,11 @@ query.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Container, Hashable
 
 import numpy as np
+
+from query_lang.cache import BoundedCache
 
 #: Heap the folded copies may use, shared by all datasets of the process. Small
 #: corpora fit whole, which is where the per-query transform would weigh most; in a
@@ -28,13 +28,15 @@ FOLDED_CACHE_BYTES = 128 << 20
 
 
 class FoldedBlocks:
-    """LRU of folded blocks, bounded in bytes, that never evicts what the running query uses."""
+    """LRU of folded blocks, bounded in bytes, that never evicts what the running query uses.
+
+    A thin face over query_lang's shared :class:`~query_lang.cache.BoundedCache`, whose
+    eviction guard keeps the blocks the running query has used.
+    """
 
     def __init__(self, max_bytes: int = FOLDED_CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
-        self._blocks: OrderedDict[Hashable, np.ndarray] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
+        self.cache: BoundedCache[Hashable, np.ndarray] = BoundedCache(max_bytes)
 
     def get_or_fold(
         self, key: Hashable, nbytes: int, fold: Callable[[], np.ndarray], in_use: Container[Hashable]
@@ -44,42 +46,28 @@ class FoldedBlocks:
         ``nbytes`` is the size ``fold()`` will return; ``in_use`` holds the keys the
         current query has already used, which are not evicted to make room.
         """
-        with self._lock:
-            block = self._blocks.get(key)
-            if block is not None:
-                self._blocks.move_to_end(key)
-                return block
-            if not self._make_room(nbytes, in_use):
-                return None
-        block = fold()
-        with self._lock:
-            if key not in self._blocks and self._make_room(block.nbytes, in_use):
-                self._blocks[key] = block
-                self._bytes += block.nbytes
-        return block
-
-    def _make_room(self, nbytes: int, in_use: Container[Hashable]) -> bool:
-        if nbytes > self.max_bytes:
-            return False
-        while self._bytes + nbytes > self.max_bytes:
-            oldest = next(iter(self._blocks))
-            if oldest in in_use:
-                return False
-            self._bytes -= self._blocks.pop(oldest).nbytes
-        return True
+        block = self.cache.get(key)
+        if block is not None:
+            return block
+        keep = in_use.__contains__
+        if not self.cache.admits(nbytes, keep):
+            return None  # not worth folding a block that cannot be kept
+        return self.cache.get_or_compute(key, fold, _nbytes, keep)
 
     @property
     def nbytes(self) -> int:
         """Bytes held."""
-        return self._bytes
+        return self.cache.used_bytes
 
     def __len__(self) -> int:
-        return len(self._blocks)
+        return len(self.cache)
 
     def clear(self) -> None:
-        with self._lock:
-            self._blocks.clear()
-            self._bytes = 0
+        self.cache.clear()
+
+
+def _nbytes(block: np.ndarray) -> int:
+    return block.nbytes
 
 
 #: Shared by every scan of the process.

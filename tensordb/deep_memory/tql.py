@@ -9,14 +9,14 @@ a correction for the rows that carry memory (found via their ``id``).
 
 from __future__ import annotations
 
-import threading
+import sys
 import weakref
-from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
 
+from query_lang.cache import BoundedCache
 from query_lang.errors import TQLExecutionError, TQLTypeError
 from query_lang.functions import Arg, CallContext, Function, check_same_dim, register_function
 from query_lang.vtypes import NUMBER, ValueType
@@ -26,9 +26,12 @@ from .jobs import JobStore
 from .model import DeepMemoryModel
 
 _JOB_STORES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_MEMORY_ROWS: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-_MEMORY_ROWS_ENTRIES = 1024
-_MEMORY_ROWS_LOCK = threading.Lock()  # searches may run on several threads
+#: How many chunks' memory rows are kept, process-wide (bounded by count: each entry is small).
+MEMORY_ROWS_ENTRIES = 1024
+#: (job, id-chunk identity, rows) → the chunk rows that carry memory and their memory rows.
+MEMORY_ROWS: BoundedCache[Hashable, tuple[np.ndarray, np.ndarray]] = BoundedCache(
+    sys.maxsize, max_entries=MEMORY_ROWS_ENTRIES
+)
 
 
 def jobs_of(dataset: Any) -> JobStore:
@@ -137,19 +140,14 @@ class DeepMemoryDistance(Function):
         batch_key = ctx.cache_key("id")
         key = None if batch_key is None else (job_id, batch_key, ctx.n)
         if key is not None:
-            with _MEMORY_ROWS_LOCK:
-                cached = _MEMORY_ROWS.get(key)
-                if cached is not None:
-                    _MEMORY_ROWS.move_to_end(key)
-                    return cached
+            cached = MEMORY_ROWS.get(key)
+            if cached is not None:
+                return cached
         index = model.memory_index(ctx.column("id"))
         rows = np.flatnonzero(index >= 0)
         found = (rows, index[rows])
         if key is not None:
-            with _MEMORY_ROWS_LOCK:
-                _MEMORY_ROWS[key] = found
-                while len(_MEMORY_ROWS) > _MEMORY_ROWS_ENTRIES:
-                    _MEMORY_ROWS.popitem(last=False)
+            MEMORY_ROWS.put(key, found, found[0].nbytes + found[1].nbytes)
         return found
 
 
