@@ -131,6 +131,10 @@ class _DerivedSource:
                 info = ColumnInfo(o.name, t.htype or "generic", dtype, shape)
             self.infos[o.name] = info
 
+    @property
+    def owner(self) -> object | None:
+        return self.base.owner
+
     def __len__(self) -> int:
         return len(self.result.rows)
 
@@ -195,7 +199,7 @@ class Executor:
             args: list[Any] = [None, None]
             args[1 - vary] = evaluate(column, ctx)
             cc = CallContext(ctx.batch, ctx.n, arg_consts, arg_columns,
-                             ctx.fn_caches.setdefault(fn.name, {}), ctx.row_map)
+                             ctx.fn_caches.setdefault(fn.name, {}), ctx.row_map, ctx.source)
             with np.errstate(all="ignore"):
                 scores = [key_array(v, ctx.n) for v in fn.evaluate_many(args, vary, values, cc)]
             _push_many(topks, batch.rows, scores, stop, first.order[0][1])

@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import TQLNameError, TQLTypeError
 from .kernels import rows_iter, vectors
-from .source import UNIT_NORM_TOLERANCE, Batch
+from .source import UNIT_NORM_TOLERANCE, Batch, ScanSource
 from .vtypes import NUMBER, ValueType
 
 
@@ -50,7 +50,8 @@ class CallContext:
     arg_columns: tuple[str | None, ...] = ()  #: source column when an argument is a bare tensor
     cache: dict[Hashable, Any] = field(default_factory=dict)  #: per executor, per function
     row_map: np.ndarray | None = None
-    source: Any = None  #: the ScanSource being queried (for source-level facts, e.g. a trained model)
+    #: The source being queried; ``source.owner`` is what the rows come from (e.g. a dataset).
+    source: ScanSource | None = None
 
     @property
     def rows(self) -> np.ndarray:

@@ -33,7 +33,8 @@ class MemorySource:
 
     ``columns`` maps names to equal-length lists or ndarrays; ``htypes`` gives each
     column's htype (inferred when missing). Embedding columns get precomputed
-    ``l2_norms`` and every full batch gets ``cache_keys``.
+    ``l2_norms`` and every full batch gets ``cache_keys``. ``owner`` is handed to
+    functions as :attr:`ScanSource.owner`.
     """
 
     def __init__(
@@ -41,6 +42,7 @@ class MemorySource:
         columns: dict[str, Any],
         htypes: dict[str, str] | None = None,
         batch_size: int = 1024,
+        owner: object | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
@@ -50,6 +52,7 @@ class MemorySource:
             raise ValueError(f"columns have different lengths: {sorted(lengths)}")
         self._len = lengths.pop() if lengths else 0
         self.batch_size = batch_size
+        self.owner = owner
         self._id = next(_ids)
         self._data: dict[str, Any] = {}
         self._info: dict[str, ColumnInfo] = {}

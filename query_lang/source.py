@@ -64,6 +64,10 @@ class Batch:
 class ScanSource(Protocol):
     """A table that query_lang can scan."""
 
+    #: The object the rows come from, for functions that need more than columns (for tensordb,
+    #: the dataset; e.g. a trained model stored with it), or None. query_lang never looks inside it.
+    owner: object | None
+
     def __len__(self) -> int:
         """The number of rows."""
         ...
