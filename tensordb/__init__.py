@@ -14,10 +14,9 @@ from .errors import (
     VersionError,
 )
 from .vectorstore import HashingEmbedding, VectorStore, ingest_jsonl
+from .version import __version__
 
 _register_tql_functions()
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Dataset",

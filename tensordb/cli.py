@@ -19,6 +19,7 @@ import numpy as np
 from query_lang.errors import TQLError
 
 from .errors import TensorDBError
+from .version import __version__
 
 DEFAULT_LIMIT = 20
 CELL_WIDTH = 48
@@ -212,8 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inspect and query tensordb datasets; run the Deep Memory demo.",
         epilog="Exit codes: 0 success, 1 error, 2 usage error. PATH may end in @branch or @commit.",
     )
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"tensordb {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
