@@ -26,6 +26,7 @@ from ..format import codecs
 from ..format import manifest as mf
 from ..storage import Store, WriterLock
 from . import attachments, maintenance, writes
+from .arguments import refuse_unknown_keywords
 from .chunk_io import ChunkReader, ChunkWriter
 from .htypes import DEFAULT_DTYPE, encode_rows, validate_meta
 from .indexing import normalize_index
@@ -36,6 +37,11 @@ DEFAULT_CHUNK_BYTES = 16 << 20
 _BRANCH_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 
 Method = TypeVar("Method", bound=Callable[..., Any])
+#: Deep Lake v3 arguments of create_tensor that are accepted (compression as chunk_compression) or ignored.
+IGNORED_CREATE_TENSOR_ARGUMENTS = frozenset({
+    "compression", "sample_compression", "hidden", "create_sample_info_tensor", "create_shape_tensor",
+    "create_id_tensor", "verify", "verbose", "downsampling", "tiling_threshold",
+})
 
 
 @dataclass
@@ -273,9 +279,21 @@ class Dataset(Table):
         max_chunk_size: int = DEFAULT_CHUNK_BYTES,
         class_names: Sequence[str] | None = None,
         exist_ok: bool = False,
-        **_deeplake_compat: Any,
+        **deeplake_v3_arguments: Any,
     ) -> Any:
-        """Add an empty tensor. ``htype`` is one of generic, text, json, list, embedding, class_label, id."""
+        """Add an empty tensor. ``htype`` is one of generic, text, json, list, embedding, class_label, id.
+
+        Deep Lake v3's ``compression`` is read as ``chunk_compression``; its ``sample_compression=None``,
+        ``hidden``, ``create_sample_info_tensor``, ``create_shape_tensor``, ``create_id_tensor``, ``verify``,
+        ``verbose``, ``downsampling`` and ``tiling_threshold`` are accepted and ignored. Any other keyword
+        argument is a ``TypeError``.
+        """
+        refuse_unknown_keywords(Dataset.create_tensor, deeplake_v3_arguments, IGNORED_CREATE_TENSOR_ARGUMENTS)
+        if deeplake_v3_arguments.get("sample_compression") is not None:
+            raise SampleError(
+                f"create_tensor: sample_compression={deeplake_v3_arguments['sample_compression']!r} is not "
+                f"supported; tensordb compresses whole chunks (chunk_compression='lz4')"
+            )
         if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
             raise InvalidNameError(
                 f"invalid tensor name {name!r}: expected a Python identifier not starting with '_'"
@@ -284,7 +302,7 @@ class Dataset(Table):
             if exist_ok:
                 return self._tensor(name)
             raise TensorExistsError(f"tensor {name!r} already exists; tensors are {list(self._state.tensors)}")
-        compression = chunk_compression or _deeplake_compat.pop("compression", None)
+        compression = chunk_compression or deeplake_v3_arguments.get("compression")
         codecs.validate(compression)
         dtype_str = np.dtype(dtype).name if dtype is not None else DEFAULT_DTYPE.get(htype)
         meta = mf.TensorMeta(
