@@ -15,11 +15,14 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from query_lang.source import OBJECT_HTYPES
+
 from ..errors import SampleError
 from ..format.manifest import TensorMeta
 
 HTYPES = ("generic", "text", "json", "list", "embedding", "class_label", "id")
-OBJECT_HTYPES = frozenset({"text", "json", "list", "id"})
+# OBJECT_HTYPES (text, json, list, id: rows are Python objects) is defined once, in query_lang, which scans such
+# columns and cannot import core; core modules take it from here.
 EMBEDDING_DTYPES = ("float32", "float16")
 DEFAULT_DTYPE = {"embedding": "float32", "class_label": "uint32"}
 ENCODING = {"text": "utf8", "id": "utf8", "json": "msgpack", "list": "msgpack"}
