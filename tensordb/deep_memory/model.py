@@ -43,6 +43,31 @@ def _normalize_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, _EPS)
 
 
+def _cosine_scores(q_prime: np.ndarray, doc_block: np.ndarray, doc_norms: np.ndarray | None,
+                   unit_rows: bool) -> np.ndarray:
+    """``(m, n)`` scores ``q' . d_j / ||d_j||`` (float32; a single query gives ``m = 1``)."""
+    single = q_prime.ndim == 1
+    # Single queries take the gemv path and divide in place: same passes as cosine.
+    scores = (doc_block @ q_prime)[None, :] if single else q_prime @ doc_block.T
+    if unit_rows:
+        return scores
+    if doc_norms is None:
+        doc_norms = np.linalg.norm(doc_block, axis=1)
+    doc_norms = np.asarray(doc_norms, dtype=np.float32)
+    if doc_norms.size and doc_norms.min() < _EPS:
+        # Zero rows score 0 instead of NaN; the check is one cheap reduction.
+        doc_norms = np.maximum(doc_norms, _EPS)
+    scores /= doc_norms
+    return scores
+
+
+def _rows_with_memory(memory_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, memory rows)``: the rows of a :meth:`DeepMemoryModel.memory_index` that carry memory."""
+    memory_index = np.asarray(memory_index)
+    rows = np.flatnonzero(memory_index >= 0)
+    return rows, memory_index[rows]
+
+
 class DeepMemoryModel:
     """Query transform ``A`` (dim × dim) and sparse memory ``M`` (len(memory_ids) × dim).
 
@@ -192,32 +217,25 @@ class DeepMemoryModel:
         single = q_prime.ndim == 1
         q2 = q_prime[None, :] if single else q_prime
         assert q2.shape[1] == self.dim and doc_block.shape[1] == self.dim
-        # Single queries take the gemv path and divide in place: same passes as cosine.
-        scores = (doc_block @ q_prime)[None, :] if single else q2 @ doc_block.T
-        if not unit_rows:
-            if doc_norms is None:
-                doc_norms = np.linalg.norm(doc_block, axis=1)
-            doc_norms = np.asarray(doc_norms, dtype=np.float32)
-            if doc_norms.size and doc_norms.min() < _EPS:
-                # Zero rows score 0 instead of NaN; the check is one cheap reduction.
-                doc_norms = np.maximum(doc_norms, _EPS)
-            scores /= doc_norms
+        scores = _cosine_scores(q_prime, doc_block, doc_norms, unit_rows)
         if memory_rows is None and memory_index is not None and len(self.memory_ids):
-            memory_index = np.asarray(memory_index)
-            rows = np.flatnonzero(memory_index >= 0)
-            memory_rows = (rows, memory_index[rows])
-        if memory_rows is not None and len(self.memory_ids):
-            rows, mi = memory_rows
-            if rows.size:
-                if memory_scores is not None and single:
-                    scores[0, rows] += np.asarray(memory_scores, dtype=np.float32)[mi]
-                elif memory_scores is not None:
-                    ms = np.asarray(memory_scores, dtype=np.float32).reshape(len(q2), -1)
-                    scores[:, rows] += ms[:, mi]
-                else:
-                    # Only the few memory rows of this block pay for the correction.
-                    scores[:, rows] += q2 @ self.memory_vectors[mi].T
+            memory_rows = _rows_with_memory(memory_index)
+        if memory_rows is not None and len(self.memory_ids) and memory_rows[0].size:
+            self._add_memory(scores, q2, memory_rows, memory_scores, single)
         return scores[0] if single else scores
+
+    def _add_memory(self, scores: np.ndarray, q2: np.ndarray, memory_rows: tuple[np.ndarray, np.ndarray],
+                    memory_scores: np.ndarray | None, single: bool) -> None:
+        """Add ``q' . M[mem(j)]`` to the scores (``(m, n)``, in place) of the rows that carry memory."""
+        rows, mi = memory_rows
+        if memory_scores is not None and single:
+            scores[0, rows] += np.asarray(memory_scores, dtype=np.float32)[mi]
+        elif memory_scores is not None:
+            ms = np.asarray(memory_scores, dtype=np.float32).reshape(len(q2), -1)
+            scores[:, rows] += ms[:, mi]
+        else:
+            # Only the few memory rows of this block pay for the correction.
+            scores[:, rows] += q2 @ self.memory_vectors[mi].T
 
     def search(
         self,

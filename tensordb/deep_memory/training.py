@@ -27,7 +27,8 @@ half-trained model).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,164 +242,259 @@ def train_model(
         config: hyper-parameters (:class:`TrainingConfig`).
         num_threads: torch intra-op threads (``None`` leaves torch's setting alone).
     """
+    clock = _Clock(time.monotonic(), max_seconds)
+    cfg = config or TrainingConfig()
+    docs, queries = _checked_arrays(doc_embeddings, doc_ids, query_embeddings, relevance)
+    with _torch_threads(num_threads):
+        run = _Run(docs, queries, [str(i) for i in doc_ids], relevance, val_fraction, cfg, seed, should_stop)
+        before = run.pooled_metrics([None] * len(run.folds)) if run.folds else {}
+        selection = _select_epochs(run, before, clock, progress)
+        improved = bool(selection.best_epoch > 0
+                        and _selection_score(selection.after) > _selection_score(before) + cfg.min_improvement)
+        if improved:
+            model, refitted = _shipped_model(run, selection, clock)
+        else:
+            selection.after = before
+            model, refitted = DeepMemoryModel.identity(docs.shape[1]), False
+        return _result(run, model, before, selection, improved, refitted, clock)
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """The run's start and its wall-clock budget."""
+
+    start: float
+    max_seconds: float
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def past(self, share: float = 1.0) -> bool:
+        """Whether ``share`` of the budget is spent."""
+        return time.monotonic() > self.start + share * self.max_seconds
+
+
+def _checked_arrays(
+    doc_embeddings: np.ndarray, doc_ids: Sequence[str], query_embeddings: np.ndarray, relevance: Sequence[Relevance]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Documents and queries as float32 matrices of one dimension, with one id / judgement per row."""
+    docs = np.asarray(doc_embeddings, dtype=np.float32)
+    queries = np.asarray(query_embeddings, dtype=np.float32)
+    assert docs.ndim == 2 and queries.ndim == 2 and docs.shape[1] == queries.shape[1]
+    assert len(doc_ids) == docs.shape[0] and len(relevance) == queries.shape[0]
+    return docs, queries
+
+
+@contextmanager
+def _torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Run with ``num_threads`` torch intra-op threads (``None``: leave the setting alone)."""
     import torch
 
-    t0 = time.monotonic()
-    deadline = t0 + max_seconds
-    cfg = config or TrainingConfig()
-    docs_np = np.asarray(doc_embeddings, dtype=np.float32)
-    q_np = np.asarray(query_embeddings, dtype=np.float32)
-    assert docs_np.ndim == 2 and q_np.ndim == 2 and docs_np.shape[1] == q_np.shape[1]
-    assert len(doc_ids) == docs_np.shape[0] and len(relevance) == q_np.shape[0]
-    n_docs, dim = docs_np.shape
-    ids = [str(i) for i in doc_ids]
-    row_of = {doc_id: r for r, doc_id in enumerate(ids)}
-
-    prev_threads = torch.get_num_threads()
+    previous = torch.get_num_threads()
     if num_threads:
         torch.set_num_threads(num_threads)
     try:
-        # Queries with at least one positive found in the corpus are usable.
-        pos_lists: list[list[tuple[int, float]]] = []
-        keep: list[int] = []
-        for i, rel in enumerate(relevance):
-            pos = [(row_of[d], s) for d, s in _as_pairs(rel) if s > 0 and d in row_of]
-            if pos:
-                keep.append(i)
-                pos_lists.append(pos)
-        rel_dicts = [{ids[r]: s for r, s in p} for p in pos_lists]
-        n_q = len(keep)
-        # Decided on the whole label set so that validation and refit train the same family.
-        use_transform = cfg.use_query_transform and n_q >= cfg.min_queries_for_transform
-        folds = _make_folds(n_q, val_fraction, cfg, np.random.default_rng(seed))
-        docs_t = torch.nn.functional.normalize(torch.from_numpy(docs_np), dim=1)
-        q_all = torch.from_numpy(q_np[keep]) if keep else torch.zeros(0, dim)
-        kmax = min(max(DEFAULT_TOP_K), n_docs)
-        val_all = np.concatenate([v for _, v in folds]) if folds else np.zeros(0, np.int64)
-        val_rel = [rel_dicts[i] for i in val_all]
-
-        def new_trainer(train_q: np.ndarray) -> tuple[_Trainer, list[str]]:
-            mem_rows = sorted({r for i in train_q for r, _ in pos_lists[i]})
-            if not cfg.use_memory:
-                mem_rows = []
-            tr = _Trainer(docs_t, np.asarray(mem_rows, dtype=np.int64), cfg, len(train_q), seed, use_transform)
-            return tr, [ids[r] for r in mem_rows]
-
-        def pooled_metrics(trainers: list[_Trainer | None]) -> dict[str, float]:
-            ranked: list[list[str]] = []
-            for tr, (_, v) in zip(trainers, folds, strict=True):
-                tr = tr or _Trainer(docs_t, np.zeros(0, dtype=np.int64), cfg, 1, seed)
-                ranked += [[ids[r] for r in row] for row in tr.rank(q_all[v], kmax)]
-            return evaluate_rankings(ranked, val_rel, DEFAULT_TOP_K)
-
-        full_softmax = n_docs <= cfg.full_softmax_max_docs
-        gen = torch.Generator().manual_seed(seed)
-
-        def run_epoch(tr: _Trainer, train_q: np.ndarray, hard: np.ndarray | None) -> float:
-            order = train_q[torch.randperm(len(train_q), generator=gen).numpy()]
-            losses = []
-            for s in range(0, len(order), cfg.batch_size):
-                if should_stop is not None and should_stop():
-                    raise TrainingCancelled("Deep Memory training cancelled")
-                b = order[s : s + cfg.batch_size]
-                width = max(len(pos_lists[i]) for i in b)
-                pidx = np.zeros((len(b), width), dtype=np.int64)
-                pw = np.zeros((len(b), width), dtype=np.float32)
-                for j, i in enumerate(b):
-                    for c, (r, sc) in enumerate(pos_lists[i]):
-                        pidx[j, c], pw[j, c] = r, sc
-                cand = None
-                if hard is not None:
-                    rows = hard[np.searchsorted(train_q, b)].ravel()
-                    cand_np = np.unique(np.concatenate([rows, pidx.ravel()]))
-                    pidx = np.searchsorted(cand_np, pidx)
-                    cand = torch.from_numpy(cand_np)
-                losses.append(tr.step(q_all[b], torch.from_numpy(pidx), torch.from_numpy(pw), cand))
-            return float(np.mean(losses))
-
-        def mine(tr: _Trainer, train_q: np.ndarray) -> np.ndarray | None:
-            # Mined once with the cosine model: re-mining every epoch would cost a full
-            # corpus scan per training query.
-            return None if full_softmax else tr.rank(q_all[train_q], cfg.hard_negatives)
-
-        before = pooled_metrics([None] * len(folds)) if folds else {}
-        after = before
-        history: list[dict[str, float]] = []
-        best_epoch = 0
-        fold_models: list[tuple[_Trainer, list[str]]] = [new_trainer(t) for t, _ in folds]
-        trainable = bool(folds) and fold_models[0][0].opt is not None
-        if trainable:
-            hards = [mine(tr, t) for (tr, _), (t, _) in zip(fold_models, folds, strict=True)]
-            best_score, bad, best_states = _selection_score(before), 0, None
-            # Selection phase gets most of the budget, the refit on all queries the rest.
-            select_deadline = t0 + (0.6 if cfg.refit else 1.0) * max_seconds
-            for epoch in range(1, cfg.max_epochs + 1):
-                loss = float(
-                    np.mean([run_epoch(tr, t, h) for (tr, _), (t, _), h in zip(fold_models, folds, hards, strict=True)])
-                )
-                m = pooled_metrics([tr for tr, _ in fold_models])
-                score = _selection_score(m)
-                history.append({"epoch": epoch, "loss": loss, "val_score": score, **m})
-                if progress is not None:
-                    progress(epoch, cfg.max_epochs, m)
-                if score > best_score + 1e-9:
-                    best_score, best_epoch, after, bad = score, epoch, m, 0
-                    best_states = [(tr.W.detach().clone(), tr.M.detach().clone()) for tr, _ in fold_models]
-                else:
-                    bad += 1
-                if bad >= cfg.patience or time.monotonic() > select_deadline:
-                    break
-            if best_states is not None and len(folds) == 1:
-                tr = fold_models[0][0]
-                with torch.no_grad():
-                    tr.W.copy_(best_states[0][0])
-                    tr.M.copy_(best_states[0][1])
-
-        improved = bool(best_epoch > 0 and _selection_score(after) > _selection_score(before) + cfg.min_improvement)
-        refitted = False
-        model = DeepMemoryModel.identity(dim)
-        if not improved:
-            after = before
-        else:
-            if len(folds) == 1:
-                model = fold_models[0][0].to_model(fold_models[0][1])
-            elapsed = time.monotonic() - t0
-            per_epoch = elapsed / max(len(history) * len(folds), 1) * n_q / len(folds[0][0])
-            # Cross-validation leaves no held-out model to ship: the refit is required.
-            if len(folds) > 1 or (cfg.refit and elapsed + per_epoch * best_epoch < max_seconds):
-                all_q = np.arange(n_q)
-                tr, mem_ids = new_trainer(all_q)
-                hard = mine(tr, all_q)
-                for _ in range(best_epoch):
-                    run_epoch(tr, all_q, hard)
-                    if len(folds) == 1 and time.monotonic() > deadline:
-                        break
-                model = tr.to_model(mem_ids)
-                refitted = True
-        seconds = time.monotonic() - t0
-        n_train = int(len(folds[0][0])) if folds else 0
-        model.metadata = {
-            "trained": improved,
-            "best_epoch": best_epoch,
-            "refitted": refitted,
-            "folds": len(folds),
-            "n_queries": n_q,
-            "val_metrics_before": before,
-            "val_metrics_after": after,
-            "seconds": round(seconds, 3),
-        }
-        return TrainingResult(
-            model=model,
-            val_metrics_before=before,
-            val_metrics_after=after,
-            history=history,
-            improved=improved,
-            seconds=seconds,
-            best_epoch=best_epoch,
-            refitted=refitted,
-            n_train_queries=n_train,
-            n_val_queries=int(len(val_all)),
-        )
+        yield
     finally:
         if num_threads:
-            torch.set_num_threads(prev_threads)
+            torch.set_num_threads(previous)
+
+
+class _Run:
+    """One training run's shared state: corpus, usable queries, folds, and the minibatch order."""
+
+    def __init__(self, docs: np.ndarray, queries: np.ndarray, ids: list[str], relevance: Sequence[Relevance],
+                 val_fraction: float, cfg: TrainingConfig, seed: int, should_stop: Callable[[], bool] | None) -> None:
+        import torch
+
+        self.torch = torch
+        self.cfg, self.seed, self.should_stop, self.ids = cfg, seed, should_stop, ids
+        n_docs, dim = docs.shape
+        keep, self.positives = _usable_queries(ids, relevance)
+        self.n_queries = len(keep)
+        # Decided on the whole label set so that validation and refit train the same family.
+        self.use_transform = cfg.use_query_transform and self.n_queries >= cfg.min_queries_for_transform
+        self.folds = _make_folds(self.n_queries, val_fraction, cfg, np.random.default_rng(seed))
+        self.docs = torch.nn.functional.normalize(torch.from_numpy(docs), dim=1)
+        self.queries = torch.from_numpy(queries[keep]) if keep else torch.zeros(0, dim)
+        self.kmax = min(max(DEFAULT_TOP_K), n_docs)
+        self.val_all = np.concatenate([v for _, v in self.folds]) if self.folds else np.zeros(0, np.int64)
+        judged = [{ids[r]: s for r, s in p} for p in self.positives]
+        self.val_relevance = [judged[i] for i in self.val_all]
+        self.full_softmax = n_docs <= cfg.full_softmax_max_docs
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def new_trainer(self, train_q: np.ndarray) -> tuple[_Trainer, list[str]]:
+        """A fresh trainer for the queries ``train_q``, with memory for their positive documents."""
+        mem_rows = sorted({r for i in train_q for r, _ in self.positives[i]}) if self.cfg.use_memory else []
+        tr = _Trainer(self.docs, np.asarray(mem_rows, dtype=np.int64), self.cfg, len(train_q), self.seed,
+                      self.use_transform)
+        return tr, [self.ids[r] for r in mem_rows]
+
+    def pooled_metrics(self, trainers: list[_Trainer | None]) -> dict[str, float]:
+        """Validation metrics over every fold (``None``: the identity model)."""
+        ranked: list[list[str]] = []
+        for tr, (_, v) in zip(trainers, self.folds, strict=True):
+            tr = tr or _Trainer(self.docs, np.zeros(0, dtype=np.int64), self.cfg, 1, self.seed)
+            ranked += [[self.ids[r] for r in row] for row in tr.rank(self.queries[v], self.kmax)]
+        return evaluate_rankings(ranked, self.val_relevance, DEFAULT_TOP_K)
+
+    def mine(self, tr: _Trainer, train_q: np.ndarray) -> np.ndarray | None:
+        """Hard negatives of ``train_q``, when the softmax does not cover the whole corpus."""
+        # Mined once with the cosine model: re-mining every epoch would cost a full
+        # corpus scan per training query.
+        return None if self.full_softmax else tr.rank(self.queries[train_q], self.cfg.hard_negatives)
+
+    def run_epoch(self, tr: _Trainer, train_q: np.ndarray, hard: np.ndarray | None) -> float:
+        """One pass over ``train_q`` in a seeded order; the mean minibatch loss."""
+        torch = self.torch
+        order = train_q[torch.randperm(len(train_q), generator=self.gen).numpy()]
+        losses = []
+        for s in range(0, len(order), self.cfg.batch_size):
+            if self.should_stop is not None and self.should_stop():
+                raise TrainingCancelled("Deep Memory training cancelled")
+            batch = order[s : s + self.cfg.batch_size]
+            pidx, pw = self._padded_positives(batch)
+            cand = None
+            if hard is not None:
+                cand_np, pidx = _candidates(hard, train_q, batch, pidx)
+                cand = torch.from_numpy(cand_np)
+            losses.append(tr.step(self.queries[batch], torch.from_numpy(pidx), torch.from_numpy(pw), cand))
+        return float(np.mean(losses))
+
+    def _padded_positives(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positive rows and weights of each query of ``batch``, padded to one width with weight 0."""
+        width = max(len(self.positives[i]) for i in batch)
+        pidx = np.zeros((len(batch), width), dtype=np.int64)
+        pw = np.zeros((len(batch), width), dtype=np.float32)
+        for j, i in enumerate(batch):
+            for c, (r, sc) in enumerate(self.positives[i]):
+                pidx[j, c], pw[j, c] = r, sc
+        return pidx, pw
+
+
+def _usable_queries(ids: list[str], relevance: Sequence[Relevance]) -> tuple[list[int], list[list[tuple[int, float]]]]:
+    """The queries with at least one positive found in the corpus, and those positives as (row, score)."""
+    row_of = {doc_id: r for r, doc_id in enumerate(ids)}
+    keep: list[int] = []
+    positives: list[list[tuple[int, float]]] = []
+    for i, rel in enumerate(relevance):
+        pos = [(row_of[d], s) for d, s in _as_pairs(rel) if s > 0 and d in row_of]
+        if pos:
+            keep.append(i)
+            positives.append(pos)
+    return keep, positives
+
+
+def _candidates(hard: np.ndarray, train_q: np.ndarray, batch: np.ndarray,
+                pidx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows a minibatch's softmax runs over (its hard negatives and positives), and the positives among them."""
+    rows = hard[np.searchsorted(train_q, batch)].ravel()
+    cand = np.unique(np.concatenate([rows, pidx.ravel()]))
+    return cand, np.searchsorted(cand, pidx)
+
+
+@dataclass
+class _Selection:
+    """What the selection phase found: per-epoch history, the best epoch and its validation metrics."""
+
+    fold_models: list[tuple[_Trainer, list[str]]]
+    after: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+
+
+def _select_epochs(run: _Run, before: dict[str, float], clock: _Clock, progress: ProgressFn | None) -> _Selection:
+    """Train every fold epoch by epoch, keeping the best validation epoch, with early stopping.
+
+    With one fold, its trainer is left holding the best epoch's weights.
+    """
+    cfg, folds = run.cfg, run.folds
+    selection = _Selection([run.new_trainer(t) for t, _ in folds], before)
+    if not folds or selection.fold_models[0][0].opt is None:
+        return selection
+    hards = [run.mine(tr, t) for (tr, _), (t, _) in zip(selection.fold_models, folds, strict=True)]
+    best_score, bad, best_states = _selection_score(before), 0, None
+    # Selection phase gets most of the budget, the refit on all queries the rest.
+    select_share = 0.6 if cfg.refit else 1.0
+    for epoch in range(1, cfg.max_epochs + 1):
+        trained = zip(selection.fold_models, folds, hards, strict=True)
+        loss = float(np.mean([run.run_epoch(tr, t, h) for (tr, _), (t, _), h in trained]))
+        m = run.pooled_metrics([tr for tr, _ in selection.fold_models])
+        score = _selection_score(m)
+        selection.history.append({"epoch": epoch, "loss": loss, "val_score": score, **m})
+        if progress is not None:
+            progress(epoch, cfg.max_epochs, m)
+        if score > best_score + 1e-9:
+            best_score, selection.best_epoch, selection.after, bad = score, epoch, m, 0
+            best_states = [(tr.W.detach().clone(), tr.M.detach().clone()) for tr, _ in selection.fold_models]
+        else:
+            bad += 1
+        if bad >= cfg.patience or clock.past(select_share):
+            break
+    if best_states is not None and len(folds) == 1:
+        _restore(selection.fold_models[0][0], best_states[0])
+    return selection
+
+
+def _restore(tr: _Trainer, state: tuple[Any, Any]) -> None:
+    with tr.torch.no_grad():
+        tr.W.copy_(state[0])
+        tr.M.copy_(state[1])
+
+
+def _shipped_model(run: _Run, selection: _Selection, clock: _Clock) -> tuple[DeepMemoryModel, bool]:
+    """The model to ship after a successful selection, and whether it was refitted on all queries.
+
+    The held-out model, or (when time allows, and always after cross-validation, which
+    leaves no held-out model) a refit on every query for the selected number of epochs.
+    """
+    folds = run.folds
+    model = DeepMemoryModel.identity(run.docs.shape[1])
+    if len(folds) == 1:
+        model = selection.fold_models[0][0].to_model(selection.fold_models[0][1])
+    elapsed = clock.elapsed()
+    per_epoch = elapsed / max(len(selection.history) * len(folds), 1) * run.n_queries / len(folds[0][0])
+    if len(folds) > 1 or (run.cfg.refit and elapsed + per_epoch * selection.best_epoch < clock.max_seconds):
+        return _refit(run, selection.best_epoch, clock), True
+    return model, False
+
+
+def _refit(run: _Run, epochs: int, clock: _Clock) -> DeepMemoryModel:
+    """A model trained on every usable query for ``epochs`` epochs (cut short by the deadline after a hold-out)."""
+    all_q = np.arange(run.n_queries)
+    tr, mem_ids = run.new_trainer(all_q)
+    hard = run.mine(tr, all_q)
+    for _ in range(epochs):
+        run.run_epoch(tr, all_q, hard)
+        if len(run.folds) == 1 and clock.past():
+            break
+    return tr.to_model(mem_ids)
+
+
+def _result(run: _Run, model: DeepMemoryModel, before: dict[str, float], selection: _Selection, improved: bool,
+            refitted: bool, clock: _Clock) -> TrainingResult:
+    """The run's outcome, also recorded in ``model.metadata``."""
+    seconds = clock.elapsed()
+    model.metadata = {
+        "trained": improved,
+        "best_epoch": selection.best_epoch,
+        "refitted": refitted,
+        "folds": len(run.folds),
+        "n_queries": run.n_queries,
+        "val_metrics_before": before,
+        "val_metrics_after": selection.after,
+        "seconds": round(seconds, 3),
+    }
+    return TrainingResult(
+        model=model,
+        val_metrics_before=before,
+        val_metrics_after=selection.after,
+        history=selection.history,
+        improved=improved,
+        seconds=seconds,
+        best_epoch=selection.best_epoch,
+        refitted=refitted,
+        n_train_queries=int(len(run.folds[0][0])) if run.folds else 0,
+        n_val_queries=int(len(run.val_all)),
+    )
