@@ -8,8 +8,11 @@ sign directly before a numeric literal is folded into the literal, so
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -19,11 +22,57 @@ class Literal:
     value: int | float | str | bool | None
 
 
+class Float32Vector:
+    """The values of an ARRAY literal held as one read-only float32 vector (e.g. a query embedding).
+
+    It stays a float32 array from the caller to the kernels, with no detour through Python
+    floats. As a value it is the tuple of its numbers: it compares and hashes equal to
+    ``tuple(float(x) for x in array)``, so an ARRAY literal holding it equals the one the
+    parser reads back from its printed text.
+    """
+
+    __slots__ = ("_hash", "array")
+
+    def __init__(self, values: Iterable[float] | np.ndarray) -> None:
+        array = np.array(values, dtype=np.float32)  # a copy: the AST owns its data
+        if array.ndim != 1:
+            raise ValueError(f"Float32Vector: expected a 1-d vector, got shape {array.shape}")
+        array.flags.writeable = False
+        self.array = array
+        self._hash: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self.array.tolist())
+
+    def __getitem__(self, i: int | slice) -> Any:
+        """One value as a Python float, or a slice as a tuple of them."""
+        part = self.array[i]
+        return tuple(part.tolist()) if isinstance(i, slice) else float(part)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Float32Vector):
+            return bool(np.array_equal(self.array, other.array))
+        if isinstance(other, tuple):
+            return len(other) == len(self.array) and tuple(self.array.tolist()) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(tuple(self.array.tolist()))
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"Float32Vector({self.array.tolist()!r})"
+
+
 @dataclass(frozen=True)
 class ArrayLiteral:
     """``ARRAY[1, 2.5, -3]``: a constant numeric vector."""
 
-    values: tuple[int | float, ...]
+    values: tuple[int | float, ...] | Float32Vector
 
 
 @dataclass(frozen=True)

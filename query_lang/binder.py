@@ -105,8 +105,7 @@ def bind(e: ast.Expr, scope: Scope) -> BExpr:
     if isinstance(e, ast.Literal):
         return const_expr(e.value, _literal_type(e.value), e)
     if isinstance(e, ast.ArrayLiteral):
-        arr = np.asarray(e.values, dtype=np.float64)
-        return const_expr(arr, ValueType("array", shape=arr.shape), e)
+        return _bind_array(e)
     if isinstance(e, ast.Column):
         return scope.lookup(e.name)
     if isinstance(e, ast.Index):
@@ -164,6 +163,26 @@ def _bind_is_null(e: ast.IsNull, scope: Scope) -> BExpr:
         return ~m if e.negated else m
 
     return make_node(BOOL, ast.IsNull(x.resolved, e.negated), [x], null_kernel)
+
+
+def _bind_array(e: ast.ArrayLiteral) -> BExpr:
+    """An ARRAY literal as a float64 vector, as TQL numbers are (float32 values widen exactly)."""
+    values = e.values
+    arr = values.array.astype(np.float64) if isinstance(values, ast.Float32Vector) else np.asarray(values, np.float64)
+    return const_expr(arr, ValueType("array", shape=arr.shape), e)
+
+
+def _float32_vectors(args: list[BExpr]) -> list[BExpr]:
+    """``args`` with each constant float32 vector given to the function as that array itself."""
+    if all(a.const for a in args):
+        return args  # folded to a constant: computed as in text form
+    out = []
+    for a in args:
+        values = a.resolved.values if isinstance(a.resolved, ast.ArrayLiteral) else None
+        if a.const and isinstance(values, ast.Float32Vector):
+            a = const_expr(values.array, a.type, a.resolved)
+        out.append(a)
+    return out
 
 
 def _check_boolish(x: BExpr, where: str) -> None:
@@ -293,6 +312,8 @@ def _bind_call(e: ast.Call, scope: Scope) -> BExpr:
     fn = get_function(e.name)
     fn.check_arity(len(e.args))
     args = [bind(a, scope) for a in e.args]
+    if fn.float32_vectors:
+        args = _float32_vectors(args)
     infos = [Arg(a.type, a.const, a.value, _arg_text(a)) for a in args]
     try:
         t = fn.check(infos)

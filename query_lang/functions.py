@@ -89,6 +89,10 @@ class Function:
     #: The result depends only on the arguments' values (enables caching and constant folding);
     #: False for functions of row positions or of state outside the columns.
     pure: bool = True
+    #: A constant float32 vector argument (an ARRAY literal holding an ``ast.Float32Vector``)
+    #: reaches ``evaluate`` as that float32 array instead of widened to float64. Set it only
+    #: when the results are the same either way.
+    float32_vectors: bool = False
 
     def check(self, args: Sequence[Arg]) -> ValueType:
         """Validate argument types at plan time and return the result type."""
@@ -186,7 +190,8 @@ def check_same_dim(fname: str, a: Arg, b: Arg) -> None:
 
 def _norms(v: Any, const: bool, column: str | None, ctx: CallContext) -> Any:
     if const:
-        return float(np.linalg.norm(v))
+        # In float64, as for the text form of the vector (a float32 one widens exactly).
+        return float(np.linalg.norm(np.asarray(v, dtype=np.float64)))
     pre = ctx.l2_norms(column)
     if pre is not None:
         return np.asarray(pre, dtype=np.float64)
@@ -231,6 +236,8 @@ def _safe_dot(x: np.ndarray, y: np.ndarray) -> float:
 class _VectorPair(Function):
     min_args = max_args = 2
     vector_score = True
+    # Products take the rows' dtype and norms are float64: a float32 constant scores as its text form.
+    float32_vectors = True
 
     def check(self, args: Sequence[Arg]) -> ValueType:
         check_same_dim(self.name, args[0], args[1])
