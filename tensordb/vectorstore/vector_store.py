@@ -429,7 +429,7 @@ class VectorStore:
             function, similar, difference = "deepmemory_distance", True, False
         else:
             function, similar, difference = METRICS[distance_metric]
-        array = ast.ArrayLiteral(tuple(float(x) for x in vector))
+        array = ast.ArrayLiteral(ast.Float32Vector(vector))  # stays one float32 array up to the kernel
         column = ast.Column("embedding")
         args = (ast.Binary("-", column, array),) if difference else (column, array)
         score = ast.OrderKey(ast.Call(function, args), descending=similar)
