@@ -100,13 +100,17 @@ class BoundedCache(Generic[K, V]):
     @property
     def used_bytes(self) -> int:
         """Sum of the costs of the entries held."""
-        return self._used
+        with self._lock:
+            return self._used
 
     def __len__(self) -> int:
-        return len(self._entries)
+        with self._lock:
+            return len(self._entries)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._entries
+        """Whether ``key`` is held (without counting as a use)."""
+        with self._lock:
+            return key in self._entries
 
     def keys(self) -> Iterator[K]:
         """Keys from least to most recently used (a snapshot)."""
