@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 
 from . import ast
-from .derived import DERIVED_CACHE  # noqa: F401 - the old import path, until tests/core/test_scan.py moves
 from .errors import TQLError, TQLExecutionError, TQLNameError, TQLTypeError
 from .evaluate import BExpr, EvalContext, Kernel, run_kernel
 from .functions import Arg, CallContext, Function, get_function

@@ -67,8 +67,9 @@ class TableSource:
         self._length = len(self._base) if self._base is not None else min(rows, default=0)
         self._virtual = table._virtual
         self._starts: dict[str, list[int]] = {}
-        #: The dataset behind the table, for functions that need dataset-level records.
-        self.dataset = table._root
+        #: The dataset behind the table (``ScanSource.owner``), for functions that need dataset-level records.
+        self.owner = table._root
+        self.dataset = self.owner  # the name deepmemory_distance used before ``owner``; goes when it moves
 
     def __len__(self) -> int:
         return self._length

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tensordb
-from query_lang.binder import DERIVED_CACHE
+from query_lang.derived import DERIVED_CACHE
 
 DIM = 16
 N = 600
