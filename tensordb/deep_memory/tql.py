@@ -21,6 +21,7 @@ from query_lang.errors import TQLExecutionError, TQLTypeError
 from query_lang.functions import Arg, CallContext, Function, check_same_dim, register_function
 from query_lang.vtypes import NUMBER, ValueType
 
+from ..core import Dataset
 from .folding import FOLDED_BLOCKS
 from .jobs import JobStore
 from .model import DeepMemoryModel
@@ -34,7 +35,7 @@ MEMORY_ROWS: BoundedCache[Hashable, tuple[np.ndarray, np.ndarray]] = BoundedCach
 )
 
 
-def jobs_of(dataset: Any) -> JobStore:
+def jobs_of(dataset: Dataset) -> JobStore:
     """The one JobStore of a dataset handle (shared by the API and the scan)."""
     store = _JOB_STORES.get(dataset)
     if store is None:
@@ -74,8 +75,9 @@ class DeepMemoryDistance(Function):
         return NUMBER
 
     def evaluate(self, args: list[Any], ctx: CallContext) -> np.ndarray:
-        dataset = getattr(ctx.source, "dataset", None)
-        latest = jobs_of(dataset).latest_model() if dataset is not None else None
+        owner = ctx.source.owner if ctx.source is not None else None
+        # Only a dataset keeps Deep Memory jobs: any other source has no model to score with.
+        latest = jobs_of(owner).latest_model() if isinstance(owner, Dataset) else None
         if latest is None:
             raise TQLExecutionError(
                 "deepmemory_distance: this dataset has no trained Deep Memory model; "
