@@ -14,12 +14,13 @@ from __future__ import annotations
 import mmap
 import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+
+from query_lang.cache import BoundedCache
 
 from ..errors import DataCorruptionError, KeyNotFoundError, TensorDBError
 from ..format import chunk as chunkfmt
@@ -49,28 +50,22 @@ def check_reference(ref: ChunkRef, what: str, nrows: int, checksum: int, nbytes:
 
 
 class ChunkReader:
-    """Decodes chunks from a store, caching them by key (thread-safe LRU)."""
+    """Decodes chunks from a store, caching them by key (the shared bounded, thread-safe cache)."""
 
     def __init__(self, store: Store, cache_bytes: int = DEFAULT_CACHE_BYTES):
         self.store = store
         self.cache_bytes = cache_bytes
-        self._cache: OrderedDict[str, tuple[chunkfmt.Chunk, int, int, int]] = OrderedDict()
-        self._used = 0
-        self._verified: set[str] = set()
-        self._lock = threading.Lock()
+        #: chunk key -> (decoded chunk, header checksum, file size)
+        self._cache: BoundedCache[str, tuple[chunkfmt.Chunk, int, int]] = BoundedCache(cache_bytes)
+        self._verified: set[str] = set()  # chunks whose checksums passed once (they never change)
+        self._verified_lock = threading.Lock()
 
     def chunk(self, state: TensorState, key: str) -> chunkfmt.Chunk:
         """The decoded, verified chunk ``key`` of the tensor ``state``, checked against the state's reference."""
         ref = state.reference(key)
         what = chunk_label(state.meta, key)
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-        if hit is not None:
-            decoded, _, checksum, nbytes = hit
-        else:
-            decoded, checksum, nbytes = self._load(key, what)
+        hit = self._cache.get(key)
+        decoded, checksum, nbytes = hit if hit is not None else self._load(key, what)
         check_reference(ref, what, decoded.nrows, checksum, nbytes)
         return decoded
 
@@ -81,16 +76,11 @@ class ChunkReader:
             raise DataCorruptionError(f"{what}: chunk file is missing") from None
         decoded = chunkfmt.decode_chunk(data, what, verify=key not in self._verified)
         checksum = envelope.header_checksum(data)
-        # A memory map costs page cache, not heap: count it lightly so hot chunks stay mapped.
-        size = len(data) // 8 + 1 if isinstance(data.obj, mmap.mmap) else len(data)
-        with self._lock:
+        with self._verified_lock:
             self._verified.add(key)
-            if key not in self._cache:
-                self._cache[key] = (decoded, size, checksum, len(data))
-                self._used += size
-                while self._used > self.cache_bytes and len(self._cache) > 1:
-                    _, (_, old, _, _) = self._cache.popitem(last=False)
-                    self._used -= old
+        # A memory map costs page cache, not heap: count it lightly so hot chunks stay mapped.
+        cost = len(data) // 8 + 1 if isinstance(data.obj, mmap.mmap) else len(data)
+        self._cache.put(key, (decoded, checksum, len(data)), cost)
         return decoded, checksum, len(data)
 
     def read_fixed_into(self, state: TensorState, key: str, out: np.ndarray) -> None:
