@@ -19,6 +19,7 @@ from .version import __version__
 _register_tql_functions()
 
 __all__ = [
+    "__version__",
     "Dataset",
     "DatasetView",
     "Tensor",

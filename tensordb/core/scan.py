@@ -69,7 +69,6 @@ class TableSource:
         self._starts: dict[str, list[int]] = {}
         #: The dataset behind the table (``ScanSource.owner``), for functions that need dataset-level records.
         self.owner = table._root
-        self.dataset = self.owner  # the name deepmemory_distance used before ``owner``; goes when it moves
 
     def __len__(self) -> int:
         return self._length
