@@ -6,8 +6,6 @@ changing the import. Everything is a thin layer over a :class:`Dataset` and TQL.
 
 from __future__ import annotations
 
-import difflib
-import inspect
 import numbers
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -18,6 +16,7 @@ import numpy as np
 from query_lang import ast
 
 from ..core import Dataset, dataset, empty, load
+from ..core.arguments import refuse_unknown_keywords
 from ..deep_memory.api import DeepMemory
 from ..errors import SampleError, TensorDBError
 from . import filters
@@ -74,7 +73,7 @@ class VectorStore:
         overwrite: bool = False,
         **deeplake_v3_arguments: Any,
     ):
-        _refuse_unknown(VectorStore.__init__, deeplake_v3_arguments, IGNORED_INIT_ARGUMENTS)
+        refuse_unknown_keywords(VectorStore.__init__, deeplake_v3_arguments, IGNORED_INIT_ARGUMENTS)
         self.embedding_function = embedding_function
         if overwrite:
             self.dataset: Dataset = empty(path, overwrite=True)
@@ -380,7 +379,7 @@ class VectorStore:
         Deep Lake v3's ``exec_option`` and ``token`` are accepted and ignored; any other unknown
         keyword argument is a :class:`TypeError` naming it.
         """
-        _refuse_unknown(VectorStore.search, deeplake_v3_arguments, IGNORED_SEARCH_ARGUMENTS)
+        refuse_unknown_keywords(VectorStore.search, deeplake_v3_arguments, IGNORED_SEARCH_ARGUMENTS)
         if len(self.dataset) == 0:
             raise TensorDBError("search on an empty vector store: add documents first")
         if query is not None:
@@ -452,20 +451,6 @@ def create_tensors(ds: Dataset, names: Sequence[str]) -> None:
     """Create the vector store's tensors ``names`` in ``ds``, as :data:`SCHEMA` defines them."""
     for name in names:
         ds.create_tensor(name, **SCHEMA[name])
-
-
-def _refuse_unknown(method: Callable, given: Mapping[str, Any], ignored: Sequence[str]) -> None:
-    """A TypeError naming each keyword argument of ``given`` that is not one of ``ignored``, with the closest known."""
-    unknown = sorted(set(given) - set(ignored))
-    if not unknown:
-        return
-    parameters = inspect.signature(method).parameters.values()
-    known = [p.name for p in parameters if p.name != "self" and p.kind is not p.VAR_KEYWORD] + list(ignored)
-    described = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, known, n=1)
-        described.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
-    raise TypeError(f"VectorStore.{method.__name__}() got unexpected keyword arguments: {', '.join(described)}")
 
 
 def _take(values: Any, positions: list[int]) -> Any:
