@@ -166,24 +166,13 @@ def _store(path: str):
     return VectorStore(path, read_only=True)
 
 
-def format_box(title: str, rows: list[tuple[str, list[str]]]) -> str:
-    """A boxed two-column table: each key beside its lines of values (already printable)."""
-    left = max(len(k) for k, _ in rows) + 2
-    right = max([len(title) - left] + [len(v) for _, vs in rows for v in vs]) + 2
-    rule = "-" * (left + right + 3)
-    out = [rule, f"|{title.center(left + right + 1)}|", rule]
-    for key, values in rows:
-        for i, value in enumerate(values or [""]):
-            out.append(f"| {(key if i == 0 else ''):<{left - 1}}| {value:<{right - 1}}|")
-        out.append(rule)
-    return "\n".join(out)
-
-
 def cmd_dm_status(args: argparse.Namespace) -> int:
     info = _store(args.path).deep_memory.status(args.job, show=False)
     rows = [(key, [printable(v) for v in values])
             for key, values in (("status", [info["status"]]), ("progress", info["progress"]),
                                 ("results", info["results"]))]
+    from .deep_memory.api import format_box
+
     say(format_box(printable(info["id"]), rows), keep_newlines=True)
     return 0
 

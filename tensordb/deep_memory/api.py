@@ -122,7 +122,7 @@ class DeepMemory:
             "record": record,
         }
         if show:
-            print(_box(record.id, [("status", [record.status]), ("progress", info["progress"]),
+            print(format_box(record.id, [("status", [record.status]), ("progress", info["progress"]),
                                    ("results", info["results"])]))
         return info
 
@@ -220,7 +220,8 @@ def _results_text(record: JobRecord) -> list[str]:
     return lines
 
 
-def _box(title: str, rows: list[tuple[str, list[str]]]) -> str:
+def format_box(title: str, rows: list[tuple[str, list[str]]]) -> str:
+    """A boxed two-column table: each key beside its lines of values."""
     left = max(len(k) for k, _ in rows) + 2
     right = max([len(title) - left] + [len(v) for _, vs in rows for v in vs]) + 2
     rule = "-" * (left + right + 3)
