@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -13,8 +14,9 @@ from ..errors import TensorDBError
 from . import jobs as jobmod
 from .corpus import DocumentCorpus
 from .jobs import JobRecord
-from .metrics import evaluate_rankings
+from .metrics import evaluate_rankings, recall_curve
 from .model import DeepMemoryModel
+from .plotting import CURVE_MAX_K, check_plot_path, plot_recall_at_k
 from .relevance import check_relevance
 from .tql import jobs_of
 from .training import TrainingCancelled, train_model
@@ -162,8 +164,15 @@ class DeepMemory:
         embedding_function: Any = None,
         top_k: Sequence[int] = DEFAULT_TOP_K,
         show: bool = True,
+        plot: str | os.PathLike[str] | None = None,
     ) -> dict[str, dict[str, float]]:
-        """Recall@k (and nDCG@10, MRR@10) without and with the trained model, on these queries."""
+        """Recall@k (and nDCG@10, MRR@10) without and with the trained model, on these queries.
+
+        ``plot="recall.png"`` also draws recall@k for k = 1..100, with and without the
+        model, on a log-scaled k axis (needs matplotlib: ``pip install "tensordb[models]"``).
+        A plot that cannot be written is refused before any work.
+        """
+        plot_path = check_plot_path(plot) if plot is not None else None
         model = self.model()
         if model is None:
             raise TensorDBError("no trained Deep Memory model: run vs.deep_memory.train(...) and wait for it first")
@@ -171,19 +180,27 @@ class DeepMemory:
         pairs = check_relevance(queries, relevance, set(doc_ids))
         query_embeddings = self._corpus.embed_queries(list(queries), embedding_function)
         ks = sorted({int(k) for k in top_k} | {10})
-        depth = max(ks)
+        # One ranking per query, deep enough for every k asked and for the whole curve.
+        depth = max(ks + ([CURVE_MAX_K] if plot_path else []))
         identity = DeepMemoryModel.identity(model.dim)
-        out = {}
+        out, curves = {}, {}
         for label, m in (("without model", identity), ("with model", model)):
             ranked = m.search(query_embeddings, doc_embeddings, doc_ids, k=depth)
-            metrics = evaluate_rankings(ranked, [dict(p) for p in pairs], top_k=ks)
+            judged = [dict(p) for p in pairs]
+            metrics = evaluate_rankings(ranked, judged, top_k=ks)
             out[label] = {k: v for k, v in metrics.items() if k.split("@")[0] == "recall"
                           or k in ("ndcg@10", "mrr@10")}
+            if plot_path:
+                curves[label.replace("model", "Deep Memory")] = recall_curve(ranked, judged, CURVE_MAX_K)
             if show:
                 print(f"---- Evaluating {label.replace('model', 'Deep Memory')} ----")
                 for k in ks:
                     if k in top_k:
                         print(f"Recall@{k}:\t{100 * metrics[f'recall@{k}']:.1f}%")
+        if plot_path:
+            plot_recall_at_k(curves, plot_path)
+            if show:
+                print(f"recall@k plot written to {plot_path}")
         return out
 
 

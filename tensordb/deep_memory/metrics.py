@@ -129,3 +129,21 @@ def evaluate_rankings(
         out[f"mrr@{k}"] = mrr_at_k(ranked_ids, relevance, k)
         out[f"hit_rate@{k}"] = hit_rate_at_k(ranked_ids, relevance, k)
     return out
+
+
+def recall_curve(ranked_ids: Sequence[Sequence[str]], relevance: Sequence[Relevance], max_k: int) -> dict[int, float]:
+    """Recall@k for every k in 1..``max_k`` from one pass over each ranking (equal to :func:`recall_at_k` at each k)."""
+    _check(ranked_ids, relevance, max_k)
+    per_query: list[list[float]] = []  # per_query[q][k - 1]: recall@k of query q
+    for ranked, rel in zip(ranked_ids, relevance, strict=True):
+        pos = {d for d, s in _as_dict(rel).items() if s > 0}
+        if not pos:
+            per_query.append([0.0] * max_k)
+            continue
+        hits, found = [], 0
+        top = _top_k_unique(ranked, max_k)
+        for rank in range(max_k):
+            found += rank < len(top) and top[rank] in pos
+            hits.append(found / len(pos))
+        per_query.append(hits)
+    return {k: _mean([q[k - 1] for q in per_query]) for k in range(1, max_k + 1)}
