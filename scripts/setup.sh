@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs tensordb and its test/benchmark extras into the current Python.
+# Installs tensordb with the extras named in $1 (default: test) into the project's Python (scripts/python.sh).
 # torch==2.13.0 goes first: it is the local CPU build; any other torch pulls GBs of CUDA packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
-"$PYTHON" -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-"$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+EXTRAS="${1:-test}"
+source scripts/python.sh
+PIP=("$PYTHON" -m pip install --quiet --disable-pip-version-check)
+"${PIP[@]}" "torch==2.13.0"
+"${PIP[@]}" -e ".[$EXTRAS]"

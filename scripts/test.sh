@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Sets up (idempotent) and runs the whole test suite, then ruff.
+# Sets up (idempotent) and runs ruff, then the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
-bash scripts/setup.sh
+source scripts/python.sh
+bash scripts/setup.sh test
 "$PYTHON" -m ruff check .
 "$PYTHON" -m pytest -p no:cacheprovider "$@"
