@@ -270,13 +270,18 @@ class VectorStore:
         embedding_function: Any = None,
         embedding_source_tensor: str = "text",
     ) -> None:
-        """Recompute the embeddings of some chunks from ``embedding_source_tensor``."""
-        rows = self._rows_for(ids, filter, "update_embedding")
-        if not len(rows):
-            return
-        texts = self.dataset[embedding_source_tensor][rows].numpy(aslist=True)
-        vectors = embed_documents(self._function(embedding_function), texts, self._dim())
-        self.dataset.embedding[rows] = vectors
+        """Recompute the embeddings of some chunks from ``embedding_source_tensor``; one atomic step.
+
+        The rows are found, embedded and written under the store's write lock, so a delete on
+        another thread cannot shift them in between (other writers wait while the texts embed).
+        """
+        with self.dataset:
+            rows = self._rows_for(ids, filter, "update_embedding")
+            if not len(rows):
+                return
+            texts = self.dataset[embedding_source_tensor][rows].numpy(aslist=True)
+            vectors = embed_documents(self._function(embedding_function), texts, self._dim())
+            self.dataset.embedding[rows] = vectors
 
     # -- reads by id and filter ------------------------------------------------------------------
     def rows_for_ids(self, ids: Sequence[str], missing: str = "error") -> np.ndarray:

@@ -71,3 +71,33 @@ def test_threads_adding_the_same_new_id_store_it_once() -> None:
     ids = vs.dataset.id.numpy(aslist=True)
     assert sorted(ids) == sorted(["seed"] + [f"shared-{c}" for c in range(CALLS // 5)])
     assert vs.dataset.verify().ok
+
+
+def test_update_embedding_and_delete_on_threads_never_write_to_a_shifted_row(tmp_path):
+    """update_embedding finds its rows, embeds and writes in one step: a concurrent delete cannot move them."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+
+    def slow_embedding(texts):
+        started.set()
+        release.wait(10)  # a delete on another thread tries to run while the texts embed
+        return np.stack([np.full(4, float(t.split("-")[1]), np.float32) for t in texts])
+
+    vs = VectorStore(str(tmp_path / "vs"))
+    vs.add(text=[f"doc-{i}" for i in range(6)], embedding=np.zeros((6, 4), np.float32),
+           id=[f"d{i}" for i in range(6)])
+    updater = threading.Thread(target=vs.update_embedding, kwargs={"ids": ["d4"],
+                                                                   "embedding_function": slow_embedding})
+    updater.start()
+    assert started.wait(10)
+    deleter = threading.Thread(target=vs.delete, kwargs={"ids": ["d0"]})
+    deleter.start()
+    release.set()
+    updater.join(10)
+    deleter.join(10)
+    got = vs.get(ids=[f"d{i}" for i in range(1, 6)], return_tensors=["id", "embedding"])
+    vectors = dict(zip(got["id"], got["embedding"]))
+    assert np.allclose(vectors["d4"], 4.0)  # the text it was computed from
+    assert all(np.allclose(vectors[f"d{i}"], 0.0) for i in (1, 2, 3, 5))
+    assert "d0" not in vs.get(ids=["d0"])["id"]
