@@ -13,7 +13,14 @@ from .errors import (
     TensorNotFoundError,
     VersionError,
 )
-from .vectorstore import HashingEmbedding, VectorStore, ingest_jsonl
+from .vectorstore import (
+    HashingEmbedding,
+    MissingExtraError,
+    ModelLoadError,
+    SentenceTransformerEmbedding,
+    VectorStore,
+    ingest_jsonl,
+)
 from .version import __version__
 
 _register_tql_functions()
@@ -25,6 +32,7 @@ __all__ = [
     "Tensor",
     "VectorStore",
     "HashingEmbedding",
+    "SentenceTransformerEmbedding",
     "dataset",
     "deepcopy",
     "empty",
@@ -38,6 +46,8 @@ __all__ = [
     "DatasetExistsError",
     "DatasetNotFoundError",
     "LockedError",
+    "MissingExtraError",
+    "ModelLoadError",
     "ReadOnlyError",
     "SampleError",
     "TensorNotFoundError",

@@ -2,6 +2,14 @@
 
 from .embeddings import HashingEmbedding
 from .ingest import ingest_jsonl
+from .sentence_embedding import MissingExtraError, ModelLoadError, SentenceTransformerEmbedding
 from .vector_store import VectorStore
 
-__all__ = ["HashingEmbedding", "VectorStore", "ingest_jsonl"]
+__all__ = [
+    "HashingEmbedding",
+    "MissingExtraError",
+    "ModelLoadError",
+    "SentenceTransformerEmbedding",
+    "VectorStore",
+    "ingest_jsonl",
+]

@@ -34,6 +34,9 @@ class HashingEmbedding:
             raise ValueError(f"HashingEmbedding dim must be at least 8, got {dim}")
         self.dim = dim
 
+    def __repr__(self) -> str:
+        return f"HashingEmbedding(dim={self.dim})"
+
     def _features(self, text: str) -> list[str]:
         words = _TOKEN.findall(text.lower())
         feats = list(words)
@@ -68,7 +71,14 @@ class HashingEmbedding:
 EmbeddingFunction = Callable[[list[str]], Any] | Any
 
 
-def _as_matrix(vectors: Any, count: int, what: str, dim: int | None) -> np.ndarray:
+def describe_function(fn: Any) -> str:
+    """How an error names an embedding function: its own repr if its class defines one, else its name."""
+    if type(fn).__repr__ is not object.__repr__:
+        return repr(fn)
+    return getattr(fn, "__qualname__", None) or type(fn).__name__
+
+
+def _as_matrix(vectors: Any, count: int, what: str, dim: int | None, fn: Any = None) -> np.ndarray:
     try:
         matrix = np.asarray(vectors, dtype=np.float32)
     except (TypeError, ValueError) as e:
@@ -76,9 +86,11 @@ def _as_matrix(vectors: Any, count: int, what: str, dim: int | None) -> np.ndarr
     if matrix.ndim != 2 or len(matrix) != count:
         raise SampleError(f"{what}: embedding function returned shape {matrix.shape}, expected ({count}, dim)")
     if dim is not None and matrix.shape[1] != dim:
+        got = matrix.shape[1]
         raise SampleError(
-            f"{what}: embedding function returned vectors of dimension {matrix.shape[1]}, "
-            f"but the store's embeddings have dimension {dim}"
+            f"{what}: the embedding function {describe_function(fn)} returned vectors of dimension {got}, "
+            f"but the store's embeddings have dimension {dim}: embed with the model the store was built with "
+            f"(one with {dim}-dimensional output), or put {got}-dimensional embeddings in a new store"
         )
     if not np.isfinite(matrix).all():
         bad = int(np.argmin(np.isfinite(matrix).all(axis=1)))
@@ -92,7 +104,7 @@ def embed_documents(fn: EmbeddingFunction, texts: Sequence[str], dim: int | None
     if not texts:
         return np.zeros((0, dim or 0), dtype=np.float32)
     raw = fn.embed_documents(texts) if hasattr(fn, "embed_documents") else fn(texts)
-    return _as_matrix(raw, len(texts), "embed documents", dim)
+    return _as_matrix(raw, len(texts), "embed documents", dim, fn)
 
 
 def embed_queries(fn: EmbeddingFunction, queries: Sequence[str], dim: int | None = None) -> np.ndarray:
@@ -102,4 +114,4 @@ def embed_queries(fn: EmbeddingFunction, queries: Sequence[str], dim: int | None
         raw = [fn.embed_query(q) for q in queries]
     else:
         raw = fn(queries)
-    return _as_matrix(raw, len(queries), "embed queries", dim)
+    return _as_matrix(raw, len(queries), "embed queries", dim, fn)
