@@ -167,14 +167,16 @@ def _store(path: str):
 
 
 def cmd_dm_status(args: argparse.Namespace) -> int:
-    info = _store(args.path).deep_memory.status(args.job, show=False)
-    rows = [(key, [printable(v) for v in values])
-            for key, values in (("status", [info["status"]]), ("progress", info["progress"]),
-                                ("results", info["results"]))]
-    from .deep_memory.api import format_box
-
-    say(format_box(printable(info["id"]), rows), keep_newlines=True)
+    _print_status(_store(args.path).deep_memory.status(args.job, show=False))
     return 0
+
+
+def _print_status(info: dict[str, Any]) -> None:
+    """A job's status table, every value escaped."""
+    from .deep_memory.api import format_box, status_rows
+
+    rows = [(key, [printable(v) for v in values]) for key, values in status_rows(info)]
+    say(format_box(printable(info["id"]), rows), keep_newlines=True)
 
 
 def cmd_dm_list(args: argparse.Namespace) -> int:

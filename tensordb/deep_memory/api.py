@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TensorDBError
+from ..errors import SampleError, TensorDBError
 from . import jobs as jobmod
 from .corpus import DocumentCorpus
 from .jobs import JobRecord
@@ -41,17 +41,26 @@ class DeepMemory:
         embedding_function: Any = None,
         max_seconds: float = 60.0,
         seed: int = 0,
+        validation_queries: Sequence[str] | None = None,
+        validation_relevance: Sequence[Sequence[Any]] | None = None,
     ) -> str:
         """Start training in the background and return the job id at once.
 
         ``relevance[i]`` lists ``(id, score)`` pairs (score in [0, 1]) relevant to ``queries[i]``.
-        Bad input raises before anything is written.
+        ``validation_queries`` / ``validation_relevance`` (same format): a few real questions
+        that alone choose the model and decide whether it beats no model, when the training
+        queries are synthetic (see :func:`~.generate.generate_queries`). Without them part of
+        the training queries is held out (k-fold below 200 queries). Bad input raises before
+        anything is written.
         """
         ds = self._corpus.dataset
         ds.check_writable("train Deep Memory")
         doc_ids, doc_embeddings = self._corpus.ids_and_embeddings()
         pairs = check_relevance(queries, relevance, set(doc_ids))
+        validation = _checked_validation(validation_queries, validation_relevance, set(doc_ids))
         query_embeddings = self._corpus.embed_queries(list(queries), embedding_function)
+        if validation is not None:
+            validation = (self._corpus.embed_queries(list(validation_queries or []), embedding_function), validation)
         record = JobRecord(
             id=jobmod.new_job_id(), status=jobmod.PENDING, created=time.time(), commit_id=ds.commit_id,
             n_queries=len(queries),
@@ -59,7 +68,8 @@ class DeepMemory:
         self._jobs.save(record)
 
         def run(stop: threading.Event) -> None:
-            self._run_job(record, doc_embeddings, doc_ids, query_embeddings, pairs, max_seconds, seed, stop)
+            self._run_job(record, doc_embeddings, doc_ids, query_embeddings, pairs, max_seconds, seed, stop,
+                          validation)
 
         self._jobs.start(record.id, run)
         return record.id
@@ -74,6 +84,7 @@ class DeepMemory:
         max_seconds: float,
         seed: int,
         stop: threading.Event,
+        validation: tuple[np.ndarray, list[list[tuple[str, float]]]] | None = None,
     ) -> None:
         record.status, record.started = jobmod.RUNNING, time.time()
         last_save = 0.0
@@ -87,14 +98,17 @@ class DeepMemory:
                     last_save = time.monotonic()
                     self._jobs.save(record)
 
+            val_embeddings, val_relevance = validation if validation is not None else (None, None)
             result = train_model(
                 doc_embeddings, doc_ids, query_embeddings, relevance,
                 seed=seed, max_seconds=max_seconds, progress=progress, should_stop=stop.is_set,
+                validation_query_embeddings=val_embeddings, validation_relevance=val_relevance,
             )
             # The model lands before the record says completed: search never sees half a job.
             self._jobs.save_model(record.id, result.model)
             record.baseline, record.results = result.val_metrics_before, result.val_metrics_after
             record.improved, record.seconds = result.improved, result.seconds
+            record.validated_on = result.validated_on
             record.status = jobmod.COMPLETED
         except TrainingCancelled:
             record.status = jobmod.CANCELLED
@@ -121,11 +135,11 @@ class DeepMemory:
             "status": record.status,
             "progress": _progress_text(record),
             "results": _results_text(record),
+            "validated_on": record.validated_on,
             "record": record,
         }
         if show:
-            print(format_box(record.id, [("status", [record.status]), ("progress", info["progress"]),
-                                   ("results", info["results"])]))
+            print(format_box(record.id, status_rows(info)))
         return info
 
     def list_jobs(self, show: bool = True) -> list[dict[str, Any]]:
@@ -202,6 +216,30 @@ class DeepMemory:
             if show:
                 print(f"recall@k plot written to {plot_path}")
         return out
+
+
+def status_rows(info: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """The rows of a job's status table (for :func:`format_box`), from :meth:`DeepMemory.status`'s dict."""
+    rows = [("status", [info["status"]]), ("progress", info["progress"]), ("results", info["results"])]
+    if info.get("validated_on"):
+        rows.append(("validated on", [info["validated_on"]]))
+    return rows
+
+
+def _checked_validation(
+    queries: Sequence[str] | None, relevance: Sequence[Sequence[Any]] | None, known_ids: set[str]
+) -> list[list[tuple[str, float]]] | None:
+    """The validation set's judgements as ``(id, score)`` pairs, ``None`` when none is given."""
+    if queries is None and relevance is None:
+        return None
+    if queries is None or relevance is None:
+        given = "validation_queries" if relevance is None else "validation_relevance"
+        raise SampleError(f"a validation set needs both validation_queries and validation_relevance; "
+                          f"only {given} was given")
+    try:
+        return check_relevance(queries, relevance, known_ids)
+    except SampleError as e:
+        raise SampleError(f"validation set: {e}") from None
 
 
 def _pct(metrics: dict[str, float], baseline: dict[str, float], key: str = "recall@10") -> str:

@@ -59,6 +59,8 @@ class JobRecord:
     improved: bool = False
     error: str | None = None
     seconds: float = 0.0
+    #: Which queries chose the model, e.g. "given validation set (8 queries)" ("" in records from before).
+    validated_on: str = ""
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> JobRecord:

@@ -19,6 +19,12 @@ Otherwise, when time allows, the model is refitted on *all* queries for the chos
 number of epochs (the memory then covers validation-query documents too);
 ``val_metrics_after`` always reports the held-out model, never the refit.
 
+A given validation set (``validation_query_embeddings`` with ``validation_relevance``:
+a few real questions beside synthetic training queries) replaces the split: every
+training query trains, the validation queries alone choose the epoch and decide
+whether the model beats the identity, and the model they judged is the one shipped
+(no refit). ``TrainingResult.validated_on`` names the set that decided.
+
 Cancellation: ``should_stop()`` is polled between minibatches; when it returns true a
 :class:`TrainingCancelled` is raised and nothing is returned (a cancelled job ships no
 half-trained model).
@@ -96,6 +102,7 @@ class TrainingResult:
     refitted: bool = False
     n_train_queries: int = 0
     n_val_queries: int = 0
+    validated_on: str = ""
 
 
 def _selection_score(m: Mapping[str, float]) -> float:
@@ -222,6 +229,8 @@ def train_model(
     should_stop: Callable[[], bool] | None = None,
     config: TrainingConfig | None = None,
     num_threads: int | None = 2,
+    validation_query_embeddings: np.ndarray | None = None,
+    validation_relevance: Sequence[Relevance] | None = None,
 ) -> TrainingResult:
     """Train a Deep Memory model.
 
@@ -241,12 +250,18 @@ def train_model(
         should_stop: polled between minibatches; true → :class:`TrainingCancelled`.
         config: hyper-parameters (:class:`TrainingConfig`).
         num_threads: torch intra-op threads (``None`` leaves torch's setting alone).
+        validation_query_embeddings, validation_relevance: a separate validation set
+            (``(v, d)`` and ``v`` judgements); when given, it alone selects the epoch and
+            guards against shipping a model worse than the identity, and
+            ``val_fraction`` / cross-validation are not used.
     """
     clock = _Clock(time.monotonic(), max_seconds)
     cfg = config or TrainingConfig()
     docs, queries = _checked_arrays(doc_embeddings, doc_ids, query_embeddings, relevance)
+    validation = _checked_validation(docs, validation_query_embeddings, validation_relevance)
     with _torch_threads(num_threads):
-        run = _Run(docs, queries, [str(i) for i in doc_ids], relevance, val_fraction, cfg, seed, should_stop)
+        run = _Run(docs, queries, [str(i) for i in doc_ids], relevance, val_fraction, cfg, seed, should_stop,
+                   validation)
         before = run.pooled_metrics([None] * len(run.folds)) if run.folds else {}
         selection = _select_epochs(run, before, clock, progress)
         improved = bool(selection.best_epoch > 0
@@ -285,6 +300,21 @@ def _checked_arrays(
     return docs, queries
 
 
+def _checked_validation(
+    docs: np.ndarray, query_embeddings: np.ndarray | None, relevance: Sequence[Relevance] | None
+) -> tuple[np.ndarray, Sequence[Relevance]] | None:
+    """The given validation set as a float32 matrix beside its judgements, or ``None`` when none was given."""
+    if query_embeddings is None and relevance is None:
+        return None
+    if query_embeddings is None or relevance is None:
+        raise ValueError("a validation set needs both validation_query_embeddings and validation_relevance")
+    queries = np.asarray(query_embeddings, dtype=np.float32)
+    if queries.ndim != 2 or queries.shape[1] != docs.shape[1] or len(relevance) != queries.shape[0]:
+        raise ValueError(f"validation set: expected ({len(relevance)}, {docs.shape[1]}) query embeddings "
+                         f"(one per judgement, the documents' dimension), got {queries.shape}")
+    return queries, relevance
+
+
 @contextmanager
 def _torch_threads(num_threads: int | None) -> Iterator[None]:
     """Run with ``num_threads`` torch intra-op threads (``None``: leave the setting alone)."""
@@ -304,7 +334,8 @@ class _Run:
     """One training run's shared state: corpus, usable queries, folds, and the minibatch order."""
 
     def __init__(self, docs: np.ndarray, queries: np.ndarray, ids: list[str], relevance: Sequence[Relevance],
-                 val_fraction: float, cfg: TrainingConfig, seed: int, should_stop: Callable[[], bool] | None) -> None:
+                 val_fraction: float, cfg: TrainingConfig, seed: int, should_stop: Callable[[], bool] | None,
+                 validation: tuple[np.ndarray, Sequence[Relevance]] | None = None) -> None:
         import torch
 
         self.torch = torch
@@ -314,15 +345,36 @@ class _Run:
         self.n_queries = len(keep)
         # Decided on the whole label set so that validation and refit train the same family.
         self.use_transform = cfg.use_query_transform and self.n_queries >= cfg.min_queries_for_transform
-        self.folds = _make_folds(self.n_queries, val_fraction, cfg, np.random.default_rng(seed))
         self.docs = torch.nn.functional.normalize(torch.from_numpy(docs), dim=1)
-        self.queries = torch.from_numpy(queries[keep]) if keep else torch.zeros(0, dim)
+        kept = queries[keep] if keep else np.zeros((0, dim), np.float32)
+        if validation is None:
+            self.folds = _make_folds(self.n_queries, val_fraction, cfg, np.random.default_rng(seed))
+            self.refit = cfg.refit
+            self.validated_on = _split_name(self.folds)
+        else:
+            # The validation queries sit after the training ones; only training rows are ever trained on.
+            kept, self.folds = self._append_validation(kept, validation)
+            self.refit = False  # ship the model the validation set judged
+            self.validated_on = f"given validation set ({len(self.folds[0][1]) if self.folds else 0} queries)"
+        self.queries = torch.from_numpy(np.ascontiguousarray(kept))
         self.kmax = min(max(DEFAULT_TOP_K), n_docs)
         self.val_all = np.concatenate([v for _, v in self.folds]) if self.folds else np.zeros(0, np.int64)
         judged = [{ids[r]: s for r, s in p} for p in self.positives]
         self.val_relevance = [judged[i] for i in self.val_all]
         self.full_softmax = n_docs <= cfg.full_softmax_max_docs
         self.gen = torch.Generator().manual_seed(seed)
+
+    def _append_validation(self, kept: np.ndarray, validation: tuple[np.ndarray, Sequence[Relevance]]
+                           ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """Training queries followed by the usable validation queries, and the one fold (train, validation)."""
+        val_queries, val_relevance = validation
+        val_keep, val_positives = _usable_queries(self.ids, val_relevance)
+        if not val_keep:
+            raise ValueError("validation set: no query has a relevant document in the corpus")
+        self.positives = self.positives + val_positives
+        n, n_val = self.n_queries, len(val_keep)
+        folds = [(np.arange(n), np.arange(n, n + n_val))] if n else []
+        return np.concatenate([kept, val_queries[val_keep]]), folds
 
     def new_trainer(self, train_q: np.ndarray) -> tuple[_Trainer, list[str]]:
         """A fresh trainer for the queries ``train_q``, with memory for their positive documents."""
@@ -373,6 +425,16 @@ class _Run:
         return pidx, pw
 
 
+def _split_name(folds: list[tuple[np.ndarray, np.ndarray]]) -> str:
+    """How the training queries were split to validate on themselves."""
+    if not folds:
+        return "nothing (fewer than 2 training queries)"
+    n_val = sum(len(v) for _, v in folds)
+    if len(folds) == 1:
+        return f"held-out training queries ({n_val} queries)"
+    return f"k-fold on training queries ({len(folds)} folds, {n_val} queries)"
+
+
 def _usable_queries(ids: list[str], relevance: Sequence[Relevance]) -> tuple[list[int], list[list[tuple[int, float]]]]:
     """The queries with at least one positive found in the corpus, and those positives as (row, score)."""
     row_of = {doc_id: r for r, doc_id in enumerate(ids)}
@@ -416,7 +478,7 @@ def _select_epochs(run: _Run, before: dict[str, float], clock: _Clock, progress:
     hards = [run.mine(tr, t) for (tr, _), (t, _) in zip(selection.fold_models, folds, strict=True)]
     best_score, bad, best_states = _selection_score(before), 0, None
     # Selection phase gets most of the budget, the refit on all queries the rest.
-    select_share = 0.6 if cfg.refit else 1.0
+    select_share = 0.6 if run.refit else 1.0
     for epoch in range(1, cfg.max_epochs + 1):
         trained = zip(selection.fold_models, folds, hards, strict=True)
         loss = float(np.mean([run.run_epoch(tr, t, h) for (tr, _), (t, _), h in trained]))
@@ -455,7 +517,7 @@ def _shipped_model(run: _Run, selection: _Selection, clock: _Clock) -> tuple[Dee
         model = selection.fold_models[0][0].to_model(selection.fold_models[0][1])
     elapsed = clock.elapsed()
     per_epoch = elapsed / max(len(selection.history) * len(folds), 1) * run.n_queries / len(folds[0][0])
-    if len(folds) > 1 or (run.cfg.refit and elapsed + per_epoch * selection.best_epoch < clock.max_seconds):
+    if len(folds) > 1 or (run.refit and elapsed + per_epoch * selection.best_epoch < clock.max_seconds):
         return _refit(run, selection.best_epoch, clock), True
     return model, False
 
@@ -482,6 +544,7 @@ def _result(run: _Run, model: DeepMemoryModel, before: dict[str, float], selecti
         "refitted": refitted,
         "folds": len(run.folds),
         "n_queries": run.n_queries,
+        "validated_on": run.validated_on,
         "val_metrics_before": before,
         "val_metrics_after": selection.after,
         "seconds": round(seconds, 3),
@@ -497,4 +560,5 @@ def _result(run: _Run, model: DeepMemoryModel, before: dict[str, float], selecti
         refitted=refitted,
         n_train_queries=int(len(run.folds[0][0])) if run.folds else 0,
         n_val_queries=int(len(run.val_all)),
+        validated_on=run.validated_on,
     )
