@@ -30,3 +30,12 @@ class DocumentCorpus(Protocol):
     def embed_queries(self, texts: Sequence[str], embedding_function: Any = None) -> np.ndarray:
         """Query texts as an ``(len(texts), d)`` matrix (``embedding_function`` overrides the corpus's own)."""
         ...
+
+
+@runtime_checkable
+class TextCorpus(DocumentCorpus, Protocol):
+    """A corpus that can also hand out its documents' texts (what query generation reads)."""
+
+    def ids_and_texts(self) -> tuple[list[str], list[str]]:
+        """Every document's id and text, in the same order."""
+        ...

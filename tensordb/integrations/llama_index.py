@@ -11,6 +11,8 @@ so ``VectorStoreIndex.from_vector_store(store)`` rebuilds nodes after a reopen.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,10 +41,17 @@ from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_
 from query_lang import ast
 from query_lang.printer import expr_to_sql
 
+from ..errors import SampleError
 from ..vectorstore.vector_store import VectorStore
 from ._common import all_of, field, open_store
 
-__all__ = ["LlamaIndexEmbeddingFunction", "TensorDBVectorStore", "metadata_filters_to_expr", "metadata_filters_to_tql"]
+__all__ = [
+    "LlamaIndexEmbeddingFunction",
+    "TensorDBVectorStore",
+    "metadata_filters_to_expr",
+    "metadata_filters_to_tql",
+    "relevance_from_qa_dataset",
+]
 
 _COMPARE = {
     FilterOperator.EQ: "==",
@@ -64,6 +73,45 @@ class LlamaIndexEmbeddingFunction:
 
     def embed_query(self, text: str) -> list[float]:
         return self.embed_model.get_query_embedding(text)
+
+
+# -- Deep Memory training data ------------------------------------------------------------------
+def relevance_from_qa_dataset(qa_dataset: Any) -> tuple[list[str], list[list[tuple[str, float]]]]:
+    """A LlamaIndex ``EmbeddingQAFinetuneDataset`` as ``(queries, relevance)`` for ``vs.deep_memory.train``.
+
+    ``qa_dataset`` is the dataset object (``queries: {qid: text}``, ``relevant_docs:
+    {qid: [node_id, ...]}``, as ``generate_qa_embedding_pairs`` makes), the dict of its
+    ``model_dump()``, or the path of the JSON file its ``save_json`` writes. Each relevant
+    node id gets score 1.0; they match the store's ids when the nodes were added through
+    :class:`TensorDBVectorStore` (a node's id is its row ``id``). Queries keep the dataset's order.
+    """
+    data = _qa_fields(qa_dataset)
+    queries, relevance = [], []
+    for qid, text in data["queries"].items():
+        docs = data["relevant_docs"].get(qid)
+        if not isinstance(text, str) or not docs or isinstance(docs, str) or not all(isinstance(d, str) for d in docs):
+            raise SampleError(f"QA dataset query {qid!r}: expected a text with a list of relevant node ids, "
+                              f"got {text!r} with {docs!r}")
+        queries.append(text)
+        relevance.append([(doc_id, 1.0) for doc_id in dict.fromkeys(docs)])
+    if not queries:
+        raise SampleError("the QA dataset has no queries")
+    return queries, relevance
+
+
+def _qa_fields(qa_dataset: Any) -> dict[str, Any]:
+    """``queries`` and ``relevant_docs`` of a QA dataset given as an object, a dict or a JSON file path."""
+    if isinstance(qa_dataset, (str, os.PathLike)):
+        with open(qa_dataset, encoding="utf-8") as f:
+            qa_dataset = json.load(f)
+    fields = {}
+    for name in ("queries", "relevant_docs"):
+        value = qa_dataset.get(name) if isinstance(qa_dataset, dict) else getattr(qa_dataset, name, None)
+        if not isinstance(value, dict):
+            raise SampleError(f"a QA dataset needs {name!r} as a dict (like LlamaIndex's EmbeddingQAFinetuneDataset), "
+                              f"got {type(value).__name__} in {type(qa_dataset).__name__}")
+        fields[name] = value
+    return fields
 
 
 # -- metadata filters ---------------------------------------------------------------------------
