@@ -1,13 +1,16 @@
-"""The ``tensordb`` command line: inspect datasets, run TQL, verify checksums, watch Deep Memory.
+"""The ``tensordb`` command line: inspect datasets, run TQL, verify checksums, train and watch Deep Memory.
 
 Exit codes: 0 on success, 2 on a usage error, 1 on any other error (its message is
-printed, without a traceback). Every command opens datasets read-only: it never
-takes the writer lock, so it can inspect a dataset another process is writing.
+printed, without a traceback). Every command but ``dm train`` opens datasets
+read-only: it never takes the writer lock, so it can inspect a dataset another
+process is writing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import re
 import sys
 import time
@@ -190,6 +193,167 @@ def cmd_dm_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- Deep Memory training from the command line -----------------------------------------------------
+QA_FORMAT = """\
+The --data (and --validation) file holds one JSON object a line:
+  {"query": "how do I open a dataset read-only?", "relevance": [["chunk-007", 1.0], ["chunk-012", 0.5]]}
+  {"query": "which tensors does a vector store have?", "relevance": ["chunk-003"]}
+"relevance" lists the ids of the store's chunks that answer the query, each with a score
+in [0, 1], or as plain ids (score 1). Blank lines are skipped.
+
+--embedding must be the embedding the store was built with: "minilm" is
+tensordb.SentenceTransformerEmbedding("all-MiniLM-L6-v2") (pip install "tensordb[models]");
+"hashing" is tensordb.HashingEmbedding at the store's dimension."""
+EMBEDDINGS = ("minilm", "hashing")
+
+
+def read_qa_file(path: str, known_ids: set[str]) -> tuple[list[str], list[list[tuple[str, float]]]]:
+    """Queries and relevance from a ``qa.jsonl`` file (see ``QA_FORMAT``); errors name the line."""
+    from .errors import SampleError
+
+    queries, relevance = [], []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}: line {number}"
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SampleError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+            query, pairs = _qa_entry(entry, where)
+            unknown = [doc_id for doc_id, _ in pairs if doc_id not in known_ids]
+            if unknown:
+                raise SampleError(f"{where}: id {unknown[0]!r} is not in the store")
+            queries.append(query)
+            relevance.append(pairs)
+    if not queries:
+        raise SampleError(f"{path}: no queries: expected one JSON object a line, "
+                          '{"query": "...", "relevance": [["chunk_id", 1.0]]}')
+    return queries, relevance
+
+
+def _qa_entry(entry: Any, where: str) -> tuple[str, list[tuple[str, float]]]:
+    from .errors import SampleError
+
+    expected = 'expected {"query": "...", "relevance": [["chunk_id", 1.0], ...]}'
+    if not isinstance(entry, dict) or not isinstance(entry.get("query"), str) or not entry["query"].strip():
+        raise SampleError(f"{where}: {expected}, got {_short(entry)}")
+    items = entry.get("relevance")
+    if not isinstance(items, list) or not items:
+        raise SampleError(f"{where}: \"relevance\" must be a non-empty list of ids or [id, score] pairs, "
+                          f"got {_short(items)}")
+    pairs = []
+    for item in items:
+        if isinstance(item, str):
+            item = [item, 1.0]
+        score = item[1] if isinstance(item, list) and len(item) == 2 else None
+        if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str)
+                or isinstance(score, bool) or not isinstance(score, (int, float))
+                or not math.isfinite(score) or not 0 <= score <= 1):
+            raise SampleError(f"{where}: each relevance item must be an id or an [id, score] pair with a score "
+                              f"in [0, 1], got {_short(item)}")
+        pairs.append((item[0], float(score)))
+    return entry["query"], pairs
+
+
+def _short(value: Any) -> str:
+    return _truncate(printable(json.dumps(value)), 80)
+
+
+def _embedding(name: str, store_dim: int) -> Any:
+    """The embedding function ``--embedding`` names, checked against the store's dimension."""
+    from . import vectorstore
+
+    if name == "hashing":
+        return vectorstore.HashingEmbedding(dim=store_dim)
+    fn = vectorstore.SentenceTransformerEmbedding("all-MiniLM-L6-v2")
+    if fn.dim != store_dim:
+        raise TensorDBError(f"--embedding minilm gives {fn.dim}-dimensional vectors but the store's embeddings have "
+                            f"{store_dim} dimensions: pass the embedding the store was built with")
+    return fn
+
+
+def _store_dim_and_ids(path: str) -> tuple[int, set[str]]:
+    vs = _store(path)
+    try:
+        if len(vs) == 0:
+            raise TensorDBError(f"{path}: the store holds no documents; add chunks before training Deep Memory")
+        ids, embeddings = vs.ids_and_embeddings()
+        return int(embeddings.shape[1]), set(ids)
+    finally:
+        vs.close()
+
+
+def _prepared(args: argparse.Namespace) -> tuple[Any, list[str], list[list[tuple[str, float]]], set[str]]:
+    """The embedding function, the --data file's queries and the store's ids: every check before any write."""
+    dim, known = _store_dim_and_ids(args.path)
+    fn = _embedding(args.embedding, dim)
+    queries, relevance = read_qa_file(args.data, known)
+    return fn, queries, relevance, known
+
+
+def cmd_dm_train(args: argparse.Namespace) -> int:
+    from .vectorstore import VectorStore
+
+    fn, queries, relevance, known = _prepared(args)
+    validation: dict[str, Any] = {}
+    if args.validation:
+        vq, vr = read_qa_file(args.validation, known)
+        validation = {"validation_queries": vq, "validation_relevance": vr}
+    vs = VectorStore(args.path, embedding_function=fn)
+    try:
+        job = vs.deep_memory.train(queries, relevance, max_seconds=args.max_seconds, seed=args.seed, **validation)
+        info = _follow(vs.deep_memory, job, args.max_seconds)
+        _print_status(info)
+    finally:
+        vs.close()
+    return 0 if info["status"] == "completed" else 1
+
+
+def _follow(dm: Any, job: str, max_seconds: float) -> dict[str, Any]:
+    """Wait for the job with a progress bar of its epochs; Ctrl-C cancels it."""
+    from tqdm.auto import tqdm
+
+    with tqdm(desc="training Deep Memory", unit="epoch", file=sys.stderr) as bar:
+        try:
+            while True:
+                info = dm.wait(job, timeout=0.5)
+                record = info["record"]
+                if record.max_epochs and bar.total != record.max_epochs:
+                    bar.total = record.max_epochs
+                bar.update(record.epoch - bar.n)
+                if record.progress.get("recall@10") is not None:
+                    bar.set_postfix_str(f"validation recall@10 {100 * record.progress['recall@10']:.1f}%")
+                if info["status"] not in ("pending", "running"):
+                    return info
+        except KeyboardInterrupt:
+            dm.cancel(job)
+            dm.wait(job, timeout=max_seconds)
+            raise
+
+
+def cmd_dm_evaluate(args: argparse.Namespace) -> int:
+    from .deep_memory.plotting import check_plot_path
+
+    if args.plot:
+        check_plot_path(args.plot)  # before the model is loaded or anything is ranked
+    fn, queries, relevance, _ = _prepared(args)
+    vs = _store(args.path)
+    try:
+        out = vs.deep_memory.evaluate(queries, relevance, embedding_function=fn, show=False, plot=args.plot)
+    finally:
+        vs.close()
+    names = sorted({k for m in out.values() for k in m}, key=lambda k: (k.split("@")[0] != "recall",
+                                                                        k.split("@")[0], int(k.split("@")[1])))
+    rows = [[name] + [f"{100 * out[label][name]:.1f}%" for label in out] for name in names]
+    say(format_table(["metric", "without Deep Memory", "with Deep Memory"], rows), keep_newlines=True)
+    say(f"{len(queries)} queries")
+    if args.plot:
+        say(f"recall@k plot written to {args.plot}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_from_args
 
@@ -198,6 +362,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------------
+def _dm_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", metavar="PATH", help="vector store directory")
+    p.add_argument("--data", metavar="QA.JSONL", required=True, help="queries and their relevant chunk ids")
+    p.add_argument("--embedding", choices=EMBEDDINGS, required=True,
+                   help="the embedding the store was built with (minilm needs the models extra)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tensordb",
@@ -237,6 +408,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = dm_sub.add_parser("list", help="list all jobs", description="List every Deep Memory job, oldest first.")
     p.add_argument("path", metavar="PATH", help="vector store directory")
     p.set_defaults(func=cmd_dm_list)
+
+    p = dm_sub.add_parser("train", help="train Deep Memory from a qa.jsonl file",
+                          description="Train Deep Memory on the store at PATH, with a progress bar; ends with the "
+                                      "job's status table. Exit 1 when the job does not complete.",
+                          epilog=QA_FORMAT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _dm_data_arguments(p)
+    p.add_argument("--validation", metavar="FILE",
+                   help="a few real questions (same format) that alone choose the model, e.g. when --data is "
+                        "generated by an LLM")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="training time budget (default 60)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=cmd_dm_train)
+
+    p = dm_sub.add_parser("evaluate", help="recall with and without Deep Memory",
+                          description="Recall@k, nDCG@10 and MRR@10 of the queries in --data, without and with "
+                                      "the store's trained model.",
+                          epilog=QA_FORMAT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _dm_data_arguments(p)
+    p.add_argument("--plot", metavar="FILE.png", help="also draw recall@k for k = 1..100 (log k axis) to this image")
+    p.set_defaults(func=cmd_dm_evaluate)
 
     from .demo import build_parser as demo_parser
 
