@@ -263,11 +263,11 @@ def _short(value: Any) -> str:
 
 def _embedding(name: str, store_dim: int) -> Any:
     """The embedding function ``--embedding`` names, checked against the store's dimension."""
-    from . import vectorstore
+    from .vectorstore import HashingEmbedding, SentenceTransformerEmbedding
 
     if name == "hashing":
-        return vectorstore.HashingEmbedding(dim=store_dim)
-    fn = vectorstore.SentenceTransformerEmbedding("all-MiniLM-L6-v2")
+        return HashingEmbedding(dim=store_dim)
+    fn = SentenceTransformerEmbedding("all-MiniLM-L6-v2")
     if fn.dim != store_dim:
         raise TensorDBError(f"--embedding minilm gives {fn.dim}-dimensional vectors but the store's embeddings have "
                             f"{store_dim} dimensions: pass the embedding the store was built with")
