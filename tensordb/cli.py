@@ -326,6 +326,8 @@ def _follow(dm: Any, job: str, max_seconds: float) -> dict[str, Any]:
                 if record.progress.get("recall@10") is not None:
                     bar.set_postfix_str(f"validation recall@10 {100 * record.progress['recall@10']:.1f}%")
                 if info["status"] not in ("pending", "running"):
+                    bar.total = bar.n  # early stopping ends before max_epochs: show the bar full
+                    bar.refresh()
                     return info
         except KeyboardInterrupt:
             dm.cancel(job)
