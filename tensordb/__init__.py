@@ -6,21 +6,18 @@ from .errors import (
     DataCorruptionError,
     DatasetExistsError,
     DatasetNotFoundError,
+    ForeignFilesError,
+    InvalidNameError,
     LockedError,
+    MissingExtraError,
+    ModelLoadError,
     ReadOnlyError,
     SampleError,
     TensorDBError,
     TensorNotFoundError,
     VersionError,
 )
-from .vectorstore import (
-    HashingEmbedding,
-    MissingExtraError,
-    ModelLoadError,
-    SentenceTransformerEmbedding,
-    VectorStore,
-    ingest_jsonl,
-)
+from .vectorstore import HashingEmbedding, SentenceTransformerEmbedding, VectorStore, ingest_jsonl
 from .version import __version__
 
 _register_tql_functions()
@@ -46,6 +43,8 @@ __all__ = [
     "DatasetExistsError",
     "DatasetNotFoundError",
     "LockedError",
+    "ForeignFilesError",
+    "InvalidNameError",
     "MissingExtraError",
     "ModelLoadError",
     "ReadOnlyError",

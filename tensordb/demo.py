@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from .deep_memory.plotting import check_plot_path
-from .vectorstore import HashingEmbedding, ModelLoadError, SentenceTransformerEmbedding, VectorStore
+from .errors import ModelLoadError
+from .vectorstore import HashingEmbedding, SentenceTransformerEmbedding, VectorStore
 from .vectorstore.embeddings import describe_function
 from .vectorstore.sentence_embedding import DEFAULT_MODEL, INSTALL_HINT
 

@@ -71,3 +71,11 @@ class IndexOutOfRangeError(TensorDBError, IndexError):
 
 class VersionError(TensorDBError):
     """An unknown branch or commit, or an invalid version operation."""
+
+
+class MissingExtraError(TensorDBError, ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it."""
+
+
+class ModelLoadError(TensorDBError):
+    """An embedding model could not be loaded; the message says what was tried."""

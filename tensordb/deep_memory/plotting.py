@@ -10,15 +10,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import TensorDBError
+from ..errors import MissingExtraError, TensorDBError
 
 #: The curve covers recall@1 ... recall@CURVE_MAX_K.
 CURVE_MAX_K = 100
 INSTALL_HINT = 'pip install "tensordb[models]"'
-
-
-class MissingExtraError(TensorDBError, ImportError):
-    """An optional dependency (such as matplotlib) is not installed."""
 
 
 class PlotPathError(TensorDBError, ValueError):

@@ -2,13 +2,11 @@
 
 from .embeddings import HashingEmbedding
 from .ingest import ingest_jsonl
-from .sentence_embedding import MissingExtraError, ModelLoadError, SentenceTransformerEmbedding
+from .sentence_embedding import SentenceTransformerEmbedding
 from .vector_store import VectorStore
 
 __all__ = [
     "HashingEmbedding",
-    "MissingExtraError",
-    "ModelLoadError",
     "SentenceTransformerEmbedding",
     "VectorStore",
     "ingest_jsonl",

