@@ -222,11 +222,9 @@ def main() -> None:
                 s["fn"](q)
                 s["ms"].append((time.perf_counter() - t0) * 1e3)
         # A batch of queries at once: one scan, one matrix product per chunk.
-        from tensordb.core.scan import run_queries
-
         bq = make_queries(args.batch_queries)
         batch_texts = {"unfiltered": [tql(q) for q in bq], "filtered": [tql(q, FILTER) for q in bq]}
-        batch_ms: dict[str, list[float]] = {"tensordb run_queries": [], "tensordb run_queries, group == 3": [],
+        batch_ms: dict[str, list[float]] = {"tensordb query_batch": [], "tensordb query_batch, group == 3": [],
                                             "numpy M @ Q.T + argpartition": []}
 
         def numpy_batch() -> np.ndarray:
@@ -235,15 +233,15 @@ def main() -> None:
             return np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 0), axis=0), 0)
 
         for _ in range(3):
-            for name, fn in [("tensordb run_queries", lambda: [v.id.numpy(aslist=True) for v in
-                                                               run_queries(ds, batch_texts["unfiltered"])]),
-                             ("tensordb run_queries, group == 3", lambda: [v.id.numpy(aslist=True) for v in
-                                                                           run_queries(ds, batch_texts["filtered"])]),
+            for name, fn in [("tensordb query_batch", lambda: [v.id.numpy(aslist=True) for v in
+                                                               ds.query_batch(batch_texts["unfiltered"])]),
+                             ("tensordb query_batch, group == 3", lambda: [v.id.numpy(aslist=True) for v in
+                                                                           ds.query_batch(batch_texts["filtered"])]),
                              ("numpy M @ Q.T + argpartition", numpy_batch)]:
                 t0 = time.perf_counter()
                 out = fn()
                 batch_ms[name].append((time.perf_counter() - t0) * 1e3)
-                if name == "tensordb run_queries":
+                if name == "tensordb query_batch":
                     mismatches += sum(ids != [f"id-{i}" for i in numpy_topk(m, q)] for ids, q in zip(out, bq))
         if not args.no_faiss:
             batch_ms["faiss IndexFlatIP"] = []
@@ -294,8 +292,8 @@ def main() -> None:
         if "faiss IndexFlatIP" in med:
             ratios["unfiltered_vs_faiss"] = ours / med["faiss IndexFlatIP"]
         ratios["batch_vs_single_per_query"] = (
-            batch_med["tensordb run_queries"] / args.batch_queries / ours)
-        ratios["batch_vs_numpy_batch"] = batch_med["tensordb run_queries"] / batch_med["numpy M @ Q.T + argpartition"]
+            batch_med["tensordb query_batch"] / args.batch_queries / ours)
+        ratios["batch_vs_numpy_batch"] = batch_med["tensordb query_batch"] / batch_med["numpy M @ Q.T + argpartition"]
         results["load_average"] = os.getloadavg()
         results["ratios"], results["targets"] = ratios, targets
 
