@@ -30,6 +30,8 @@ from ..storage import Store
 from .htypes import ENCODING, EncodedRows
 
 DEFAULT_CACHE_BYTES = 512 << 20
+#: Each cached memory map holds a file descriptor, and small chunks cost little of the byte budget.
+DEFAULT_CACHE_CHUNKS = 1024
 
 
 def chunk_label(meta: TensorMeta, key: str) -> str:
@@ -52,11 +54,11 @@ def check_reference(ref: ChunkRef, what: str, nrows: int, checksum: int, nbytes:
 class ChunkReader:
     """Decodes chunks from a store, caching them by key (the shared bounded, thread-safe cache)."""
 
-    def __init__(self, store: Store, cache_bytes: int = DEFAULT_CACHE_BYTES):
+    def __init__(self, store: Store, cache_bytes: int = DEFAULT_CACHE_BYTES, cache_chunks: int = DEFAULT_CACHE_CHUNKS):
         self.store = store
         self.cache_bytes = cache_bytes
         #: chunk key -> (decoded chunk, header checksum, file size)
-        self._cache: BoundedCache[str, tuple[chunkfmt.Chunk, int, int]] = BoundedCache(cache_bytes)
+        self._cache: BoundedCache[str, tuple[chunkfmt.Chunk, int, int]] = BoundedCache(cache_bytes, cache_chunks)
         self._verified: set[str] = set()  # chunks whose checksums passed once (they never change)
         self._verified_lock = threading.Lock()
 

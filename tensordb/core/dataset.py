@@ -86,7 +86,12 @@ class Dataset(Table):
         # Writes through one handle serialize on this lock; reads take no lock (snapshots are immutable).
         self._write_lock = threading.RLock()
         self._chunks = ChunkWriter(store)
-        self._root = self
+
+    @property
+    def _root(self) -> Dataset:
+        """The dataset a table belongs to: this one (a property, not ``self._root = self``, so that a
+        handle is freed as soon as it is unreferenced, with its memory maps and their file descriptors)."""
+        return self
 
     @property
     def _state(self) -> mf.DatasetState:
