@@ -73,6 +73,7 @@ def test_a_job_leased_by_a_live_process_reads_running_until_it_is_killed(path):
     assert status_of(path, job_id).status == FAILED
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the target fails on purpose
 def test_the_running_thread_holds_the_lease_and_drops_it_when_it_ends_even_on_failure(path):
     ds = tensordb.load(path)
     jobs = JobStore(ds)
