@@ -138,15 +138,20 @@ class Dataset(Table):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
-        """Release the writer lock. Reading the snapshot stays possible."""
+        """Release the writer lock (after any other thread's open batch lands). Reading stays possible."""
         if self._lock is None:
             return
         if os.getpid() != self._opened_by_pid:
             # A forked child shares its parent's lock: unlocking here would unlock the parent too.
             self._lock = None
             return
-        self._lock.release()
-        self._lock = None
+        with self._write_lock:
+            if self._batch is not None:
+                # The batch would then publish without the lock, over another writer's commits.
+                raise VersionError("close inside a 'with ds:' block is not allowed; close after the block")
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     def __del__(self) -> None:
         try:
@@ -210,6 +215,12 @@ class Dataset(Table):
                 f"processes would then write under one lock. Open the dataset again in this process "
                 f"(after the parent closes it), or open it with read_only=True to read"
             )
+
+    @property
+    def in_batch(self) -> bool:
+        """Whether the calling thread has a ``with ds:`` block open on this handle."""
+        batch = self._batch
+        return batch is not None and batch.thread == threading.get_ident()
 
     def check_writable(self, operation: str) -> None:
         """Raise ``ReadOnlyError`` (or ``LockedError`` after a fork) unless ``operation`` may write here."""

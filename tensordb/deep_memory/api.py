@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SampleError, TensorDBError
+from ..errors import SampleError, TensorDBError, VersionError
 from . import jobs as jobmod
 from .corpus import DocumentCorpus
 from .jobs import JobRecord
@@ -55,6 +55,9 @@ class DeepMemory:
         """
         ds = self._corpus.dataset
         ds.check_writable("train Deep Memory")
+        if ds.in_batch:
+            # The job records its progress as writes, which would wait for the block: it could never finish in it.
+            raise VersionError("train inside a 'with ds:' block is not allowed; train after the block")
         doc_ids, doc_embeddings = self._corpus.ids_and_embeddings()
         pairs = check_relevance(queries, relevance, set(doc_ids))
         validation = _checked_validation(validation_queries, validation_relevance, set(doc_ids))
@@ -123,6 +126,8 @@ class DeepMemory:
     # -- jobs -----------------------------------------------------------------------------------
     def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """Block until the job ends (or ``timeout`` seconds pass); returns its status."""
+        if self._corpus.dataset.in_batch:
+            raise VersionError("wait inside a 'with ds:' block is not allowed: the job's writes wait for the block")
         self._jobs.load(job_id)
         self._jobs.wait(job_id, timeout)
         return self.status(job_id, show=False)

@@ -89,17 +89,21 @@ class JobStore:
 
     def save(self, record: JobRecord) -> None:
         """Persist ``record``; a pending or running one is leased first, so it never reads as dead."""
+        # The lock guards this store's bookkeeping only; the write itself takes the dataset's write lock, and
+        # holding ours across it would deadlock with a thread that holds the dataset's and then saves a record.
         with self._lock:
             fresh = record.status in (PENDING, RUNNING) and self._reserve(record.id)
-            try:
-                # A completed job cannot be used without its model: verify checks that it is there.
-                requires = [MODEL_PREFIX + record.id] if record.status == COMPLETED else []
-                self.dataset.put_attachment(JOB_PREFIX + record.id, asdict(record), requires=requires)
-            except BaseException:
-                if fresh:
+        try:
+            # A completed job cannot be used without its model: verify checks that it is there.
+            requires = [MODEL_PREFIX + record.id] if record.status == COMPLETED else []
+            self.dataset.put_attachment(JOB_PREFIX + record.id, asdict(record), requires=requires)
+        except BaseException:
+            if fresh:
+                with self._lock:
                     self._release(record.id)
-                raise
-            if record.status == COMPLETED:
+            raise
+        if record.status == COMPLETED:
+            with self._lock:
                 self._latest_known = False
 
     # -- leases: a job is alive while its lease is held ------------------------------------------
@@ -145,8 +149,7 @@ class JobStore:
 
     def save_model(self, job_id: str, model: DeepMemoryModel) -> None:
         arrays, params = model.to_state()
-        with self._lock:
-            self.dataset.put_attachment(MODEL_PREFIX + job_id, params, arrays)
+        self.dataset.put_attachment(MODEL_PREFIX + job_id, params, arrays)
 
     def model(self, job_id: str) -> DeepMemoryModel:
         if job_id not in self._models:
@@ -177,10 +180,10 @@ class JobStore:
         return self._latest
 
     def delete(self, job_id: str) -> None:
+        # The record goes first: a crash in between leaves an unused model, never a completed job without one.
+        self.dataset.delete_attachment(JOB_PREFIX + job_id)
+        self.dataset.delete_attachment(MODEL_PREFIX + job_id)
         with self._lock:
-            # The record goes first: a crash in between leaves an unused model, never a completed job without one.
-            self.dataset.delete_attachment(JOB_PREFIX + job_id)
-            self.dataset.delete_attachment(MODEL_PREFIX + job_id)
             self._latest_known = False
         self._models.pop(job_id, None)
 
