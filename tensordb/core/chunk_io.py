@@ -31,7 +31,7 @@ from .htypes import ENCODING, EncodedRows
 
 DEFAULT_CACHE_BYTES = 512 << 20
 #: Each cached memory map holds a file descriptor, and small chunks cost little of the byte budget.
-DEFAULT_CACHE_CHUNKS = 1024
+DEFAULT_CACHE_CHUNKS = 256
 
 
 def chunk_label(meta: TensorMeta, key: str) -> str:

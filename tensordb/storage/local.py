@@ -139,7 +139,7 @@ class LocalStore(Store):
         tmp = f"{path}{_TMP_MARK}{uuid.uuid4().hex}"
         try:
             self._make_dirs(directory)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
                 for part in data if isinstance(data, (list, tuple)) else (data,):
                     view = memoryview(part).cast("B")

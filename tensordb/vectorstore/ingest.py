@@ -168,7 +168,8 @@ def _refuse_duplicate(source: str, lineno: int, row_id: str, on_duplicate: str) 
     if on_duplicate == "error":
         raise SampleError(
             f"{source}, line {lineno}: id {row_id!r} is already stored or came earlier in the file; "
-            f"ids must be unique (pass on_duplicate='skip' to skip such lines)"
+            f"ids must be unique (pass on_duplicate='skip' to skip such lines); the batches written before "
+            f"this line stay stored"
         )
 
 

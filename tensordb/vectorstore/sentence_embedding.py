@@ -165,7 +165,12 @@ class SentenceTransformerEmbedding:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """``texts`` as a ``(len(texts), dim)`` float32 matrix."""
-        texts = [str(t) for t in texts]
+        if isinstance(texts, str):
+            raise SampleError("expected a list of texts, got one str (wrap it in a list, or use embed_query)")
+        texts = list(texts)
+        for position, text in enumerate(texts):
+            if not isinstance(text, str):  # str(None) would embed the word "None"
+                raise SampleError(f"text {position}: expected a str to embed, got {type(text).__name__}")
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
         vectors = self.model.encode(

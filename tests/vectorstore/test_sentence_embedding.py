@@ -69,6 +69,12 @@ class TestVectors:
         assert np.allclose(minilm(TEXTS[:2]), minilm.embed_documents(TEXTS[:2]))
 
 
+    @pytest.mark.parametrize("texts", [["fine", None], ["fine", 3], "one string"], ids=["None", "int", "str"])
+    def test_only_texts_are_embedded(self, minilm, texts):
+        with pytest.raises(SampleError, match="expected a"):
+            minilm.embed_documents(texts)
+
+
 class TestProgressBar:
     def _shown(self, minilm, monkeypatch, count, **options):
         seen = []
