@@ -3,12 +3,13 @@
 from .dataset import Dataset
 from .ingest import from_arrow
 from .lifecycle import dataset, deepcopy, empty, exists, load, verify
-from .table import DatasetView, VirtualColumn
+from .table import DatasetView, Table, VirtualColumn
 from .tensor import Tensor
 
 __all__ = [
     "Dataset",
     "DatasetView",
+    "Table",
     "Tensor",
     "VirtualColumn",
     "dataset",

@@ -30,7 +30,7 @@ from .arguments import refuse_unknown_keywords
 from .chunk_io import ChunkReader, ChunkWriter
 from .htypes import DEFAULT_DTYPE, encode_rows, validate_meta
 from .indexing import normalize_index
-from .table import Table, unknown_tensor
+from .table import DatasetView, Table, unknown_tensor
 from .versions import Checkout, VersionStore
 
 DEFAULT_CHUNK_BYTES = 16 << 20
@@ -215,6 +215,12 @@ class Dataset(Table):
                 f"processes would then write under one lock. Open the dataset again in this process "
                 f"(after the parent closes it), or open it with read_only=True to read"
             )
+
+    def snapshot(self) -> DatasetView:
+        """All rows as they are now, as one read-only view: later writes, from any thread, do not change it."""
+        state = self._state  # read once: the rows and the tensors must come from the same snapshot
+        rows = min((t.nrows for t in state.tensors.values()), default=0)
+        return DatasetView(self, np.arange(rows, dtype=np.int64), state=state)
 
     @property
     def in_batch(self) -> bool:

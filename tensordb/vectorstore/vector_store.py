@@ -15,7 +15,7 @@ import numpy as np
 
 from query_lang import ast
 
-from ..core import Dataset, dataset, empty, load
+from ..core import Dataset, Table, dataset, empty, load
 from ..core.arguments import refuse_unknown_keywords
 from ..deep_memory.api import DeepMemory
 from ..errors import SampleError, TensorDBError
@@ -237,12 +237,13 @@ class VectorStore:
         if taken:
             raise SampleError(f"{what}: ids already in the store: {taken[:5]}; use upsert to replace them")
 
-    def _id_index(self) -> dict[str, int]:
-        """id → row, rebuilt only when the id tensor changed."""
-        keys = self.dataset.id.revision
+    def _id_index(self, table: Table | None = None) -> dict[str, int]:
+        """id → row of ``table`` (a snapshot; by default the dataset as this thread sees it), cached per revision."""
+        id_tensor = (self.dataset if table is None else table).id
+        keys = id_tensor.revision
         cached = self._id_rows
         if cached is None or cached[0] != keys:
-            ids = self.dataset.id.numpy(aslist=True)
+            ids = id_tensor.numpy(aslist=True)
             cached = (keys, {doc_id: row for row, doc_id in enumerate(ids)})
             self._id_rows = cached
         return cached[1]
@@ -288,17 +289,18 @@ class VectorStore:
             self.dataset.embedding[rows] = vectors
 
     # -- reads by id and filter ------------------------------------------------------------------
-    def rows_for_ids(self, ids: Sequence[str], missing: str = "error") -> np.ndarray:
+    def rows_for_ids(self, ids: Sequence[str], missing: str = "error", table: Table | None = None) -> np.ndarray:
         """The rows of ``ids``, in the order given, each id once (first occurrence).
 
         Uses the id index, so it costs O(len(ids)) after the index is built.
         ``missing="error"`` raises :class:`SampleError` for ids not in the store; ``"skip"`` leaves them out.
+        ``table`` (a ``dataset.snapshot()``) pins the rows to one snapshot while other threads write.
         """
         if missing not in ("error", "skip"):
             raise SampleError(f"missing must be 'error' or 'skip', got {missing!r}")
         if isinstance(ids, (str, bytes)):
             raise SampleError(f"ids must be a list of ids, got {type(ids).__name__}")
-        index = self._id_index()
+        index = self._id_index(table)
         wanted = list(dict.fromkeys(ids))
         if missing == "error":
             unknown = [i for i in wanted if i not in index]
@@ -306,15 +308,21 @@ class VectorStore:
                 raise SampleError(f"ids not in the store: {unknown[:5]}" + (" ..." if len(unknown) > 5 else ""))
         return np.array([index[i] for i in wanted if i in index], dtype=np.int64)
 
-    def rows_where(self, filter: Mapping[str, Any] | str | ast.Expr | Callable[[dict], bool]) -> np.ndarray:
-        """The rows matching ``filter`` (a metadata dict, a TQL WHERE string or expression, a callable), ascending."""
+    def rows_where(
+        self, filter: Mapping[str, Any] | str | ast.Expr | Callable[[dict], bool], table: Table | None = None
+    ) -> np.ndarray:
+        """The rows matching ``filter`` (a metadata dict, a TQL WHERE string or expression, a callable), ascending.
+
+        ``table`` (a ``dataset.snapshot()``) pins the rows to one snapshot while other threads write.
+        """
+        table = self.dataset if table is None else table
         if callable(filter):
-            rows = [i for i, row in enumerate(self._rows_as_dicts()) if filter(row)]
+            rows = [i for i, row in enumerate(_rows_as_dicts(table)) if filter(row)]
             return np.array(rows, dtype=np.int64)
         where = filters.where_expression(filter)
         if where is None:
-            return np.arange(len(self.dataset), dtype=np.int64)
-        view = self.dataset.query(ast.Query(select=(ast.Star(),), where=where))
+            return np.arange(len(table), dtype=np.int64)
+        view = table.query(ast.Query(select=(ast.Star(),), where=where))
         return np.sort(np.asarray(view.row_positions, dtype=np.int64))
 
     def get(
@@ -330,14 +338,15 @@ class VectorStore:
         to refuse them); with ``filter`` too, only those that also match it. With only
         ``filter``: matching chunks in row order. With neither: every chunk.
         """
+        snapshot = self.dataset.snapshot()  # rows and values from one snapshot, whatever other threads write
         if ids is None:
-            rows = self.rows_where(filter)
+            rows = self.rows_where(filter, snapshot)
         else:
-            rows = self.rows_for_ids(ids, missing)
+            rows = self.rows_for_ids(ids, missing, snapshot)
             if filter is not None:
-                rows = rows[np.isin(rows, self.rows_where(filter))]
+                rows = rows[np.isin(rows, self.rows_where(filter, snapshot))]
         names = list(return_tensors) if return_tensors is not None else list(DEFAULT_RETURN)
-        view = self.dataset[rows.tolist()]
+        view = snapshot[rows.tolist()]
         out = {name: view[name].numpy(aslist=True) for name in names}
         return {k: (v.tolist() if isinstance(v, np.ndarray) else list(v)) for k, v in out.items()}
 
@@ -356,13 +365,6 @@ class VectorStore:
         return rows
 
     # -- search ----------------------------------------------------------------------------------
-    def _rows_as_dicts(self):
-        ds = self.dataset
-        for text, meta, doc_id in zip(
-            ds.text.numpy(aslist=True), ds.metadata.numpy(aslist=True), ds.id.numpy(aslist=True), strict=True
-        ):
-            yield {"text": text, "metadata": meta, "id": doc_id}
-
     def search(
         self,
         embedding_data: str | None = None,
@@ -448,12 +450,20 @@ class VectorStore:
         """The table a vector search scans and the WHERE it applies there."""
         if ids is None and not callable(filter):
             return self.dataset, filters.where_expression(filter)
+        snapshot = self.dataset.snapshot()  # the rows found and the rows searched come from one snapshot
         if ids is None:
-            return self.dataset[self.rows_where(filter)], None
-        rows = np.sort(self.rows_for_ids(ids, missing="skip"))
+            return snapshot[self.rows_where(filter, snapshot)], None
+        rows = np.sort(self.rows_for_ids(ids, "skip", snapshot))
         if callable(filter):
-            return self.dataset[rows[np.isin(rows, self.rows_where(filter))]], None
-        return self.dataset[rows], filters.where_expression(filter)
+            return snapshot[rows[np.isin(rows, self.rows_where(filter, snapshot))]], None
+        return snapshot[rows], filters.where_expression(filter)
+
+
+def _rows_as_dicts(table: Table):
+    """Each row of ``table`` as ``{"text", "metadata", "id"}``, for callable filters."""
+    columns = (table.text.numpy(aslist=True), table.metadata.numpy(aslist=True), table.id.numpy(aslist=True))
+    for text, meta, doc_id in zip(*columns, strict=True):
+        yield {"text": text, "metadata": meta, "id": doc_id}
 
 
 def create_tensors(ds: Dataset, names: Sequence[str]) -> None:

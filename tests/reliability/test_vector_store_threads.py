@@ -6,6 +6,7 @@ import threading
 import uuid
 
 import numpy as np
+import pytest
 
 from tensordb import VectorStore
 from tensordb.errors import SampleError
@@ -101,3 +102,27 @@ def test_update_embedding_and_delete_on_threads_never_write_to_a_shifted_row(tmp
     assert np.allclose(vectors["d4"], 4.0)  # the text it was computed from
     assert all(np.allclose(vectors[f"d{i}"], 0.0) for i in (1, 2, 3, 5))
     assert "d0" not in vs.get(ids=["d0"])["id"]
+
+
+@pytest.mark.parametrize("read", ["get", "search"])
+def test_reads_by_id_come_from_one_snapshot_while_another_thread_deletes(tmp_path, monkeypatch, read):
+    """The rows an id lookup finds and the values read for them come from the same snapshot."""
+    vs = VectorStore(str(tmp_path / "vs"))
+    ids = [f"d{i}" for i in range(8)]
+    vs.add(text=[f"text of {i}" for i in ids], embedding=np.eye(8, dtype=np.float32), id=ids)
+    found = VectorStore.rows_for_ids
+
+    def rows_then_a_delete_lands(self, *args, **kwargs):
+        rows = found(self, *args, **kwargs)
+        deleter = threading.Thread(target=self.dataset.pop, args=(0,))  # the row of d0
+        deleter.start()  # another thread's delete lands between the lookup and the read
+        deleter.join(10)
+        return rows
+
+    monkeypatch.setattr(VectorStore, "rows_for_ids", rows_then_a_delete_lands)
+    if read == "get":
+        got = vs.get(ids=["d3", "d5"])
+    else:
+        got = vs.search(embedding=np.eye(8, dtype=np.float32)[3], ids=["d3", "d5"], k=2)
+    assert sorted(zip(got["id"], got["text"])) == [("d3", "text of d3"), ("d5", "text of d5")]
+    assert "d0" not in vs.get(ids=["d0"])["id"]  # the delete did land
