@@ -80,10 +80,8 @@ def deep_msgpack(depth: int) -> bytes:
     return b"\x91" * depth + b"\xc0"  # [[[...[None]...]]]
 
 
-@pytest.mark.parametrize("encoding, row", [("msgpack", deep_msgpack(100_000)),
-                                           ("json", b"[" * 100_000 + b"]" * 100_000)])
-def test_deeply_nested_rows(ds_path, encoding, row):
-    key = first_chunk(ds_path, "metadata")
+def forge_every_row(ds_path: str, key: str, row: bytes, encoding: str) -> None:
+    """Replace every row of blob chunk ``key`` with the stored bytes ``row`` (valid checksums, rebound states)."""
     nrows = decode(ds_path, key)[0]["nrows"]
 
     def edit(meta, buffers):
@@ -94,6 +92,13 @@ def test_deeply_nested_rows(ds_path, encoding, row):
         buffers.update({k: bytes(v) for k, v in new_buffers.items()})
 
     forge_chunk(ds_path, key, edit)
+
+
+@pytest.mark.parametrize("encoding, row", [("msgpack", deep_msgpack(100_000)),
+                                           ("json", b"[" * 100_000 + b"]" * 100_000)])
+def test_deeply_nested_rows(ds_path, encoding, row):
+    key = first_chunk(ds_path, "metadata")
+    forge_every_row(ds_path, key, row, encoding)
     got, err = guarded(lambda: read_everything(ds_path))
     assert isinstance(err, DataCorruptionError) and key in str(err) and "tensor 'metadata'" in str(err), repr(err)
 
@@ -103,16 +108,7 @@ def test_deeply_nested_rows(ds_path, encoding, row):
                          ids=["deep-msgpack", "invalid-utf8"])
 def test_forged_rows_through_the_pytorch_loader(ds_path, tensor, encoding, row):
     key = first_chunk(ds_path, tensor)
-    nrows = decode(ds_path, key)[0]["nrows"]
-
-    def edit(meta, buffers):
-        parts = chunkfmt.encode_blobs([row] * nrows, encoding, None)
-        new_meta, new_buffers = envelope.unpack(b"".join(parts), "new", envelope.MAGIC_CHUNK)
-        meta.update(new_meta)
-        buffers.clear()
-        buffers.update({k: bytes(v) for k, v in new_buffers.items()})
-
-    forge_chunk(ds_path, key, edit)
+    forge_every_row(ds_path, key, row, encoding)
     loader = tensordb.load(ds_path, read_only=True).pytorch(tensors=[tensor], batch_size=8)
     got, err = guarded(lambda: list(loader))
     assert isinstance(err, DataCorruptionError) and key in str(err), repr(err)
