@@ -235,61 +235,15 @@ def run(
     plot: str | None = None,
 ) -> dict[str, Any]:
     """Build the store at ``path``, train, evaluate (drawing recall@k to ``plot``) and search; returns the results."""
-
-    def say(*args: Any) -> None:
-        if not quiet:
-            print(*args, flush=True)
-
+    say = _sayer(quiet)
     started = time.monotonic()
-    say(f"== tensordb demo: {data.name} ==")
-    say(f"store at {path}: {len(data.ids)} documents, {len(data.train_queries)} training questions, "
-        f"{len(data.test_queries)} test questions")
-    if data.embeddings is not None:
-        say("embeddings: precomputed, from the folder")
-    else:
-        say(f"embeddings: {describe_function(data.embedding_function)}")
-    plot_path = _plot_target(plot)
-    if plot is not None and plot_path is None:
-        say(f"matplotlib not installed ({INSTALL_HINT}): no recall@k plot")
+    plot_path = _introduce(data, path, plot, say)
     vs = VectorStore(path, embedding_function=data.embedding_function, overwrite=True)
     try:
-        vs.add(text=data.texts, metadata=data.metadata, embedding=data.embeddings, id=data.ids)
-        vs.dataset.commit(f"add {len(data.ids)} documents")
-        if not quiet:
-            vs.summary()
-
-        say("\n== training Deep Memory ==")
-        job_id = vs.deep_memory.train(data.train_queries, data.train_relevance, max_seconds=max_seconds, seed=seed)
-        status = vs.deep_memory.wait(job_id)
-        if not quiet:
-            vs.deep_memory.status(job_id)
-        if status["status"] != "completed":
-            raise RuntimeError(f"Deep Memory job {job_id} ended {status['status']}: {status['progress']}")
-
-        say("\n== evaluation on the held-out questions ==")
-        results = vs.deep_memory.evaluate(data.test_queries, data.test_relevance, top_k=TOP_K, show=not quiet,
-                                          plot=plot_path)
-        if not quiet:
-            print(f"\n{'':<14}" + "".join(f"{'R@' + str(k):>8}" for k in TOP_K) + f"{'nDCG@10':>9}")
-            for label, metrics in results.items():
-                cells = "".join(f"{100 * metrics[f'recall@{k}']:>7.1f}%" for k in TOP_K)
-                print(f"{label:<14}{cells}{100 * metrics['ndcg@10']:>8.1f}%")
-
-        question = data.sample_question
-        say(f"\n== vs.search(..., deep_memory=True) ==\nQ: {question}")
-        hits = vs.search(embedding_data=question, k=3, deep_memory=True)
-        if not quiet:
-            _print_hits(hits, say)
-
-        vector = vs.embed_queries([question])[0]
-        array = ", ".join(f"{x:.6g}" for x in vector)
-        tql = f"select * order by deepmemory_distance(embedding, ARRAY[{array}]) desc limit 3"
-        shown = f"select * order by deepmemory_distance(embedding, ARRAY[{', '.join(array.split(', ')[:3])}, ...]) " \
-                "desc limit 3"
-        say(f"\n== TQL ==\n{shown}")
-        tql_hits = vs.search(query=tql)
-        if not quiet:
-            _print_hits(tql_hits, say)
+        _fill(vs, data, quiet)
+        job_id, status = _train(vs, data, max_seconds, seed, quiet, say)
+        results = _evaluate(vs, data, plot_path, quiet, say)
+        hits, tql, tql_hits = _search_examples(vs, data.sample_question, quiet, say)
         seconds = time.monotonic() - started
         hint = f"; inspect it with: tensordb info {path}" if keep else " (temporary store removed; --path keeps it)"
         say(f"\ndone in {seconds:.1f} s{hint}")
@@ -306,6 +260,83 @@ def run(
         }
     finally:
         vs.close()
+
+
+def _sayer(quiet: bool) -> Callable[..., None]:
+    def say(*args: Any) -> None:
+        if not quiet:
+            print(*args, flush=True)
+
+    return say
+
+
+def _introduce(data: DemoData, path: str, plot: str | None, say: Callable[..., None]) -> str | None:
+    """Say what the demo works on; returns where the recall@k plot goes (None: no plot)."""
+    say(f"== tensordb demo: {data.name} ==")
+    say(f"store at {path}: {len(data.ids)} documents, {len(data.train_queries)} training questions, "
+        f"{len(data.test_queries)} test questions")
+    if data.embeddings is not None:
+        say("embeddings: precomputed, from the folder")
+    else:
+        say(f"embeddings: {describe_function(data.embedding_function)}")
+    plot_path = _plot_target(plot)
+    if plot is not None and plot_path is None:
+        say(f"matplotlib not installed ({INSTALL_HINT}): no recall@k plot")
+    return plot_path
+
+
+def _fill(vs: VectorStore, data: DemoData, quiet: bool) -> None:
+    vs.add(text=data.texts, metadata=data.metadata, embedding=data.embeddings, id=data.ids)
+    vs.dataset.commit(f"add {len(data.ids)} documents")
+    if not quiet:
+        vs.summary()
+
+
+def _train(
+    vs: VectorStore, data: DemoData, max_seconds: float, seed: int, quiet: bool, say: Callable[..., None]
+) -> tuple[str, dict[str, Any]]:
+    say("\n== training Deep Memory ==")
+    job_id = vs.deep_memory.train(data.train_queries, data.train_relevance, max_seconds=max_seconds, seed=seed)
+    status = vs.deep_memory.wait(job_id)
+    if not quiet:
+        vs.deep_memory.status(job_id)
+    if status["status"] != "completed":
+        raise RuntimeError(f"Deep Memory job {job_id} ended {status['status']}: {status['progress']}")
+    return job_id, status
+
+
+def _evaluate(
+    vs: VectorStore, data: DemoData, plot_path: str | None, quiet: bool, say: Callable[..., None]
+) -> dict[str, dict[str, float]]:
+    say("\n== evaluation on the held-out questions ==")
+    results = vs.deep_memory.evaluate(data.test_queries, data.test_relevance, top_k=TOP_K, show=not quiet,
+                                      plot=plot_path)
+    if not quiet:
+        print(f"\n{'':<14}" + "".join(f"{'R@' + str(k):>8}" for k in TOP_K) + f"{'nDCG@10':>9}")
+        for label, metrics in results.items():
+            cells = "".join(f"{100 * metrics[f'recall@{k}']:>7.1f}%" for k in TOP_K)
+            print(f"{label:<14}{cells}{100 * metrics['ndcg@10']:>8.1f}%")
+    return results
+
+
+def _search_examples(
+    vs: VectorStore, question: str, quiet: bool, say: Callable[..., None]
+) -> tuple[dict[str, list], str, dict[str, list]]:
+    """The sample question through ``search(deep_memory=True)`` and through TQL's ``deepmemory_distance``."""
+    say(f"\n== vs.search(..., deep_memory=True) ==\nQ: {question}")
+    hits = vs.search(embedding_data=question, k=3, deep_memory=True)
+    if not quiet:
+        _print_hits(hits, say)
+    vector = vs.embed_queries([question])[0]
+    array = ", ".join(f"{x:.6g}" for x in vector)
+    tql = f"select * order by deepmemory_distance(embedding, ARRAY[{array}]) desc limit 3"
+    shown = f"select * order by deepmemory_distance(embedding, ARRAY[{', '.join(array.split(', ')[:3])}, ...]) " \
+            "desc limit 3"
+    say(f"\n== TQL ==\n{shown}")
+    tql_hits = vs.search(query=tql)
+    if not quiet:
+        _print_hits(tql_hits, say)
+    return hits, tql, tql_hits
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
