@@ -306,9 +306,32 @@ def read_rows(reader: ChunkReader, state: TensorState, rows: np.ndarray) -> Any:
     return result
 
 
+#: Above this many bytes, a whole-column read checks the chunk files' sizes before it allocates.
+CHECK_SIZES_ABOVE = 64 << 20
+
+
+def _check_declared_sizes(reader: ChunkReader, state: TensorState) -> None:
+    """Refuse a snapshot that declares more bytes than its chunk files hold, before allocating for it.
+
+    A forged snapshot can declare a huge tensor consistently (rows and sizes in agreement); one
+    ``stat`` per chunk is nothing beside reading it, and it is only done for large reads.
+    """
+    if sum(state.chunk_nbytes) <= CHECK_SIZES_ABOVE:
+        return
+    for ref in (state.reference(key) for key in state.chunk_keys):
+        what = chunk_label(state.meta, ref.key)
+        try:
+            actual = reader.store.size(ref.key)
+        except KeyNotFoundError:
+            raise DataCorruptionError(f"{what}: chunk file is missing") from None
+        if actual != ref.nbytes:
+            raise DataCorruptionError(f"{what}: file is {actual} bytes, manifest says {ref.nbytes}")
+
+
 def read_all_fixed(reader: ChunkReader, state: TensorState, threads: int = 4) -> np.ndarray:
     """A whole fixed-shape tensor as one array, reading chunks in parallel threads."""
     meta = state.meta
+    _check_declared_sizes(reader, state)
     out = np.empty((state.nrows, *meta.shape), dtype=np.dtype(meta.dtype))
     starts = np.concatenate([[0], np.cumsum(state.chunk_rows)]).astype(np.int64)
     jobs = [(k, int(a), int(b)) for k, a, b in zip(state.chunk_keys, starts[:-1], starts[1:]) if b > a]

@@ -112,6 +112,10 @@ class Store(ABC):
         """The top-level names in the store, sorted: tensordb's and others, not the store's own (locks, temp files)."""
         return sorted({key.split("/", 1)[0] for key in self.list()})
 
+    def size(self, key: str) -> int:
+        """The byte size of the object under ``key``; raise ``KeyNotFoundError`` if absent."""
+        return len(self.get(key))
+
     def modified_time(self, key: str) -> float:
         """When ``key`` was last written, in seconds since the epoch (0 if unknown)."""
         return 0.0

@@ -278,6 +278,10 @@ class LocalStore(Store):
             found += [os.path.join(dirpath, n) for n in files if _TMP_MARK in n]
         return found
 
+    def size(self, key: str) -> int:
+        with self._reading(key, "sizing"):
+            return os.stat(self._path(key)).st_size
+
     def modified_time(self, key: str) -> float:
         try:
             return os.stat(self._path(key)).st_mtime

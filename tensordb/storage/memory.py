@@ -72,6 +72,9 @@ class MemoryStore(Store):
         check_key(key)
         self._objects.pop(key, None)
 
+    def size(self, key: str) -> int:
+        return len(self.get(key))
+
     def exists(self, key: str) -> bool:
         check_key(key)
         return key in self._objects

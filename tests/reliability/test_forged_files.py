@@ -193,6 +193,21 @@ def test_a_state_chunk_row_count(ds_path, capsys, rows):
     assert_refused(ds_path, key, capsys)
 
 
+def test_a_state_declaring_a_huge_tensor_consistently(ds_path):
+    """Rows and byte sizes both huge and in agreement: the column read cannot allocate, and says so."""
+
+    def huge(record):
+        entry = tensor_entry(record, "embedding")
+        entry["chunk_rows"][0] = 10**12
+        entry["chunk_nbytes"][0] = 10**12 * 8 * 4 + 4096  # 8 float32 per row, plus the header
+    forge_state(ds_path, huge)
+    ds = tensordb.load(ds_path, read_only=True)
+    got, err = guarded(lambda: ds.embedding.numpy())
+    assert isinstance(err, TensorDBError) and "embedding" in str(err), repr(err)
+    got, err = guarded(lambda: ds.embedding[0].numpy())
+    assert isinstance(err, DataCorruptionError), repr(err)
+
+
 @pytest.mark.parametrize("shape", [[10**6, 10**6], [-1], ["8"], 8, [2**63 - 1]])
 def test_a_state_row_shape(ds_path, shape):
     key = forge_state(ds_path, lambda r: tensor_entry(r, "embedding")["meta"].update(shape=shape))
