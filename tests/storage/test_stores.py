@@ -303,3 +303,10 @@ def test_lock_waiter_gets_lock_when_holder_is_killed(tmp_path):
     finally:
         proc.wait(timeout=10)
         proc.stdout.close()
+
+
+def test_size_is_the_object_length(store):
+    store.put("chunks/a", [b"abc", b"defg"])
+    assert store.size("chunks/a") == 7
+    with pytest.raises(KeyNotFoundError):
+        store.size("chunks/missing")
