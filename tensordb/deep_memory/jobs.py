@@ -183,8 +183,11 @@ class JobStore:
         # The record goes first: a crash in between leaves an unused model, never a completed job without one.
         self.dataset.delete_attachment(JOB_PREFIX + job_id)
         self.dataset.delete_attachment(MODEL_PREFIX + job_id)
+        self._lease_store.drop_lease(JOB_PREFIX + job_id)  # a deleted job is never alive again
         with self._lock:
             self._latest_known = False
+            self._threads.pop(job_id, None)
+            self._cancel.pop(job_id, None)
         self._models.pop(job_id, None)
 
     # -- threads -------------------------------------------------------------------------------

@@ -108,6 +108,10 @@ class Store(ABC):
     def lease_held(self, name: str) -> bool:
         """Whether some live holder, in this process or another, holds the lease ``name``."""
 
+    @abstractmethod
+    def drop_lease(self, name: str) -> None:
+        """Forget the lease ``name`` for good (its job is gone); a lease held right now is left alone."""
+
     def entries(self) -> list[str]:
         """The top-level names in the store, sorted: tensordb's and others, not the store's own (locks, temp files)."""
         return sorted({key.split("/", 1)[0] for key in self.list()})

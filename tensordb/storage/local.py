@@ -366,6 +366,24 @@ class LocalStore(Store):
             os.close(fd)  # closing drops the test lock, if it was taken
         return False
 
+    def drop_lease(self, name: str) -> None:
+        path = self._lease_path(name)
+        try:
+            fd = self._open_lock_file(path, create=False)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(path)  # under the lock: no holder can be cut off
+        except BlockingIOError:
+            return  # held: its holder still needs it
+        except FileNotFoundError:
+            return
+        finally:
+            os.close(fd)
+        with self._dirs_lock:
+            self._mark_changed(os.path.dirname(path))
+
     def entries(self) -> list[str]:
         try:
             names = os.listdir(self.root)

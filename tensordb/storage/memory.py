@@ -94,6 +94,9 @@ class MemoryStore(Store):
         check_key(name)
         return name in self._leases
 
+    def drop_lease(self, name: str) -> None:
+        check_key(name)  # an in-process lease leaves nothing behind once released
+
     def _end_lease(self, name: str) -> None:
         with self._leases_lock:
             self._leases.discard(name)

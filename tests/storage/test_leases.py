@@ -99,3 +99,29 @@ def test_the_kernel_ends_the_lease_of_a_killed_process(tmp_path):
         child.wait(30)
     assert not store.lease_held("jobs/a")
     store.hold_lease("jobs/a").release()
+
+
+def test_a_dropped_lease_leaves_no_file_and_a_held_one_stays(tmp_path):
+    store = LocalStore(str(tmp_path / "ds"))
+    store.hold_lease("jobs/a").release()
+    held = store.hold_lease("jobs/b")
+    store.drop_lease("jobs/a")
+    store.drop_lease("jobs/b")
+    store.drop_lease("jobs/never")
+    assert sorted(os.listdir(tmp_path / "ds" / "locks" / "jobs")) == ["b"]
+    assert store.lease_held("jobs/b")
+    held.release()
+
+
+def test_deleting_a_deep_memory_job_drops_its_lease(tmp_path):
+    from tensordb import HashingEmbedding, VectorStore
+
+    vs = VectorStore(str(tmp_path / "vs"), embedding_function=HashingEmbedding(16))
+    ids = vs.add(text=[f"text {i} word{i}" for i in range(20)])
+    job = vs.deep_memory.train(queries=[f"word{i}" for i in range(10)], relevance=[[(ids[i], 1.0)] for i in range(10)],
+                               max_seconds=1)
+    vs.deep_memory.wait(job, timeout=60)
+    lease_dir = tmp_path / "vs" / "locks" / "deep_memory" / "jobs"
+    assert os.listdir(lease_dir) == [job]
+    vs.deep_memory.delete(job)
+    assert os.listdir(lease_dir) == []
