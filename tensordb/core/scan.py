@@ -63,8 +63,7 @@ class TableSource:
         self._state: DatasetState = table._state
         self._reader = table._reader
         self._base = table._selected_rows()
-        rows = (t.nrows for t in self._state.tensors.values())
-        self._length = len(self._base) if self._base is not None else min(rows, default=0)
+        self._length = len(self._base) if self._base is not None else self._state.nrows
         self._virtual = table._virtual
         self._starts: dict[str, list[int]] = {}
         #: The dataset behind the table (``ScanSource.owner``), for functions that need dataset-level records.

@@ -89,7 +89,7 @@ class Table:
         rows = self._selected_rows()
         if rows is not None:
             return len(rows)
-        return min((t.nrows for t in self._state.tensors.values()), default=0)
+        return self._state.nrows
 
     @property
     def num_samples(self) -> int:

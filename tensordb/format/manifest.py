@@ -169,6 +169,11 @@ class DatasetState:
     def chunk_keys(self) -> set[str]:
         return {k for t in self.tensors.values() for k in t.chunk_keys}
 
+    @property
+    def nrows(self) -> int:
+        """The rows every tensor has: the dataset's length (tensors may differ while being filled)."""
+        return min((t.nrows for t in self.tensors.values()), default=0)
+
 
 @dataclass(frozen=True)
 class CommitRecord:
