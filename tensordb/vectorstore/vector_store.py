@@ -339,30 +339,29 @@ class VectorStore:
         ``filter``: matching chunks in row order. With neither: every chunk.
         """
         snapshot = self.dataset.snapshot()  # rows and values from one snapshot, whatever other threads write
-        if ids is None:
-            rows = self.rows_where(filter, snapshot)
-        else:
-            rows = self.rows_for_ids(ids, missing, snapshot)
-            if filter is not None:
-                rows = rows[np.isin(rows, self.rows_where(filter, snapshot))]
+        rows = self._select(snapshot, ids, filter, missing)
         names = list(return_tensors) if return_tensors is not None else list(DEFAULT_RETURN)
         view = snapshot[rows.tolist()]
         out = {name: view[name].numpy(aslist=True) for name in names}
         return {k: (v.tolist() if isinstance(v, np.ndarray) else list(v)) for k, v in out.items()}
 
+    def _select(self, table: Table, ids: Sequence[str] | None, filter: Any, missing: str) -> np.ndarray:
+        """Rows of ``table`` for ``ids`` (in their order) and/or ``filter`` (ascending); both: rows matching both."""
+        if ids is None:
+            return self.rows_where(filter, table)
+        rows = self.rows_for_ids(ids, missing, table)
+        if filter is not None:
+            rows = rows[np.isin(rows, self.rows_where(filter, table))]
+        return rows
+
     def _rows_for(self, ids: Sequence[str] | None, filter: Any, what: str, missing: str = "error") -> np.ndarray:
-        """Ascending rows for ``ids`` and/or ``filter`` (both given: rows matching both)."""
+        """Ascending rows for ``ids`` and/or ``filter`` (both given: rows matching both), for a write."""
         if ids is None and filter is None:
             raise SampleError(f"{what}: give ids or a filter")
-        if ids is None:
-            return self.rows_where(filter)
         try:
-            rows = np.sort(self.rows_for_ids(ids, missing))
+            return np.sort(self._select(self.dataset, ids, filter, missing))
         except SampleError as e:
             raise SampleError(f"{what}: {e}") from None
-        if filter is not None:
-            rows = rows[np.isin(rows, self.rows_where(filter))]
-        return rows
 
     # -- search ----------------------------------------------------------------------------------
     def search(
@@ -451,11 +450,9 @@ class VectorStore:
         if ids is None and not callable(filter):
             return self.dataset, filters.where_expression(filter)
         snapshot = self.dataset.snapshot()  # the rows found and the rows searched come from one snapshot
-        if ids is None:
-            return snapshot[self.rows_where(filter, snapshot)], None
+        if callable(filter):  # evaluated in Python: select the rows first, search only them
+            return snapshot[np.sort(self._select(snapshot, ids, filter, "skip"))], None
         rows = np.sort(self.rows_for_ids(ids, "skip", snapshot))
-        if callable(filter):
-            return snapshot[rows[np.isin(rows, self.rows_where(filter, snapshot))]], None
         return snapshot[rows], filters.where_expression(filter)
 
 
