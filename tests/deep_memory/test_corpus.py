@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -13,23 +11,9 @@ from tensordb import HashingEmbedding, VectorStore
 from tensordb.deep_memory.api import DeepMemory
 from tensordb.deep_memory.corpus import DocumentCorpus
 
+from .corpora import ArrayCorpus
+
 DIM = 16
-
-
-@dataclass
-class ArrayCorpus:
-    """A corpus that is just arrays beside a dataset: no VectorStore involved."""
-
-    dataset: tensordb.Dataset
-    ids: list[str]
-    embeddings: np.ndarray
-    queries: dict[str, np.ndarray]
-
-    def ids_and_embeddings(self) -> tuple[list[str], np.ndarray]:
-        return list(self.ids), self.embeddings
-
-    def embed_queries(self, texts: list[str], embedding_function: Any = None) -> np.ndarray:
-        return np.stack([self.queries[t] for t in texts])
 
 
 def _corpus() -> ArrayCorpus:

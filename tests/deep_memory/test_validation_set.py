@@ -10,8 +10,6 @@ model selection and the never-worse guard must listen to them alone and ship the
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +20,8 @@ from tensordb.deep_memory.metrics import recall_at_k
 from tensordb.deep_memory.model import DeepMemoryModel
 from tensordb.deep_memory.training import train_model
 from tensordb.errors import SampleError
+
+from .corpora import ArrayCorpus
 
 DIM, N_DOCS, N_PAIRS, PER_PAIR = 16, 60, 20, 5
 
@@ -78,20 +78,6 @@ def test_a_helpful_validation_set_lets_the_model_ship_unrefitted():
                          validation_query_embeddings=real_q, validation_relevance=agreeing)
     assert result.improved and not result.refitted  # the shipped model is the one that was validated
     assert result.val_metrics_after["recall@1"] > result.val_metrics_before["recall@1"]
-
-
-@dataclass
-class ArrayCorpus:
-    dataset: tensordb.Dataset
-    ids: list[str]
-    embeddings: np.ndarray
-    queries: dict[str, np.ndarray]
-
-    def ids_and_embeddings(self) -> tuple[list[str], np.ndarray]:
-        return list(self.ids), self.embeddings
-
-    def embed_queries(self, texts: list[str], embedding_function: Any = None) -> np.ndarray:
-        return np.stack([self.queries[t] for t in texts])
 
 
 @pytest.fixture
