@@ -7,10 +7,7 @@ gets past the manifest binding and reaches the decoders behind it.
 
 from __future__ import annotations
 
-import faulthandler
 import os
-import sys
-import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -19,9 +16,6 @@ import numpy as np
 import tensordb
 from tensordb.format import envelope
 from tensordb.format import manifest as mf
-
-ALLOC_LIMIT = 64 << 20  # the datasets are well under 1 MB: no read may allocate more than this
-HANG_LIMIT = 120
 
 MAGICS = {
     "chunks/": envelope.MAGIC_CHUNK,
@@ -143,16 +137,3 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def guarded(fn: Callable[[], Any]) -> tuple[Any, BaseException | None]:
-    """Run ``fn`` under a hang watchdog and an allocation bound; returns (result, error)."""
-    faulthandler.dump_traceback_later(HANG_LIMIT, exit=True, file=sys.__stderr__)
-    tracemalloc.start()
-    try:
-        return fn(), None
-    except Exception as e:  # the caller judges which errors are allowed
-        return None, e
-    finally:
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        faulthandler.cancel_dump_traceback_later()
-        assert peak < ALLOC_LIMIT, f"reading a forged dataset allocated {peak} bytes"

@@ -9,9 +9,13 @@ pure function of ``(doc, v)``.
 from __future__ import annotations
 
 import collections
+import faulthandler
 import json
 import os
+import sys
+import tracemalloc
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -70,3 +74,24 @@ def check_row(doc: str, text: str, meta: dict, emb: np.ndarray) -> int:
     assert meta == meta_of(doc, version), f"row {doc!r}: metadata {meta} does not match text {text!r}"
     assert np.array_equal(np.asarray(emb, np.float32), vector(doc, version)), f"row {doc!r}: embedding torn"
     return version
+
+
+#: The suite's datasets are well under 1 MB: no read of a damaged or forged one may allocate more than this.
+ALLOC_LIMIT = 64 << 20
+#: A read that runs longer than this hangs: the watchdog dumps every thread's stack and exits.
+HANG_LIMIT = 120
+
+
+def guarded(fn: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+    """Run ``fn`` under a hang watchdog and an allocation bound; returns (result, error)."""
+    faulthandler.dump_traceback_later(HANG_LIMIT, exit=True, file=sys.__stderr__)
+    tracemalloc.start()
+    try:
+        return fn(), None
+    except Exception as e:  # the caller judges which errors are allowed
+        return None, e
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        faulthandler.cancel_dump_traceback_later()
+        assert peak < ALLOC_LIMIT, f"reading a damaged or forged dataset allocated {peak} bytes"

@@ -13,11 +13,9 @@ exception, a hang (watchdog) or a large allocation (tracemalloc peak bound).
 
 from __future__ import annotations
 
-import faulthandler
 import os
 import random
 import shutil
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -26,10 +24,8 @@ import tensordb
 from tensordb.errors import DataCorruptionError, DatasetNotFoundError
 from tensordb.format import manifest as mf
 
-from .helpers import FIGURES, meta_of, parse_text, scale, text_of, vector
+from .helpers import FIGURES, guarded, meta_of, parse_text, scale, text_of, vector
 
-ALLOC_LIMIT = 64 << 20  # the dataset is ~1 MB: no read may allocate more than this
-HANG_LIMIT = 120
 CASES_PER_KIND = scale(4, 25)
 
 
@@ -128,17 +124,7 @@ def damage(file: str, mode: str, rng: random.Random) -> str:
 
 
 def guarded_read(path: str) -> tuple[dict | None, BaseException | None]:
-    faulthandler.dump_traceback_later(HANG_LIMIT, exit=True)
-    tracemalloc.start()
-    try:
-        return read_everything(path), None
-    except Exception as e:
-        return None, e
-    finally:
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        faulthandler.cancel_dump_traceback_later()
-        assert peak < ALLOC_LIMIT, f"reading a damaged dataset allocated {peak} bytes"
+    return guarded(lambda: read_everything(path))
 
 
 def expected_error_ok(err: BaseException, key: str, kind: str) -> bool:

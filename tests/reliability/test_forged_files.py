@@ -22,7 +22,8 @@ from tensordb.format import chunk as chunkfmt
 from tensordb.format import envelope
 from tensordb.format import manifest as mf
 
-from .forging import decode, file_of, forge_chunk, guarded, make_dataset, read_everything, write, write_raw_header
+from .forging import decode, file_of, forge_chunk, make_dataset, read_everything, write, write_raw_header
+from .helpers import guarded
 
 
 @pytest.fixture(scope="module")

@@ -32,8 +32,8 @@ import tensordb
 from tensordb.errors import DataCorruptionError, TensorDBError
 from tensordb.format import manifest as mf
 
-from .forging import decode, guarded, make_dataset, read_everything, rebind, write
-from .helpers import FIGURES, scale
+from .forging import decode, make_dataset, read_everything, rebind, write
+from .helpers import FIGURES, guarded, scale
 
 EXAMPLES = scale(30, 300)
 KINDS = ["chunk:embedding", "chunk:text", "chunk:metadata", "chunk:sizes", "state", "commit", "refs", "marker",
