@@ -96,10 +96,13 @@ class Dataset(Table):
     @property
     def _state(self) -> mf.DatasetState:
         """The snapshot this thread sees: its own open batch, else the last published one."""
+        batch = self._own_batch()
+        return batch.state if batch is not None else self._head
+
+    def _own_batch(self) -> _Batch | None:
+        """The open batch, if the calling thread owns it (read once: another thread may end its batch)."""
         batch = self._batch
-        if batch is not None and batch.thread == threading.get_ident():
-            return batch.state
-        return self._head
+        return batch if batch is not None and batch.thread == threading.get_ident() else None
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -224,8 +227,7 @@ class Dataset(Table):
     @property
     def in_batch(self) -> bool:
         """Whether the calling thread has a ``with ds:`` block open on this handle."""
-        batch = self._batch
-        return batch is not None and batch.thread == threading.get_ident()
+        return self._own_batch() is not None
 
     def check_writable(self, operation: str) -> None:
         """Raise ``ReadOnlyError`` (or ``LockedError`` after a fork) unless ``operation`` may write here."""
