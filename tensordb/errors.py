@@ -79,3 +79,19 @@ class MissingExtraError(TensorDBError, ImportError):
 
 class ModelLoadError(TensorDBError):
     """An embedding model could not be loaded; the message says what was tried."""
+
+
+class IndexDefinitionError(TensorDBError, ValueError):
+    """An index cannot be made or used as asked: unknown kind or parameter, wrong htype, unfit metric,
+    or search parameters that do not apply to the index kind."""
+
+
+class IndexExistsError(IndexDefinitionError):
+    """``create_index`` was called with a name already in use."""
+
+
+class IndexNotFoundError(TensorDBError, KeyError):
+    """An unknown index name was used."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
