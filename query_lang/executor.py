@@ -14,11 +14,13 @@ from .errors import TQLError, TQLExecutionError
 from .evaluate import BExpr, EvalContext, evaluate
 from .filtering import concat, filter_batches, gather
 from .functions import CallContext
+from .index_filter import indexed_where
+from .index_search import vector_request
 from .kernels import materialize
 from .ordering import TopK, join_keys, key_array, sort_order
 from .parser import parse
 from .planner import Output, Plan, plan_query
-from .source import Batch, ColumnInfo, ScanSource
+from .source import Batch, ColumnInfo, ScanSource, VectorSearch
 from .vtypes import ValueType
 
 #: Rows per batch when the executor builds batches itself (take-based projections).
@@ -185,6 +187,10 @@ class Executor:
     def run_vector_batch(self, plans: list[Plan]) -> list[QueryResult]:
         """Execute top-k vector searches sharing a :func:`_vector_signature` in one scan."""
         first = plans[0]
+        passing = None if first.where is None else indexed_where(first.where, self.source, self._ctx)
+        indexed = self._indexed_topk(plans, self.source, passing)
+        if indexed is not None:
+            return [self._result(plan, plan.order[0][0], rows, keys) for plan, (rows, keys) in zip(plans, indexed)]
         keys = [p.order[0][0] for p in plans]
         vary = [c.const for c in keys[0].children].index(True)
         column = keys[0].children[1 - vary]
@@ -195,7 +201,7 @@ class Executor:
         self._row_map = None
         arg_consts = tuple(c.const for c in keys[0].children)
         arg_columns = tuple(c.column for c in keys[0].children)
-        for batch, ctx in (self._filtered(first, self.source) if topks else ()):
+        for batch, ctx in (self._filtered(first, self.source, passing) if topks else ()):
             args: list[Any] = [None, None]
             args[1 - vary] = evaluate(column, ctx)
             cc = CallContext(ctx.batch, ctx.n, arg_consts, arg_columns,
@@ -205,27 +211,30 @@ class Executor:
             _push_many(topks, batch.rows, scores, stop, first.order[0][1])
         out = []
         for plan, key, topk in zip(plans, keys, topks or [None] * len(plans), strict=True):
-            if topk is None:
-                rows, known = np.empty(0, dtype=np.int64), {}
-            else:
-                rows, ks = topk.result()
-                rows = rows[plan.offset : stop]
-                known = {id(key): ks[0][plan.offset : stop]} if ks else {}
-            virtual = self._project(plan, self.source, rows, known)
-            out.append(QueryResult(np.asarray(rows, dtype=np.int64),
-                                   [o.name for o in plan.outputs], virtual))
+            rows, ks = topk.result() if topk is not None else (np.empty(0, dtype=np.int64), [])
+            out.append(self._result(plan, key, rows, ks))
         return out
+
+    def _result(self, plan: Plan, key: BExpr, rows: np.ndarray, keys: list[np.ndarray]) -> QueryResult:
+        """One vector search's result from its top rows and their scores (before OFFSET)."""
+        stop = plan.offset + plan.limit
+        rows = rows[plan.offset : stop]
+        known = {id(key): keys[0][plan.offset : stop]} if keys else {}
+        virtual = self._project(plan, self.source, rows, known)
+        return QueryResult(np.asarray(rows, dtype=np.int64), [o.name for o in plan.outputs], virtual)
 
     # -------------------------------------------------------------- row selection
 
     def _ctx(self, batch: Batch) -> EvalContext:
         return EvalContext(batch, {}, self.fn_caches, row_map=self._row_map, source=self.source)
 
-    def _filtered(self, plan: Plan, source: ScanSource) -> Iterator[tuple[Batch, EvalContext]]:
+    def _filtered(self, plan: Plan, source: ScanSource,
+                  passing: np.ndarray | None = None) -> Iterator[tuple[Batch, EvalContext]]:
         batches = source.scan(plan.scan_columns)
         if plan.where is not None:
             # A plain scan may stop at LIMIT: hand on rows at once rather than merging batches.
-            yield from filter_batches(batches, plan.where, self._ctx, merge=plan.strategy != "scan")
+            yield from filter_batches(batches, plan.where, self._ctx, merge=plan.strategy != "scan",
+                                      passing=passing)
             return
         for batch in batches:
             if len(batch.rows):
@@ -240,17 +249,16 @@ class Executor:
             return np.empty(0, dtype=np.int64), {}
         if plan.strategy == "positions":
             return np.arange(n_total, dtype=np.int64)[offset:stop], {}
+        passing = None if plan.where is None else indexed_where(plan.where, source, self._ctx)
         if plan.strategy == "scan":
-            return self._scan_filter(plan, source, offset, stop)
+            return self._scan_filter(plan, source, offset, stop, passing)
         keys_desc = [d for _, d in plan.order]
         if plan.strategy == "topk":
-            topk = TopK(stop, keys_desc)
-            for batch, ctx in self._filtered(plan, source):
-                topk.push(batch.rows, self._keys(plan, ctx))
-            rows, keys = topk.result()
+            indexed = self._indexed_topk([plan], source, passing)
+            rows, keys = indexed[0] if indexed is not None else self._topk(plan, source, passing)
         else:
             row_parts, key_parts = [], []
-            for batch, ctx in self._filtered(plan, source):
+            for batch, ctx in self._filtered(plan, source, passing):
                 row_parts.append(batch.rows)
                 key_parts.append(self._keys(plan, ctx))
             if not row_parts:
@@ -263,6 +271,50 @@ class Executor:
         known = {id(e): k[offset:stop] for (e, _), k in zip(plan.order, keys, strict=False)}
         return rows, known
 
+    def _topk(self, plan: Plan, source: ScanSource, passing: np.ndarray | None,
+              rows: np.ndarray | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The best ``offset + limit`` rows by scanning: all rows, or only ``rows`` (sorted, all passing)."""
+        topk = TopK(plan.offset + plan.limit, [d for _, d in plan.order])
+        batches = (((b, self._ctx(b)) for b in source.scan(plan.scan_columns, rows) if len(b.rows))
+                   if rows is not None else self._filtered(plan, source, passing))
+        for batch, ctx in batches:
+            topk.push(batch.rows, self._keys(plan, ctx))
+        return topk.result()
+
+    def _indexed_topk(self, plans: list[Plan], source: ScanSource,
+                      passing: np.ndarray | None) -> list[tuple[np.ndarray, list[np.ndarray]]] | None:
+        """Top-k of each plan (same column, WHERE and LIMIT) from a vector index's candidates, or None.
+
+        The index proposes candidates; they, the rows it does not cover and any rows the
+        function must always score are scored exactly. If fewer than k come back while more
+        rows pass, that plan is scanned exactly instead, so k rows come back whenever k pass.
+        """
+        find = getattr(source, "vector_candidates", None)
+        requests = [vector_request(p, source) for p in plans]
+        if find is None or any(r is None for r in requests):
+            return None
+        allowed = None if passing is None else np.flatnonzero(passing)
+        stop = plans[0].offset + plans[0].limit
+        first = requests[0]
+        fetch = stop * max(r.query.overfetch for r in requests)
+        queries = np.stack([r.query.vector for r in requests]).astype(np.float32, copy=False)
+        found = find(VectorSearch(first.column, first.query.metric, queries, fetch, allowed))
+        if found is None:
+            return None
+        passing_rows = len(source) if allowed is None else len(allowed)
+        out = []
+        for plan, request, hits in zip(plans, requests, found.hits, strict=True):
+            extra = request.query.extra_rows
+            parts = [hits, found.fresh] + ([] if extra is None else [np.asarray(extra, dtype=np.int64)])
+            rows = np.unique(np.concatenate(parts))
+            if passing is not None:
+                rows = rows[passing[rows]]
+            result = self._topk(plan, source, passing, rows)
+            if len(result[0]) < min(stop, passing_rows):
+                result = self._topk(plan, source, passing)
+            out.append(result)
+        return out
+
     def _keys(self, plan: Plan, ctx: EvalContext) -> list[np.ndarray]:
         n = ctx.n
         out = []
@@ -273,12 +325,12 @@ class Executor:
             out.append(key_array(v, n))
         return out
 
-    def _scan_filter(self, plan: Plan, source: ScanSource, offset: int,
-                     stop: int | None) -> tuple[np.ndarray, dict[int, Any]]:
+    def _scan_filter(self, plan: Plan, source: ScanSource, offset: int, stop: int | None,
+                     passing: np.ndarray | None) -> tuple[np.ndarray, dict[int, Any]]:
         row_parts: list[np.ndarray] = []
         value_parts: dict[int, list[Any]] = {id(o.expr): [] for o in plan.outputs if o.virtual}
         count = 0
-        for batch, ctx in self._filtered(plan, source):
+        for batch, ctx in self._filtered(plan, source, passing):
             rows = batch.rows
             if stop is not None:
                 rows = rows[: stop - count]

@@ -58,10 +58,11 @@ def concat(parts: list[Any], t: ValueType | None = None) -> Any:
 
 
 def filter_batches(batches: Iterable[Batch], where: BExpr, make_ctx: Callable[[Batch], EvalContext],
-                   merge: bool = True) -> Iterator[tuple[Batch, EvalContext]]:
+                   merge: bool = True, passing: np.ndarray | None = None) -> Iterator[tuple[Batch, EvalContext]]:
     """Yield ``(batch, context)`` pairs holding only the rows where ``where`` is true, in order.
 
     ``merge=False`` hands on each batch's passing rows at once (for a scan that may stop early).
+    ``passing``, a mask over source positions, is ``where``'s answer when already known (from indexes).
     """
     pending: list[_Part] = []
     pending_rows = 0
@@ -72,7 +73,7 @@ def filter_batches(batches: Iterable[Batch], where: BExpr, make_ctx: Callable[[B
             continue
         ctx = make_ctx(batch)
         derived = ctx.derived
-        idx, where_key = _passing(where, batch, ctx)
+        idx, where_key = _passing(where, batch, ctx, passing)
         if len(idx) == 0:
             continue
         if len(idx) == n:
@@ -99,9 +100,12 @@ class _Part:
         self.batch, self.idx, self.where_key = batch, idx, where_key
 
 
-def _passing(where: BExpr, batch: Batch, ctx: EvalContext) -> tuple[np.ndarray, Hashable | None]:
+def _passing(where: BExpr, batch: Batch, ctx: EvalContext,
+             known: np.ndarray | None = None) -> tuple[np.ndarray, Hashable | None]:
     """Positions in ``batch`` where ``where`` is true, and the identity of that result."""
     where_key = where_identity(where, batch) if ctx.derived is not None else None
+    if known is not None:
+        return np.flatnonzero(known[batch.rows]), where_key
     idx = None if where_key is None else ctx.derived.get(("passing", where_key))  # type: ignore[union-attr]
     if idx is None:
         idx = np.flatnonzero(truthy(evaluate(where, ctx), where.type, where.const, len(batch.rows)))

@@ -76,6 +76,23 @@ class CallContext:
         return self.batch.cache_keys.get(name)
 
 
+@dataclass(frozen=True)
+class IndexQuery:
+    """How a vector index can serve ``ORDER BY f(column, vector) LIMIT k`` for a function ``f``.
+
+    The index searches ``vector`` under ``metric``; ``descending`` is the ORDER BY direction
+    it serves. ``extra_rows`` (positions) are scored too, whatever the index finds, and
+    the index fetches ``overfetch`` times ``k`` candidates. The function itself then
+    scores every candidate exactly.
+    """
+
+    metric: str
+    vector: np.ndarray
+    descending: bool
+    extra_rows: np.ndarray | None = None
+    overfetch: int = 1
+
+
 class Function:
     """Base class of TQL functions; subclass and override ``check``/``evaluate``."""
 
@@ -97,6 +114,10 @@ class Function:
     def check(self, args: Sequence[Arg]) -> ValueType:
         """Validate argument types at plan time and return the result type."""
         raise NotImplementedError
+
+    def index_query(self, vector: np.ndarray, column: str, source: ScanSource) -> IndexQuery | None:
+        """How a vector index on ``column`` can find the best rows of ``f(column, vector)``; None: it cannot."""
+        return None
 
     def evaluate(self, args: list[Any], ctx: CallContext) -> Any:
         """Compute the per-row result for a batch of ``ctx.n`` rows."""
@@ -249,6 +270,9 @@ class CosineSimilarity(_VectorPair):
 
     name = "cosine_similarity"
 
+    def index_query(self, vector: np.ndarray, column: str, source: ScanSource) -> IndexQuery:
+        return IndexQuery("cosine", vector, descending=True)
+
     def evaluate(self, args: list[Any], ctx: CallContext) -> np.ndarray:
         (ac, bc) = ctx.arg_consts
         a, b = vectors(args[0], ac), vectors(args[1], bc)
@@ -281,6 +305,9 @@ class Dot(_VectorPair):
     """Inner product of two vectors."""
 
     name = "dot"
+
+    def index_query(self, vector: np.ndarray, column: str, source: ScanSource) -> IndexQuery:
+        return IndexQuery("dot", vector, descending=True)
 
     def evaluate(self, args: list[Any], ctx: CallContext) -> np.ndarray:
         ac, bc = ctx.arg_consts

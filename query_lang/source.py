@@ -90,3 +90,60 @@ class ScanSource(Protocol):
     def take(self, column: str, rows: np.ndarray) -> Any:
         """Read one column at the given positions (any order), as in :class:`Batch`."""
         ...
+
+
+# -- optional: indexes a source may offer ---------------------------------------------------------
+# A source may also have the methods of :class:`IndexedSource`; the executor looks for them with
+# ``getattr`` and falls back to scanning whenever one is absent or answers None.
+
+
+@dataclass(frozen=True)
+class KeyDictionary:
+    """An indexed key (a column, or a JSON path in one) as distinct values and a code per row.
+
+    ``values`` are the distinct values as a scan of that key would give them (an ndarray,
+    or a list of Python values); ``codes[i]`` is the position in ``values`` of row ``i``'s
+    value, or -1 where the index does not know it (the row must be evaluated by a scan).
+    """
+
+    values: Any
+    codes: np.ndarray
+
+
+@dataclass(frozen=True)
+class VectorSearch:
+    """A request for the rows nearest some query vectors under one metric.
+
+    ``metric`` is ``"cosine"``, ``"dot"`` (higher is nearer) or ``"l2"`` (lower is).
+    ``allowed`` (sorted positions) restricts the answer to rows that pass the WHERE.
+    """
+
+    column: str
+    metric: str
+    queries: np.ndarray  # (m, dim) float32
+    k: int
+    allowed: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class VectorCandidates:
+    """What an index found: per query, candidate positions, plus the rows it does not cover.
+
+    The executor scores every candidate and every ``fresh`` row exactly, so the index
+    only chooses which rows get scored.
+    """
+
+    hits: list[np.ndarray]
+    fresh: np.ndarray
+
+
+class IndexedSource(Protocol):
+    """The index methods a :class:`ScanSource` may add."""
+
+    def key_dictionary(self, column: str, path: tuple[str, ...]) -> KeyDictionary | None:
+        """The indexed key ``column[path[0]][path[1]]...`` (``path`` empty: the column), or None."""
+        ...
+
+    def vector_candidates(self, search: VectorSearch) -> VectorCandidates | None:
+        """Candidates from a vector index, or None to have the executor scan exactly."""
+        ...

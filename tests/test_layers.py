@@ -1,6 +1,6 @@
 """The layer rule, read from the source with ``ast``: every import points down, and no private name crosses.
 
-The order is storage → format → core → deep_memory → vectorstore → integrations, with
+The order is storage → format → indexes → core → deep_memory → vectorstore → integrations, with
 query_lang beside core (core may use it; it never imports tensordb). Function-level
 imports count like module-level ones.
 """
@@ -21,15 +21,16 @@ LAYERS = {
     "tensordb.version": 0,
     "tensordb.storage": 1,
     "tensordb.format": 2,
-    "query_lang": 3,
-    "tensordb.core": 4,
-    "tensordb.deep_memory": 5,
-    "tensordb.vectorstore": 6,
-    "tensordb.integrations": 7,
-    "tensordb.cli": 8,
-    "tensordb.demo": 8,
-    "tensordb.__main__": 9,
-    "tensordb": 10,  # the package's own __init__: the public face over everything
+    "tensordb.indexes": 3,
+    "query_lang": 4,
+    "tensordb.core": 5,
+    "tensordb.deep_memory": 6,
+    "tensordb.vectorstore": 7,
+    "tensordb.integrations": 8,
+    "tensordb.cli": 9,
+    "tensordb.demo": 9,
+    "tensordb.__main__": 10,
+    "tensordb": 11,  # the package's own __init__: the public face over everything
 }
 
 

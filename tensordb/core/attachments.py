@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataCorruptionError, InvalidNameError
+from ..format import arrays as arrays_format
 from ..format import envelope
 from ..storage import Store
 
@@ -44,10 +45,8 @@ def put(
     """Atomically write attachment ``name``; ``requires`` names attachments that ``verify`` must find beside it."""
     for needed in requires:
         _key(needed)
-    layout = {k: [np.asarray(a).dtype.str, list(np.asarray(a).shape)] for k, a in arrays.items()}
-    buffers = {k: np.ascontiguousarray(a).reshape(-1).view(np.uint8) for k, a in arrays.items()}
-    header = {"meta": dict(meta), "arrays": layout, "requires": list(requires)}
-    store.publish(_key(name), envelope.pack(envelope.MAGIC_BLOB, header, buffers))
+    header = {"meta": dict(meta), "requires": list(requires)}
+    store.publish(_key(name), b"".join(arrays_format.pack_arrays(envelope.MAGIC_BLOB, header, arrays)))
 
 
 def get(store: Store, name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -59,17 +58,15 @@ def get(store: Store, name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]
 def read(store: Store, name: str) -> Attachment:
     """Attachment ``name`` whole; records written before ``requires`` existed require nothing."""
     key = _key(name)
-    record, buffers = envelope.unpack(store.get(key), f"{store.url}/{key}", envelope.MAGIC_BLOB)
+    what = f"{store.url}/{key}"
+    header, arrays = arrays_format.unpack_arrays(store.get(key), what, envelope.MAGIC_BLOB)
     try:
-        arrays = {}
-        for k, (dtype, shape) in record["arrays"].items():
-            arrays[k] = np.frombuffer(buffers[k], dtype=np.dtype(dtype)).reshape(shape).copy()
-        requires = record.get("requires", [])
+        requires = header.get("requires", [])
         if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
             raise TypeError(f"'requires' must be a list of attachment names, got {requires!r:.80}")
-        return Attachment(dict(record["meta"]), arrays, tuple(requires))
-    except (KeyError, ValueError, TypeError, AttributeError) as e:  # a forged layout table of any shape
-        raise DataCorruptionError(f"{store.url}/{key}: attachment is malformed: {e}") from e
+        return Attachment(dict(header["meta"]), arrays, tuple(requires))
+    except (KeyError, ValueError, TypeError, AttributeError) as e:  # a forged record of any shape
+        raise DataCorruptionError(f"{what}: attachment is malformed: {e}") from e
 
 
 def missing_requirements(store: Store, records: Mapping[str, Attachment]) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..errors import (
+    IndexNotFoundError,
     InvalidNameError,
     LockedError,
     ReadOnlyError,
@@ -25,7 +26,7 @@ from ..errors import (
 from ..format import codecs
 from ..format import manifest as mf
 from ..storage import Store, WriterLock
-from . import attachments, maintenance, writes
+from . import attachments, index_catalog, maintenance, writes
 from .arguments import refuse_unknown_keywords
 from .chunk_io import ChunkReader, ChunkWriter
 from .htypes import DEFAULT_DTYPE, encode_rows, validate_meta
@@ -51,6 +52,11 @@ class _Batch:
     thread: int
     state: mf.DatasetState
     depth: int = 0
+
+
+def _build_params(ref: mf.IndexRef) -> dict[str, Any]:
+    """The parameters ``ref`` was built with, as ``create_index`` takes them (a rebuild keeps them all)."""
+    return {k: v for k, v in ref.params.items() if k != "dim"}
 
 
 def _serialized(method: Method) -> Method:
@@ -340,7 +346,7 @@ class Dataset(Table):
         validate_meta(meta)
 
         def change(state: mf.DatasetState) -> mf.DatasetState:
-            return mf.DatasetState({**state.tensors, name: mf.TensorState(meta)}, state.info)
+            return state.with_tensors({**state.tensors, name: mf.TensorState(meta)})
 
         self._apply(f"create tensor {name!r}", change)
         return self._tensor(name)
@@ -351,7 +357,7 @@ class Dataset(Table):
         self._tensor_state(name)
         self._apply(
             f"delete tensor {name!r}",
-            lambda s: mf.DatasetState({k: v for k, v in s.tensors.items() if k != name}, s.info),
+            lambda s: s.with_tensors({k: v for k, v in s.tensors.items() if k != name}),
         )
 
     # -- row writes -----------------------------------------------------------------------------
@@ -408,7 +414,7 @@ class Dataset(Table):
             tensors = dict(state.tensors)
             for name, (rows, meta) in encoded.items():
                 tensors[name] = writes.append(self._chunks, self._reader, state.tensors[name], meta, rows)
-            return mf.DatasetState(tensors, state.info)
+            return state.with_tensors(tensors)
 
         self._apply("extend", change)
 
@@ -442,7 +448,7 @@ class Dataset(Table):
                 raise
             tensors = dict(state.tensors)
             tensors[name] = writes.update(self._chunks, self._reader, t, meta, rows, encoded)
-            return mf.DatasetState(tensors, state.info)
+            return state.with_tensors(tensors)
 
         return change
 
@@ -480,7 +486,7 @@ class Dataset(Table):
             for name, t in state.tensors.items():
                 mine = rows[rows < t.nrows]
                 tensors[name] = writes.delete(self._chunks, self._reader, t, mine) if len(mine) else t
-            return mf.DatasetState(tensors, state.info)
+            return state.with_tensors(tensors)
 
         if len(rows):
             self._apply("pop", change)
@@ -595,6 +601,55 @@ class Dataset(Table):
     def delete_attachment(self, name: str) -> None:
         self._as_writable(f"delete attachment {name!r}")
         attachments.delete(self._store, name)
+
+    # -- indexes: derived data listed by the state, see index_catalog --------------------------
+    @property
+    def indexes(self) -> dict[str, dict[str, Any]]:
+        """Every index of this version: ``{name: {"tensor", "kind", "rows", "fresh_rows", ...}}``."""
+        state = self._state
+        return {name: {"tensor": ref.tensor, **index_catalog.describe(ref, state.tensors[ref.tensor])}
+                for name, ref in sorted(state.indexes.items())}
+
+    @_serialized
+    def create_index(self, tensor: str, name: str, kind: str, **params: Any) -> None:
+        """Build index ``name`` of ``kind`` over every row of ``tensor`` (atomic; see ``Tensor.create_index``)."""
+        self._refuse_in_batch(f"create index {name!r}")
+        state = self._state
+        t = self._tensor_state(tensor)
+        index_catalog.check_name(name, state.indexes)
+        definition = index_catalog.define(t, kind, params)
+        ref = index_catalog.build(self._store, self._reader, t, name, kind, definition)
+        self._apply(f"create index {name!r}", lambda s: s.with_indexes({**s.indexes, name: ref}))
+
+    @_serialized
+    def rebuild_index(self, name: str) -> None:
+        """Build index ``name`` again over the rows as they are now (fresh rows folded in, deleted ones gone)."""
+        self._refuse_in_batch(f"rebuild index {name!r}")
+        old = self._index_ref(name)
+        t = self._tensor_state(old.tensor)
+        definition = index_catalog.define(t, old.kind, _build_params(old))
+        ref = index_catalog.build(self._store, self._reader, t, name, old.kind, definition)
+        self._apply(f"rebuild index {name!r}", lambda s: s.with_indexes({**s.indexes, name: ref}))
+
+    @_serialized
+    def drop_index(self, name: str) -> None:
+        """Remove index ``name`` from this version (committed versions keep theirs)."""
+        self._refuse_in_batch(f"drop index {name!r}")
+        self._index_ref(name)
+        self._apply(f"drop index {name!r}",
+                    lambda s: s.with_indexes({k: v for k, v in s.indexes.items() if k != name}))
+
+    def _index_ref(self, name: str) -> mf.IndexRef:
+        ref = self._state.indexes.get(name)
+        if ref is None:
+            raise IndexNotFoundError(f"no index named {name!r}; indexes are {sorted(self._state.indexes)}")
+        return ref
+
+    def _refuse_in_batch(self, operation: str) -> None:
+        self._as_writable(operation)
+        if self._batch is not None:
+            # A build reads a whole tensor and takes long: it must not sit inside another write's batch.
+            raise VersionError(f"{operation} inside a 'with ds:' block is not allowed; do it after the block")
 
     # -- maintenance ----------------------------------------------------------------------------
     def verify(self):

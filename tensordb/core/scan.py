@@ -20,13 +20,14 @@ import numpy as np
 from query_lang import QueryResult, execute, execute_many
 from query_lang.ast import Query
 from query_lang.errors import TQLError
-from query_lang.source import Batch, ColumnInfo, unit_norm_range
+from query_lang.source import Batch, ColumnInfo, KeyDictionary, VectorCandidates, VectorSearch, unit_norm_range
 
-from ..errors import DataCorruptionError, StorageError
+from ..errors import DataCorruptionError, IndexDefinitionError, IndexNotFoundError, MissingExtraError, StorageError
 from ..format import chunk as chunkfmt
 from ..format.manifest import DatasetState, TensorState
 from .chunk_io import locate, read_rows
 from .htypes import OBJECT_HTYPES
+from .index_search import IndexAccess, check_search_params
 from .indexing import take_values
 
 if TYPE_CHECKING:
@@ -55,9 +56,13 @@ class _LazyColumns(Mapping):
 
 
 class TableSource:
-    """A dataset or view, seen through query_lang's ``ScanSource`` protocol."""
+    """A dataset or view, seen through query_lang's ``ScanSource`` protocol (and its index methods).
 
-    def __init__(self, table: Table):
+    ``exact`` keeps vector indexes out of the query (key indexes still serve the WHERE);
+    ``search_params`` tune the vector index search.
+    """
+
+    def __init__(self, table: Table, exact: bool = False, search_params: Mapping[str, Any] | None = None):
         self._table = table
         # One read of the snapshot: another thread may publish a new one while the query runs.
         self._state: DatasetState = table._state
@@ -68,6 +73,19 @@ class TableSource:
         self._starts: dict[str, list[int]] = {}
         #: The dataset behind the table (``ScanSource.owner``), for functions that need dataset-level records.
         self.owner = table._root
+        # Indexes number rows as the dataset does: a view (rows picked or reordered) scans instead.
+        self._indexes = None if self._base is not None else IndexAccess(
+            table._root._store, self._state, self._length, exact, check_search_params(search_params))
+
+    def key_dictionary(self, column: str, path: tuple[str, ...]) -> KeyDictionary | None:
+        if self._indexes is None or column in self._virtual:
+            return None
+        return self._indexes.key_dictionary(column, path)
+
+    def vector_candidates(self, search: VectorSearch) -> VectorCandidates | None:
+        if self._indexes is None or search.column in self._virtual:
+            return None
+        return self._indexes.vector_candidates(search)
 
     def __len__(self) -> int:
         return self._length
@@ -215,23 +233,28 @@ class Selection:
     virtual: dict[str, Any]  # computed columns (score, ...), one value per row
 
 
-def run_query(table: Table, text: str | Query) -> Selection:
+def run_query(table: Table, text: str | Query, exact: bool = False,
+              search_params: Mapping[str, Any] | None = None) -> Selection:
     """Execute TQL (text or a parsed ``Query``) over ``table``."""
+    source = TableSource(table, exact, search_params)
     with _storage_errors_surface():
-        source = TableSource(table)
         return _selection(source, execute(text, source))
+
+
+#: tensordb errors that surface from inside a query as what they are, not as a TQLError.
+SURFACING_ERRORS = (DataCorruptionError, StorageError, IndexDefinitionError, IndexNotFoundError, MissingExtraError)
 
 
 class _storage_errors_surface:
     """query_lang turns every failure inside a function into a TQLError; damaged or unreadable
-    files met during a query must surface as what they are (DataCorruptionError, StorageError)."""
+    files met during a query, and misused indexes, must surface as what they are."""
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, exc_type, exc, tb) -> None:
         cause = exc.__cause__ if exc is not None else None
-        if isinstance(exc, TQLError) and isinstance(cause, (DataCorruptionError, StorageError)):
+        if isinstance(exc, TQLError) and isinstance(cause, SURFACING_ERRORS):
             raise cause
 
 
@@ -241,15 +264,16 @@ def _selection(source: TableSource, result: QueryResult) -> Selection:
     selected = [c for c in result.columns if c in state.tensors]
     virtual = {k: take_values(v, result.rows) for k, v in source._virtual.items() if k in result.columns}
     virtual.update(result.virtual)
-    narrowed = DatasetState({n: state.tensors[n] for n in selected}, state.info)
+    narrowed = state.with_tensors({n: state.tensors[n] for n in selected})
     return Selection(np.asarray(rows, dtype=np.int64), narrowed, virtual)
 
 
-def run_queries(table: Table, texts: Sequence[str | Query]) -> list[Selection]:
+def run_queries(table: Table, texts: Sequence[str | Query], exact: bool = False,
+                search_params: Mapping[str, Any] | None = None) -> list[Selection]:
     """Execute several TQL queries over ``table`` (see ``query_lang.execute_many``).
 
-    Top-k vector searches that differ only in their query vector share one scan.
+    Top-k vector searches that differ only in their query vector share one scan (or one index search).
     """
-    source = TableSource(table)
+    source = TableSource(table, exact, search_params)
     with _storage_errors_surface():
         return [_selection(source, r) for r in execute_many(list(texts), source)]

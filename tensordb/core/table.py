@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -162,13 +162,18 @@ class Table:
             print(text)
         return text
 
-    def query(self, text: Any) -> DatasetView:
-        """Run a TQL query; the result is a view of the matching rows, in result order."""
-        return self._view_of(run_query(self, text))
+    def query(self, text: Any, exact: bool = False, search_params: Mapping[str, Any] | None = None) -> DatasetView:
+        """Run a TQL query; the result is a view of the matching rows, in result order.
 
-    def query_batch(self, texts: Sequence[Any]) -> list[DatasetView]:
+        A fitting index serves ``ORDER BY <similarity> LIMIT k`` and the WHERE; ``exact=True`` forces the
+        exact vector scan, and ``search_params`` (``ef_search``, ``nprobe``, ``refine``, ``index``) tune it.
+        """
+        return self._view_of(run_query(self, text, exact, search_params))
+
+    def query_batch(self, texts: Sequence[Any], exact: bool = False,
+                    search_params: Mapping[str, Any] | None = None) -> list[DatasetView]:
         """Run several TQL queries; top-k vector searches differing only in their vector share one scan."""
-        return [self._view_of(selection) for selection in run_queries(self, texts)]
+        return [self._view_of(selection) for selection in run_queries(self, texts, exact, search_params)]
 
     def _view_of(self, selection: Selection) -> DatasetView:
         return DatasetView(self, selection.rows, virtual=selection.virtual, state=selection.state)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ReadOnlyError, SampleError
+from ..errors import IndexNotFoundError, ReadOnlyError, SampleError
 from ..format.manifest import TensorMeta, TensorState
 from .chunk_io import read_all_fixed, read_rows
 from .htypes import OBJECT_HTYPES
@@ -153,3 +153,55 @@ class Tensor:
         if self._rows is not None:
             rows = self._rows[rows]
         dataset._update_tensor(self.name, rows, [value] if single else value)
+
+    # -- indexes ------------------------------------------------------------------------------
+    def create_index(self, name: str, kind: str, **params: Any) -> None:
+        """Build an index of this tensor, as derived data of the current version (one atomic write).
+
+        Vector kinds (``flat``, ``hnsw``, ``ivf_pq``, ``ivf_sq``; need ``tensordb[faiss]``) take
+        ``metric="cosine"`` (or ``"l2"``, ``"dot"``) and their build parameters (hnsw: ``M``,
+        ``ef_construction``, ``ef_search``; ivf: ``nlist``, ``nprobe``, ivf_pq ``m``, ``nbits``, ivf_sq
+        ``qtype``). ``kind="json"`` takes ``paths=[...]`` (key names, or lists of nested key names);
+        ``kind="scalar"`` indexes a numeric, label or text tensor. Queries use a fitting index by themselves.
+        """
+        self._writable_dataset().create_index(self.name, name, kind, **params)
+
+    def drop_index(self, name: str) -> None:
+        """Remove index ``name`` of this tensor from the current version."""
+        self._writable_dataset().drop_index(self._own_index(name))
+
+    def rebuild_index(self, name: str) -> None:
+        """Build index ``name`` again over the rows as they are now."""
+        self._writable_dataset().rebuild_index(self._own_index(name))
+
+    @property
+    def indexes(self) -> dict[str, dict[str, Any]]:
+        """This tensor's indexes: ``{name: {"kind", "metric", "rows", "fresh_rows", "deleted_rows", "params"}}``."""
+        everything = self._table._root.indexes
+        return {name: {k: v for k, v in info.items() if k != "tensor"}
+                for name, info in everything.items() if info["tensor"] == self.name}
+
+    def _own_index(self, name: str) -> str:
+        if name not in self.indexes:
+            raise IndexNotFoundError(f"tensor {self.name!r} has no index named {name!r}; its indexes are "
+                                     f"{sorted(self.indexes)}")
+        return name
+
+    # Deep Lake v3's names for the same operations.
+    def create_vdb_index(self, id: str, distance: str = "cosine_similarity",
+                         additional_params: dict[str, Any] | None = None) -> None:
+        """Deep Lake v3: an hnsw index; ``additional_params`` may hold ``M``, ``efConstruction``, ``efSearch``."""
+        params = dict(additional_params or {})
+        for deeplake_name, ours in (("efConstruction", "ef_construction"), ("efSearch", "ef_search")):
+            if deeplake_name in params:
+                params[ours] = params.pop(deeplake_name)
+        self.create_index(id, kind="hnsw", metric=distance, **params)
+
+    def get_vdb_indexes(self) -> list[dict[str, Any]]:
+        """Deep Lake v3: this tensor's vector indexes as ``[{"id", "type", "distance", "additional_params"}]``."""
+        return [{"id": name, "type": info["kind"], "distance": info["metric"], "additional_params": info["params"]}
+                for name, info in self.indexes.items() if "metric" in info]
+
+    def delete_vdb_index(self, id: str) -> None:
+        """Deep Lake v3: drop the index named ``id``."""
+        self.drop_index(id)

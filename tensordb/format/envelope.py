@@ -27,7 +27,7 @@ import xxhash
 from ..errors import DataCorruptionError, FormatVersionError
 from . import codecs
 
-FORMAT_VERSION = 1  # chunks, refs, commits, the dataset marker, attachments
+FORMAT_VERSION = 1  # chunks, refs, commits, the dataset marker, attachments, indexes
 ALIGN = 64
 PREFIX = struct.Struct("<4sHHIQ")
 MAX_HEADER_BYTES = 64 << 20
@@ -40,10 +40,12 @@ MAGIC_REFS = b"TDBR"
 MAGIC_COMMIT = b"TDBK"
 MAGIC_DATASET = b"TDBD"
 MAGIC_BLOB = b"TDBB"
+MAGIC_INDEX = b"TDBI"
 
 #: Kinds of file whose format moved on since version 1; a reader refuses versions newer than it knows.
 #: States 2: every chunk reference carries the chunk's header checksum (see ``manifest``).
-FORMAT_VERSIONS = {MAGIC_STATE: 2}
+#: States 3: a state lists the indexes built on its tensors (see ``manifest.IndexRef``).
+FORMAT_VERSIONS = {MAGIC_STATE: 3}
 
 
 def format_version(magic: bytes) -> int:

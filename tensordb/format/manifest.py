@@ -5,6 +5,10 @@
   ordered list of chunk references: key, row count, file size and (from state
   format 2) the chunk's header checksum, so a chunk file copied over another is
   recognised as the wrong one.
+  From state format 3 a state also lists the indexes built on its tensors
+  (:class:`IndexRef`): an index belongs to the states that list it, so time travel
+  finds the index of its own version.
+* ``indexes/<id>``: an immutable index file (derived data, see ``tensordb.indexes``).
 * ``commits/<id>``: an immutable commit record pointing at a state.
 * ``refs``: the only mutable file: each branch's head commit and working state.
   Replacing it (``Store.publish``) is the single atomic step of every write.
@@ -28,6 +32,7 @@ REFS_KEY = "refs"
 STATE_PREFIX = "states/"
 COMMIT_PREFIX = "commits/"
 CHUNK_PREFIX = "chunks/"
+INDEX_PREFIX = "indexes/"
 
 
 @dataclass(frozen=True)
@@ -160,19 +165,87 @@ class ChunkRef:
 
 
 @dataclass(frozen=True)
+class IndexRef:
+    """A state's reference to one index: its file, what it is, and exactly which rows it covers.
+
+    An index covers the rows of ``tensor`` that lay in the chunks ``chunk_keys`` (with
+    ``chunk_rows`` rows each) when it was built; index entry ``i`` is the ``i``-th row of
+    those chunks, in order. Chunks are immutable, so a later state still holding one of
+    them still holds those rows; a row in any other chunk is *fresh* (not in the index).
+    """
+
+    name: str
+    tensor: str
+    kind: str
+    key: str  # the index file, under INDEX_PREFIX
+    nbytes: int
+    checksum: int  # the index file's header checksum: names its content
+    params: dict[str, Any]  # JSON-like: what the index was built with (metric, paths, ...)
+    chunk_keys: tuple[str, ...]
+    chunk_rows: tuple[int, ...]
+
+    @property
+    def nrows(self) -> int:
+        return sum(self.chunk_rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "tensor": self.tensor, "kind": self.kind, "key": self.key, "nbytes": self.nbytes,
+            "checksum": self.checksum, "params": self.params, "chunk_keys": list(self.chunk_keys),
+            "chunk_rows": list(self.chunk_rows),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> IndexRef:
+        name = _typed(d["name"], str, "an index name")
+        where = f"index {name!r}"
+        keys = tuple(_typed(k, str, f"{where}: a chunk key") for k in _typed(d["chunk_keys"], list, "chunk_keys"))
+        rows = tuple(_count(r, f"{where}: a chunk row count", 1) for r in _typed(d["chunk_rows"], list, "chunk_rows"))
+        key = _typed(d["key"], str, f"{where}: file key")
+        if len(keys) != len(rows):
+            raise ValueError(f"{where}: chunk list and row counts disagree")
+        if not key.startswith(INDEX_PREFIX) or ".." in key or any(not k.startswith(CHUNK_PREFIX) for k in keys):
+            raise ValueError(f"{where}: file or chunk key outside the dataset's folders")
+        return cls(
+            name=name,
+            tensor=_typed(d["tensor"], str, f"{where}: tensor"),
+            kind=_typed(d["kind"], str, f"{where}: kind"),
+            key=key,
+            nbytes=_count(d["nbytes"], f"{where}: size"),
+            checksum=_count(d["checksum"], f"{where}: checksum"),
+            params=dict(_typed(d["params"], dict, f"{where}: params")),
+            chunk_keys=keys,
+            chunk_rows=rows,
+        )
+
+
+@dataclass(frozen=True)
 class DatasetState:
-    """An immutable snapshot of all tensors. Chunks are shared between snapshots."""
+    """An immutable snapshot of all tensors and their indexes. Chunks are shared between snapshots."""
 
     tensors: dict[str, TensorState] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    indexes: dict[str, IndexRef] = field(default_factory=dict)
 
     def chunk_keys(self) -> set[str]:
         return {k for t in self.tensors.values() for k in t.chunk_keys}
+
+    def file_keys(self) -> set[str]:
+        """Every immutable file this snapshot uses: its chunks and its index files."""
+        return self.chunk_keys() | {ref.key for ref in self.indexes.values()}
 
     @property
     def nrows(self) -> int:
         """The rows every tensor has: the dataset's length (tensors may differ while being filled)."""
         return min((t.nrows for t in self.tensors.values()), default=0)
+
+    def with_tensors(self, tensors: dict[str, TensorState]) -> DatasetState:
+        """This snapshot with other tensors; indexes of tensors that are gone go with them."""
+        indexes = {name: ref for name, ref in self.indexes.items() if ref.tensor in tensors}
+        return DatasetState(tensors, self.info, indexes)
+
+    def with_indexes(self, indexes: dict[str, IndexRef]) -> DatasetState:
+        return DatasetState(self.tensors, self.info, indexes)
 
 
 @dataclass(frozen=True)
@@ -208,6 +281,7 @@ def encode_state(state: DatasetState) -> bytes:
             for t in state.tensors.values()
         ],
         "info": state.info,
+        "indexes": [ref.to_dict() for ref in state.indexes.values()],
     }
     return envelope.pack_record(envelope.MAGIC_STATE, record)
 
@@ -225,9 +299,22 @@ def decode_state(data: bytes, what: str) -> DatasetState:
             if state.meta.name in tensors:
                 raise ValueError(f"tensor {state.meta.name!r} is listed twice")
             tensors[state.meta.name] = state
-        return DatasetState(tensors, dict(_typed(record.get("info", {}), dict, "info")))
+        indexes = _index_refs(record, tensors) if version >= 3 else {}
+        return DatasetState(tensors, dict(_typed(record.get("info", {}), dict, "info")), indexes)
     except (KeyError, TypeError, ValueError) as e:
         raise _corrupt(what, e) from e
+
+
+def _index_refs(record: dict[str, Any], tensors: dict[str, TensorState]) -> dict[str, IndexRef]:
+    indexes: dict[str, IndexRef] = {}
+    for entry in _typed(record["indexes"], list, "indexes"):
+        ref = IndexRef.from_dict(_typed(entry, dict, "an index entry"))
+        if ref.name in indexes:
+            raise ValueError(f"index {ref.name!r} is listed twice")
+        if ref.tensor not in tensors:
+            raise ValueError(f"index {ref.name!r} is on tensor {ref.tensor!r}, which the state does not hold")
+        indexes[ref.name] = ref
+    return indexes
 
 
 def _tensor_state(t: dict[str, Any], with_checksums: bool) -> TensorState:

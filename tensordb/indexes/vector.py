@@ -35,11 +35,10 @@ from typing import Any
 import faiss
 import numpy as np
 
-from tensordb.errors import DataCorruptionError, IndexDefinitionError
+from ..errors import DataCorruptionError, IndexDefinitionError
+from .definitions import METRICS, SEARCH_PARAMS, VECTOR_KINDS
 
-VECTOR_KINDS = ("flat", "hnsw", "ivf_pq", "ivf_sq")
-METRICS = ("cosine", "l2", "dot")
-ALL_SEARCH_PARAMS = frozenset({"ef_search", "nprobe", "refine"})
+ALL_SEARCH_PARAMS = SEARCH_PARAMS - {"index"}
 SQ_QTYPES = ("SQ8", "SQ4", "SQfp16")
 
 THREADS_ENV = "TENSORDB_NUM_THREADS"

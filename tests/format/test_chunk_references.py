@@ -1,4 +1,4 @@
-"""State format 2: chunk references carry the chunk's header checksum; states of format 1 still read.
+"""State format 2 on: chunk references carry the chunk's header checksum; states of format 1 still read.
 
 An older tensordb refuses a format-2 state with ``FormatVersionError``; chunks and
 the other kinds of file keep format 1, so the files release 0.1.0 wrote stay valid.
@@ -27,10 +27,10 @@ def _version(path: str, key: str) -> int:
         return envelope.PREFIX.unpack(f.read(envelope.PREFIX.size))[1]
 
 
-def test_only_states_moved_to_format_2():
-    assert envelope.format_version(envelope.MAGIC_STATE) == 2
+def test_only_states_moved_on_from_format_1():
+    assert envelope.format_version(envelope.MAGIC_STATE) == 3  # 3: states list their indexes
     for magic in (envelope.MAGIC_CHUNK, envelope.MAGIC_REFS, envelope.MAGIC_COMMIT, envelope.MAGIC_DATASET,
-                  envelope.MAGIC_BLOB):
+                  envelope.MAGIC_BLOB, envelope.MAGIC_INDEX):
         assert envelope.format_version(magic) == 1
 
 
@@ -48,15 +48,16 @@ def test_written_references_carry_the_chunk_header_checksum(tmp_path):
         data = open(os.path.join(path, *key.split("/")), "rb").read()
         assert crc == envelope.header_checksum(data) and nbytes == len(data)
         assert chunkfmt.decode_chunk(memoryview(data), key).nrows == rows
-    assert _version(path, ds._checkout.state_key) == 2
+    assert _version(path, ds._checkout.state_key) == envelope.format_version(envelope.MAGIC_STATE)
     assert _version(path, t.chunk_keys[0]) == 1
 
 
-def test_an_older_reader_refuses_a_format_2_state(monkeypatch):
+@pytest.mark.parametrize("known", [{}, {envelope.MAGIC_STATE: 2}], ids=["release 0.1.0", "release 0.2.0"])
+def test_an_older_reader_refuses_a_newer_state(monkeypatch, known):
     meta = mf.TensorMeta("x", "generic", "<f4", (4,), None, 1024)
     data = mf.encode_state(mf.DatasetState({"x": mf.TensorState(meta, ("chunks/a",), (1,), (256,), (7,))}))
-    monkeypatch.setattr(envelope, "FORMAT_VERSIONS", {})  # what release 0.1.0 knew: format 1 for every file
-    with pytest.raises(FormatVersionError, match="format version 2"):
+    monkeypatch.setattr(envelope, "FORMAT_VERSIONS", known)  # what that release read
+    with pytest.raises(FormatVersionError, match="format version 3"):
         mf.decode_state(data, "states/s")
 
 
@@ -69,7 +70,7 @@ def test_a_format_1_state_reads_without_checksums():
     assert all(c is None for t in tensors for c in t.chunk_checksums)
 
 
-def test_a_write_into_a_release_0_1_0_dataset_writes_format_2_references(tmp_path):
+def test_a_write_into_a_release_0_1_0_dataset_writes_current_references(tmp_path):
     path = str(tmp_path / "old")
     shutil.copytree(OLD, path)
     ds = tensordb.load(path)
@@ -79,7 +80,7 @@ def test_a_write_into_a_release_0_1_0_dataset_writes_format_2_references(tmp_pat
     ds.commit("new")
     state_key = ds._checkout.state_key
     ds.close()
-    assert _version(path, state_key) == 2
+    assert _version(path, state_key) == envelope.format_version(envelope.MAGIC_STATE)
     state = mf.decode_state(open(os.path.join(path, *state_key.split("/")), "rb").read(), state_key)
     for t in state.tensors.values():
         new = [(k, c) for k, c in zip(t.chunk_keys, t.chunk_checksums) if k not in before]

@@ -1,0 +1,147 @@
+"""WHERE through key indexes: which rows pass, found from distinct values instead of a scan.
+
+Each leaf of the WHERE's AND/OR/NOT tree that reads one indexed key (a column, or a
+JSON path in one) is evaluated once per distinct value of that key, with the very
+kernels a scan uses, and spread to the rows through their codes: so the answer is
+the scan's answer. A leaf no index can answer leaves its rows *unknown*; unknown
+rows (and rows an index does not cover) are then evaluated by scanning only them.
+TQL's logic is two-valued (NULL compares false and NOT flips it), so a row is
+either known to pass, known to fail, or unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import ast
+from .evaluate import BExpr, EvalContext, evaluate
+from .kernels import truthy
+from .source import Batch, KeyDictionary, ScanSource
+
+#: Rows evaluated per batch when the unknown rows of an indexed WHERE are scanned.
+UNKNOWN_BATCH_ROWS = 16384
+
+
+@dataclass
+class _Answer:
+    """Per row: known to pass (``yes``), or not known (``unknown``); every other row fails."""
+
+    yes: np.ndarray
+    unknown: np.ndarray
+
+
+def indexed_where(where: BExpr, source: ScanSource,
+                  make_ctx: Callable[[Batch], EvalContext]) -> np.ndarray | None:
+    """A mask of the rows passing ``where``, using the source's key indexes; None if no index helps."""
+    lookup = getattr(source, "key_dictionary", None)
+    if lookup is None:
+        return None
+    n = len(source)
+    answer = _answer(where, lookup, n, make_ctx)
+    if answer is None:
+        return None
+    unknown = np.flatnonzero(answer.unknown)
+    if len(unknown):
+        answer.yes[_scan_passing(where, source, unknown, make_ctx)] = True
+    return answer.yes
+
+
+def _answer(e: BExpr, lookup, n: int, make_ctx) -> _Answer | None:
+    resolved = e.resolved
+    if isinstance(resolved, ast.BoolOp):
+        parts = [_answer(c, lookup, n, make_ctx) for c in e.children]
+        if all(p is None for p in parts):
+            return None
+        parts = [p if p is not None else _Answer(np.zeros(n, bool), np.ones(n, bool)) for p in parts]
+        return _and(parts) if resolved.op == "AND" else _or(parts)
+    if isinstance(resolved, ast.Unary) and resolved.op == "NOT":
+        inner = _answer(e.children[0], lookup, n, make_ctx)
+        return None if inner is None else _Answer(~inner.yes & ~inner.unknown, inner.unknown)
+    return _leaf(e, lookup, n, make_ctx)
+
+
+def _and(parts: list[_Answer]) -> _Answer:
+    yes, unknown, no = parts[0].yes.copy(), parts[0].unknown.copy(), ~parts[0].yes & ~parts[0].unknown
+    for p in parts[1:]:
+        yes &= p.yes
+        unknown |= p.unknown
+        no |= ~p.yes & ~p.unknown
+    unknown &= ~no
+    return _Answer(yes & ~unknown, unknown)
+
+
+def _or(parts: list[_Answer]) -> _Answer:
+    yes, unknown = parts[0].yes.copy(), parts[0].unknown.copy()
+    for p in parts[1:]:
+        yes |= p.yes
+        unknown |= p.unknown
+    return _Answer(yes, unknown & ~yes)
+
+
+def _leaf(e: BExpr, lookup, n: int, make_ctx) -> _Answer | None:
+    """A predicate on one indexed key, evaluated over the key's distinct values."""
+    if e.const or len(e.columns) != 1 or not _pure(e):
+        return None
+    keys = _key_nodes(e)
+    paths = {path for _, path in keys}
+    if len(paths) != 1:
+        return None
+    (column,) = e.columns
+    (path,) = paths
+    dictionary: KeyDictionary | None = lookup(column, path)
+    if dictionary is None or len(dictionary.codes) != n:
+        return None
+    values = dictionary.values
+    batch = Batch(rows=np.arange(len(values), dtype=np.int64), values={column: values} if not path else {})
+    ctx = make_ctx(batch)
+    for node, node_path in keys:
+        if node_path:
+            ctx.memo[id(node)] = list(values)
+    table = truthy(evaluate(e, ctx), e.type, False, len(values))
+    # Code -1 (not indexed) picks the appended False; those rows are unknown instead.
+    yes = np.append(table, False)[dictionary.codes]
+    return _Answer(yes, dictionary.codes < 0)
+
+
+def _pure(e: BExpr) -> bool:
+    """No part of ``e`` depends on row positions or on state beyond its inputs."""
+    if e.volatile or (e.function is not None and not e.function.pure):
+        return False
+    return all(_pure(c) for c in e.children)
+
+
+def _key_nodes(e: BExpr) -> list[tuple[BExpr, tuple[str, ...]]]:
+    """Every place ``e`` reads its column: the column itself, or the longest ``column['a']['b']...`` path."""
+    path = _path(e)
+    if path is not None:
+        return [(e, path)]
+    found = []
+    for child in e.children:
+        found += _key_nodes(child)
+    return found
+
+
+def _path(e: BExpr) -> tuple[str, ...] | None:
+    """``()`` for a bare column, the key names of ``column['a']['b']``, or None for anything else."""
+    if e.column is not None and not e.children:
+        return ()
+    resolved = e.resolved
+    if isinstance(resolved, ast.Index) and len(e.children) == 1 and all(isinstance(i, str) for i in resolved.items):
+        inner = _path(e.children[0])
+        if inner is not None and e.children[0].type.kind == "object":
+            return inner + tuple(resolved.items)
+    return None
+
+
+def _scan_passing(where: BExpr, source: ScanSource, rows: np.ndarray,
+                  make_ctx: Callable[[Batch], EvalContext]) -> np.ndarray:
+    """The positions among ``rows`` (sorted) where ``where`` holds, by evaluating it on them."""
+    passing = []
+    for batch in source.scan(sorted(where.columns), rows):
+        if len(batch.rows):
+            ctx = make_ctx(batch)
+            passing.append(batch.rows[truthy(evaluate(where, ctx), where.type, where.const, len(batch.rows))])
+    return np.concatenate(passing) if passing else np.empty(0, dtype=np.int64)
