@@ -31,6 +31,7 @@ OWN_ENTRIES = frozenset(
         mf.REFS_KEY,
         mf.CHUNK_PREFIX,
         mf.STATE_PREFIX,
+        mf.INDEX_PREFIX,
         mf.COMMIT_PREFIX,
         attachments.PREFIX,
     )

@@ -11,7 +11,7 @@ from ..format import chunk as chunkfmt
 from ..format import envelope
 from ..format import manifest as mf
 from ..storage import LocalStore, Store
-from . import attachments
+from . import attachments, index_catalog
 from .chunk_io import check_reference, chunk_label
 from .versions import VersionStore
 
@@ -98,6 +98,21 @@ def _verify_chunks(store: Store, states: list[mf.DatasetState], report: VerifyRe
                         report.problems.append(str(e))
 
 
+def _verify_indexes(store: Store, states: list[mf.DatasetState], report: VerifyReport) -> None:
+    """Each index file any state lists is read whole once: checksums, and what the state says it holds."""
+    checked: set[str] = set()
+    for state in states:
+        for ref in state.indexes.values():
+            if ref.key in checked:
+                continue
+            checked.add(ref.key)
+            try:
+                index_catalog.read_file(store, ref)
+                report.files_checked += 1
+            except TensorDBError as e:
+                report.problems.append(f"index {ref.name!r} on tensor {ref.tensor!r}: {e}")
+
+
 def verify(store: Store) -> VerifyReport:
     """Check the checksum and structure of every file that any branch or commit uses."""
     report = VerifyReport()
@@ -107,7 +122,9 @@ def verify(store: Store) -> VerifyReport:
         report.files_checked += 1
     except TensorDBError as e:
         report.problems.append(str(e))
-    _verify_chunks(store, list(_reachable_states(versions, report).values()), report)
+    states = list(_reachable_states(versions, report).values())
+    _verify_chunks(store, states, report)
+    _verify_indexes(store, states, report)
     names = attachments.names(store)
     records = {}
     for name in names:
@@ -121,7 +138,7 @@ def verify(store: Store) -> VerifyReport:
 
 
 def vacuum(store: Store, grace_seconds: float = 3600.0) -> int:
-    """Delete chunks and snapshots that no branch or commit uses, once older than ``grace_seconds``.
+    """Delete chunks, index files and snapshots that no branch or commit uses, once older than ``grace_seconds``.
 
     The grace period protects readers still holding an older working snapshot.
     Returns the number of files removed.
@@ -130,10 +147,10 @@ def vacuum(store: Store, grace_seconds: float = 3600.0) -> int:
     states = _reachable_states(VersionStore(store), report)
     if report.problems:
         raise TensorDBError("vacuum refused: the dataset has damaged records: " + "; ".join(report.problems))
-    live = set(states) | {k for s in states.values() for k in s.chunk_keys()}
+    live = set(states) | {k for s in states.values() for k in s.file_keys()}
     cutoff = time.time() - grace_seconds
     removed = 0
-    for key in store.list(mf.CHUNK_PREFIX) + store.list(mf.STATE_PREFIX):
+    for key in store.list(mf.CHUNK_PREFIX) + store.list(mf.INDEX_PREFIX) + store.list(mf.STATE_PREFIX):
         if key not in live and store.modified_time(key) <= cutoff:
             store.delete(key)
             removed += 1
