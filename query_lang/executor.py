@@ -275,8 +275,15 @@ class Executor:
               rows: np.ndarray | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """The best ``offset + limit`` rows by scanning: all rows, or only ``rows`` (sorted, all passing)."""
         topk = TopK(plan.offset + plan.limit, [d for _, d in plan.order])
-        batches = (((b, self._ctx(b)) for b in source.scan(plan.scan_columns, rows) if len(b.rows))
-                   if rows is not None else self._filtered(plan, source, passing))
+        if rows is not None and len(rows) <= PROJECT_BATCH:
+            # A few candidates: read them in one go (a scan would cut them at every chunk boundary).
+            columns = sorted(set().union(*(e.columns for e, _ in plan.order)))
+            batch = Batch(rows=rows, values={c: source.take(c, rows) for c in columns})
+            batches: Iterator[tuple[Batch, EvalContext]] = iter([(batch, self._ctx(batch))] if len(rows) else [])
+        elif rows is not None:
+            batches = ((b, self._ctx(b)) for b in source.scan(plan.scan_columns, rows) if len(b.rows))
+        else:
+            batches = self._filtered(plan, source, passing)
         for batch, ctx in batches:
             topk.push(batch.rows, self._keys(plan, ctx))
         return topk.result()

@@ -18,7 +18,8 @@ import numpy as np
 
 from query_lang.cache import BoundedCache
 from query_lang.errors import TQLExecutionError, TQLTypeError
-from query_lang.functions import Arg, CallContext, Function, check_same_dim, register_function
+from query_lang.functions import Arg, CallContext, Function, IndexQuery, check_same_dim, register_function
+from query_lang.source import ScanSource
 from query_lang.vtypes import NUMBER, ValueType
 
 from ..core import Dataset
@@ -27,6 +28,9 @@ from .jobs import JobStore
 from .model import DeepMemoryModel
 
 _JOB_STORES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: Candidates an index search fetches per result row for Deep Memory: the memory documents are added
+#: anyway, and the rest rank as under cosine, so a small margin covers the index's own misses.
+INDEX_OVERFETCH = 2
 #: How many chunks' memory rows are kept, process-wide (bounded by count: each entry is small).
 MEMORY_ROWS_ENTRIES = 1024
 #: (job, id-chunk identity, rows) → the chunk rows that carry memory and their memory rows.
@@ -73,6 +77,43 @@ class DeepMemoryDistance(Function):
                 f"{self.name} expects (embedding tensor, ARRAY[...]), got ({args[0].text}, {args[1].text})"
             )
         return NUMBER
+
+    def index_query(self, vector: np.ndarray, column: str, source: ScanSource) -> IndexQuery | None:
+        """Search a cosine index with the transformed query, plus every document that carries memory.
+
+        The transform applies to the query only, so an index of the stored embeddings stays valid:
+        a document without memory scores ``q' . d / |d|``, a cosine ranking under ``q'``. Documents
+        with memory are always scored; the candidates are then scored exactly by :meth:`evaluate`.
+        """
+        owner = source.owner
+        latest = jobs_of(owner).latest_model() if isinstance(owner, Dataset) else None
+        if latest is None:
+            return None  # the scan then raises the clear "no trained model" error
+        job_id, model = latest
+        if model.is_identity:
+            return IndexQuery("cosine", vector, descending=True)
+        transformed = model.transform_queries(np.asarray(vector, dtype=np.float32))
+        memory = self._memory_positions(job_id, model, source)
+        return IndexQuery("cosine", transformed, descending=True, extra_rows=memory, overfetch=INDEX_OVERFETCH)
+
+    @staticmethod
+    def _memory_positions(job_id: str, model: DeepMemoryModel, source: ScanSource) -> np.ndarray | None:
+        """Positions of the rows whose id carries memory (per-chunk results cached across queries)."""
+        if not model.memory_ids:
+            return None
+        found = []
+        for batch in source.scan(["id"]):
+            batch_key = batch.cache_keys.get("id")
+            key = None if batch_key is None else (job_id, batch_key, len(batch.rows))
+            cached = None if key is None else MEMORY_ROWS.get(key)
+            if cached is None:
+                index = model.memory_index(batch.values["id"])
+                rows = np.flatnonzero(index >= 0)
+                cached = (rows, index[rows])
+                if key is not None:
+                    MEMORY_ROWS.put(key, cached, cached[0].nbytes + cached[1].nbytes)
+            found.append(batch.rows[cached[0]])
+        return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
 
     def evaluate(self, args: list[Any], ctx: CallContext) -> np.ndarray:
         owner = ctx.source.owner if ctx.source is not None else None

@@ -21,6 +21,7 @@ from ..deep_memory.api import DeepMemory
 from ..errors import SampleError, TensorDBError
 from . import filters
 from .embeddings import embed_documents, embed_queries
+from .index_params import IndexPolicy
 
 #: The vector store's tensors, in order: name → ``create_tensor`` arguments (the one schema definition).
 SCHEMA: dict[str, dict[str, str]] = {
@@ -71,9 +72,11 @@ class VectorStore:
         embedding_function: Any = None,
         read_only: bool = False,
         overwrite: bool = False,
+        index_params: Mapping[str, Any] | None = None,
         **deeplake_v3_arguments: Any,
     ):
         refuse_unknown_keywords(VectorStore.__init__, deeplake_v3_arguments, IGNORED_INIT_ARGUMENTS)
+        self.index_policy = IndexPolicy.parse(index_params)
         self.embedding_function = embedding_function
         if overwrite:
             self.dataset: Dataset = empty(path, overwrite=True)
@@ -160,6 +163,7 @@ class VectorStore:
         with self.dataset:
             self._check_new_ids("add", ids)
             self.dataset.extend(columns)
+        self._maintain_index()
         return ids if return_ids else None
 
     def upsert(
@@ -191,6 +195,7 @@ class VectorStore:
                 self.dataset.update(rows, {name: _take(columns[name], old) for name in _REPLACED})
             if new:
                 self.dataset.extend({name: _take(values, new) for name, values in columns.items()})
+        self._maintain_index()
         return ids if return_ids else None
 
     def _new_rows(self, what, text, metadata, embedding_data, embedding, id, embedding_function) -> dict[str, Any]:
@@ -266,6 +271,7 @@ class VectorStore:
                 rows = self._rows_for(ids, filter, "delete", missing)
             if len(rows):
                 self.dataset.pop(rows.tolist())
+        self._maintain_index()
         return True
 
     def update_embedding(
@@ -287,6 +293,12 @@ class VectorStore:
             texts = self.dataset[embedding_source_tensor][rows].numpy(aslist=True)
             vectors = embed_documents(self._function(embedding_function), texts, self._dim())
             self.dataset.embedding[rows] = vectors
+        self._maintain_index()
+
+    def _maintain_index(self) -> None:
+        """Build or renew the vector index as ``index_params`` ask (after the user's own batch, if any)."""
+        if not self.dataset.in_batch:
+            self.index_policy.maintain(self.dataset)
 
     # -- reads by id and filter ------------------------------------------------------------------
     def rows_for_ids(self, ids: Sequence[str], missing: str = "error", table: Table | None = None) -> np.ndarray:
@@ -377,6 +389,8 @@ class VectorStore:
         return_view: bool = False,
         deep_memory: bool = False,
         ids: Sequence[str] | None = None,
+        exact: bool = False,
+        search_params: Mapping[str, Any] | None = None,
         **deeplake_v3_arguments: Any,
     ) -> dict[str, list] | Any:
         """Top-``k`` chunks for a query text, a query vector, or a whole TQL ``query``.
@@ -386,6 +400,8 @@ class VectorStore:
         Returns ``{"text": [...], "metadata": [...], "id": [...], "score": [...]}``
         (``return_tensors`` picks the columns) or the result view with ``return_view``.
         ``filter`` may also be a WHERE expression of query_lang's AST (``query_lang.ast.Expr``).
+        A vector index serves the search when there is one (``exact=True`` scans instead;
+        ``search_params`` tune the index, see ``Dataset.query``).
         Deep Lake v3's ``exec_option`` and ``token`` are accepted and ignored; any other unknown
         keyword argument is a :class:`TypeError` naming it.
         """
@@ -397,11 +413,12 @@ class VectorStore:
                 raise SampleError(
                     "search: a TQL query cannot be combined with embedding_data, embedding, filter or ids"
                 )
-            view = self.dataset.query(query)
+            view = self.dataset.query(query, exact=exact, search_params=search_params)
         else:
-            view = self._vector_search(
+            found = self._vector_search(
                 embedding_data, embedding_function, embedding, k, distance_metric, filter, deep_memory, ids
             )
+            view = found[0].query(found[1], exact=exact, search_params=search_params)
         if return_view:
             return view
         names = list(return_tensors) if return_tensors is not None else [t for t in DEFAULT_RETURN if t in view.tensors]
@@ -413,7 +430,8 @@ class VectorStore:
 
     def _vector_search(
         self, embedding_data, embedding_function, embedding, k, distance_metric, filter, deep_memory, ids
-    ):
+    ) -> tuple[Table, ast.Query]:
+        """The table a vector search runs on, and its query."""
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise SampleError(f"search: k must be a positive integer, got {k!r} ({type(k).__name__})")
         k = int(k)
@@ -443,7 +461,7 @@ class VectorStore:
         args = (ast.Binary("-", column, array),) if difference else (column, array)
         score = ast.OrderKey(ast.Call(function, args), descending=similar)
         target, where = self._search_target(filter, ids)
-        return target.query(ast.Query(select=(ast.Star(),), where=where, order_by=(score,), limit=k))
+        return target, ast.Query(select=(ast.Star(),), where=where, order_by=(score,), limit=k)
 
     def _search_target(self, filter: Any, ids: Sequence[str] | None) -> tuple[Any, ast.Expr | None]:
         """The table a vector search scans and the WHERE it applies there."""

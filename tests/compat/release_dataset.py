@@ -18,6 +18,8 @@ DATASETS_DIR = os.path.join(os.path.dirname(__file__), "datasets")
 FIRST_ROWS = 6
 SECOND_ROWS = 4
 DIM = 8
+#: The indexes the second commit holds, in releases that have indexes.
+INDEXES = {"vec": "flat", "meta": "json"}
 
 
 def expected_rows(n: int) -> dict[str, list]:
@@ -33,7 +35,8 @@ def expected_rows(n: int) -> dict[str, list]:
 
 
 def write(path: str) -> None:
-    """The release's dataset: two commits on main, a branch with one more row, and a record attachment."""
+    """The release's dataset: two commits on main (the second with a vector and a json index, from 0.3.0),
+    a branch with one more row, and a record attachment."""
     ds = tensordb.empty(path)
     ds.create_tensor("text", htype="text")
     ds.create_tensor("metadata", htype="json", chunk_compression="lz4")
@@ -45,6 +48,8 @@ def write(path: str) -> None:
     ds.extend({name: values[:FIRST_ROWS] for name, values in rows.items()})
     ds.commit("first")
     ds.extend({name: values[FIRST_ROWS:] for name, values in rows.items()})
+    ds.embedding.create_index("vec", kind="flat", metric="cosine")  # since 0.3.0: indexes
+    ds.metadata.create_index("meta", kind="json", paths=["group"])
     ds.commit("second")
     ds.checkout("side", create=True)
     ds.pop(0)

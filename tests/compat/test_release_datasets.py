@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tensordb
-from tests.compat.release_dataset import DATASETS_DIR, FIRST_ROWS, SECOND_ROWS, expected_rows
+from tests.compat.release_dataset import DATASETS_DIR, FIRST_ROWS, INDEXES, SECOND_ROWS, expected_rows
 
 RELEASES = sorted(os.listdir(DATASETS_DIR))
 
@@ -32,6 +32,23 @@ def test_a_dataset_of_each_release_is_kept():
     assert {"v0.1.0", f"v{tensordb.__version__}"} <= set(RELEASES)
 
 
+def _has_indexes(release: str) -> bool:
+    return tuple(int(p) for p in release.removeprefix("v").split(".")) >= (0, 3, 0)
+
+
+def _assert_indexes(ds, release: str) -> None:
+    """A release with indexes kept them, and a search and a filter through them match the exact scan."""
+    if not _has_indexes(release):
+        assert ds.indexes == {}
+        return
+    assert {name: info["kind"] for name, info in ds.indexes.items()} == INDEXES
+    query = ds.embedding.numpy()[3]
+    tql = (f"select * where metadata['group'] == 1 order by cosine_similarity(embedding, "
+           f"ARRAY[{', '.join(repr(float(v)) for v in query)}]) desc limit 3")
+    indexed, exact = ds.query(tql), ds.query(tql, exact=True)
+    assert indexed.id.numpy(aslist=True) == exact.id.numpy(aslist=True) == ["doc-4", "doc-1", "doc-7"][: len(indexed)]
+
+
 @pytest.mark.parametrize("release", RELEASES)
 def test_release_dataset_reads_back(release):
     path = os.path.join(DATASETS_DIR, release)
@@ -44,6 +61,7 @@ def test_release_dataset_reads_back(release):
     side = tensordb.load(f"{path}@side", read_only=True)
     full = expected_rows(FIRST_ROWS + SECOND_ROWS)
     _assert_rows(side, {name: values[1:] for name, values in full.items()})
+    _assert_indexes(ds, release)
     meta, arrays = ds.get_attachment("notes/readme")
     assert meta["written_by"] == release.removeprefix("v")
     np.testing.assert_array_equal(arrays["ones"], np.ones(3, np.float32))
