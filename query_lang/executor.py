@@ -300,6 +300,8 @@ class Executor:
         requests = [vector_request(p, source) for p in plans]
         if find is None or any(r is None for r in requests):
             return None
+        if passing is None and plans[0].where is not None:
+            passing = self._where_mask(plans[0], source)  # no key index answered it: the index needs it anyway
         allowed = None if passing is None else np.flatnonzero(passing)
         stop = plans[0].offset + plans[0].limit
         first = requests[0]
@@ -321,6 +323,13 @@ class Executor:
                 result = self._topk(plan, source, passing)
             out.append(result)
         return out
+
+    def _where_mask(self, plan: Plan, source: ScanSource) -> np.ndarray:
+        """The rows passing ``plan``'s WHERE, by scanning only its columns (per-batch results are cached)."""
+        mask = np.zeros(len(source), dtype=bool)
+        for batch, _ in filter_batches(source.scan(sorted(plan.where.columns)), plan.where, self._ctx):
+            mask[batch.rows] = True
+        return mask
 
     def _keys(self, plan: Plan, ctx: EvalContext) -> list[np.ndarray]:
         n = ctx.n

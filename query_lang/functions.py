@@ -270,7 +270,9 @@ class CosineSimilarity(_VectorPair):
 
     name = "cosine_similarity"
 
-    def index_query(self, vector: np.ndarray, column: str, source: ScanSource) -> IndexQuery:
+    def index_query(self, vector: np.ndarray, column: str, source: ScanSource) -> IndexQuery | None:
+        if not np.any(vector):
+            return None  # every cosine with a zero vector is NaN: the scan's order (by row) is the answer
         return IndexQuery("cosine", vector, descending=True)
 
     def evaluate(self, args: list[Any], ctx: CallContext) -> np.ndarray:

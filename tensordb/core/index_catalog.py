@@ -14,13 +14,13 @@ import re
 import sys
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from query_lang.cache import BoundedCache
 
-from ..errors import DataCorruptionError, IndexDefinitionError, MissingExtraError, TensorDBError
+from ..errors import DataCorruptionError, IndexDefinitionError, IndexExistsError, MissingExtraError, TensorDBError
 from ..format import envelope
 from ..format.manifest import IndexRef, TensorState
 from ..indexes import (
@@ -71,8 +71,6 @@ def check_name(name: Any, taken: Mapping[str, IndexRef]) -> str:
             f"invalid index name {name!r}: expected a letter or '_' then letters, digits, '_' or '-'"
         )
     if name in taken:
-        from ..errors import IndexExistsError
-
         raise IndexExistsError(
             f"an index named {name!r} already exists (on tensor {taken[name].tensor!r}); "
             f"drop it, rebuild it, or choose another name"
@@ -80,63 +78,98 @@ def check_name(name: Any, taken: Mapping[str, IndexRef]) -> str:
     return name
 
 
-def define(t: TensorState, kind: Any, params: Mapping[str, Any]) -> dict[str, Any]:
-    """The parameters an index of ``kind`` on ``t`` is stored with, checked and completed; nothing is built."""
-    tensor, meta = t.meta.name, t.meta
-    kind = check_kind(kind, tensor)
-    if family(kind) == "vector":
-        rest = dict(params)
-        metric = metric_name(rest.pop("metric", "cosine"), tensor)
-        dim = vector_dim(tensor, meta.htype, meta.dtype, meta.shape, meta.dim)
+class IndexFamily(Protocol):
+    """What the catalog needs of one family of index kinds (vector, key; full text next)."""
+
+    def define(self, t: TensorState, kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameters to store, checked and completed; ``IndexDefinitionError`` for anything wrong."""
+        ...
+
+    def build(self, reader: ChunkReader, t: TensorState, kind: str, params: dict[str, Any]) -> IndexFile:
+        """The index file over every row of ``t``."""
+        ...
+
+    def load(self, ref: IndexRef, file: IndexFile, what: str) -> Any:
+        """The searchable index a checked file holds; ``DataCorruptionError`` naming ``what`` if it is unsound."""
+        ...
+
+
+class VectorFamily:
+    """flat, hnsw, ivf_pq, ivf_sq: faiss indexes of an embedding tensor."""
+
+    def define(self, t: TensorState, kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        meta, rest = t.meta, dict(params)
+        metric = metric_name(rest.pop("metric", "cosine"), meta.name)
+        dim = vector_dim(meta.name, meta.htype, meta.dtype, meta.shape, meta.dim)
         spec = vector_module().vector_spec(kind, metric, dim, rest, t.nrows)
         return {"metric": metric, "dim": dim, **spec.params}
-    if kind == "json":
-        return {"paths": json_paths(tensor, meta.htype, params)}
-    check_scalar(tensor, meta.htype, meta.shape, params)
-    return {}
+
+    def build(self, reader: ChunkReader, t: TensorState, kind: str, params: dict[str, Any]) -> IndexFile:
+        vectors = read_all_fixed(reader, t) if t.nrows else np.empty((0, params["dim"]), dtype=np.float32)
+        vectors = np.ascontiguousarray(vectors.reshape(len(vectors), -1), dtype=np.float32)
+        index = vector_module().build_vector_index(self._spec(kind, params), vectors)
+        return IndexFile(kind, t.meta.name, params, t.nrows, {}, {"faiss": index.to_bytes()})
+
+    def load(self, ref: IndexRef, file: IndexFile, what: str) -> Any:
+        return vector_module().VectorIndex.from_bytes(self._spec(ref.kind, ref.params), file.arrays["faiss"],
+                                                      ref.nrows, what)
+
+    @staticmethod
+    def _spec(kind: str, params: Mapping[str, Any]) -> Any:
+        build_params = {k: v for k, v in params.items() if k not in ("metric", "dim")}
+        return vector_module().VectorIndexSpec(kind, params["metric"], params["dim"], build_params)
+
+
+class KeyFamily:
+    """json (paths in a json tensor) and scalar (a numeric, label or text tensor): distinct values and codes."""
+
+    def define(self, t: TensorState, kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        if kind == "json":
+            return {"paths": json_paths(t.meta.name, t.meta.htype, params)}
+        check_scalar(t.meta.name, t.meta.htype, t.meta.shape, params)
+        return {}
+
+    def build(self, reader: ChunkReader, t: TensorState, kind: str, params: dict[str, Any]) -> IndexFile:
+        paths = [tuple(p) for p in params["paths"]] if kind == "json" else [()]
+        per_path: dict[tuple[str, ...], list[Any]] = {p: [] for p in paths}
+        numeric: list[np.ndarray] = []
+        for key, rows in zip(t.chunk_keys, t.chunk_rows):
+            values = reader.chunk(t, key).take(np.arange(rows))
+            if isinstance(values, np.ndarray):
+                numeric.append(values.reshape(rows))
+                continue
+            for path in paths:
+                per_path[path].extend(value_at(v, path) for v in values) if path else per_path[path].extend(values)
+        if numeric and len(numeric) == len(t.chunk_keys):
+            columns = [build_key_column((), np.concatenate(numeric))]
+        else:
+            columns = [build_key_column(path, values) for path, values in per_path.items()]
+        payload, arrays = KeyIndex(columns).to_arrays()
+        return IndexFile(kind, t.meta.name, params, t.nrows, payload, arrays)
+
+    def load(self, ref: IndexRef, file: IndexFile, what: str) -> Any:
+        return KeyIndex.from_arrays(file.payload, file.arrays, ref.nrows, what)
+
+
+#: Each family of index kinds (``tensordb.indexes.family`` names a kind's family).
+FAMILIES: dict[str, IndexFamily] = {"vector": VectorFamily(), "key": KeyFamily()}
+
+
+def define(t: TensorState, kind: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters an index of ``kind`` on ``t`` is stored with, checked and completed; nothing is built."""
+    kind = check_kind(kind, t.meta.name)
+    return FAMILIES[family(kind)].define(t, kind, params)
 
 
 def build(store: Store, reader: ChunkReader, t: TensorState, name: str, kind: str,
           params: dict[str, Any]) -> IndexRef:
     """Build an index over every row of ``t`` and write its file; the caller publishes the returned reference."""
-    file = _build_vector(reader, t, kind, params) if family(kind) == "vector" else _build_keys(reader, t, kind, params)
+    file = FAMILIES[family(kind)].build(reader, t, kind, params)
     key = new_index_key()
     parts = encode_index(file)
     store.put(key, parts)
     return IndexRef(name, t.meta.name, kind, key, envelope.parts_nbytes(parts), envelope.header_checksum(parts[0]),
                     params, t.chunk_keys, t.chunk_rows)
-
-
-def _vector_spec(kind: str, params: Mapping[str, Any]) -> Any:
-    vector = vector_module()
-    build_params = {k: v for k, v in params.items() if k not in ("metric", "dim")}
-    return vector.VectorIndexSpec(kind, params["metric"], params["dim"], build_params)
-
-
-def _build_vector(reader: ChunkReader, t: TensorState, kind: str, params: dict[str, Any]) -> IndexFile:
-    vectors = read_all_fixed(reader, t) if t.nrows else np.empty((0, params["dim"]), dtype=np.float32)
-    vectors = np.ascontiguousarray(vectors.reshape(len(vectors), -1), dtype=np.float32)
-    index = vector_module().build_vector_index(_vector_spec(kind, params), vectors)
-    return IndexFile(kind, t.meta.name, params, t.nrows, {}, {"faiss": index.to_bytes()})
-
-
-def _build_keys(reader: ChunkReader, t: TensorState, kind: str, params: dict[str, Any]) -> IndexFile:
-    paths = [tuple(p) for p in params["paths"]] if kind == "json" else [()]
-    per_path: dict[tuple[str, ...], list[Any]] = {p: [] for p in paths}
-    numeric: list[np.ndarray] = []
-    for key, rows in zip(t.chunk_keys, t.chunk_rows):
-        values = reader.chunk(t, key).take(np.arange(rows))
-        if isinstance(values, np.ndarray):
-            numeric.append(values.reshape(rows))
-            continue
-        for path in paths:
-            per_path[path].extend(value_at(v, path) for v in values) if path else per_path[path].extend(values)
-    if numeric and len(numeric) == len(t.chunk_keys):
-        columns = [build_key_column((), np.concatenate(numeric))]
-    else:
-        columns = [build_key_column(path, values) for path, values in per_path.items()]
-    payload, arrays = KeyIndex(columns).to_arrays()
-    return IndexFile(kind, t.meta.name, params, t.nrows, payload, arrays)
 
 
 def load(store: Store, ref: IndexRef) -> Any | None:
@@ -147,9 +180,9 @@ def load(store: Store, ref: IndexRef) -> Any | None:
     if found is None:
         try:
             found = _load(store, ref)
-        except (DataCorruptionError, TensorDBError) as e:
-            if isinstance(e, MissingExtraError):
-                raise
+        except MissingExtraError:
+            raise
+        except TensorDBError as e:
             warnings.warn(
                 f"index {ref.name!r} on tensor {ref.tensor!r} cannot be used: {e}. The query scans exactly "
                 f"instead; rebuild the index with ds.{ref.tensor}.rebuild_index({ref.name!r})",
@@ -177,11 +210,7 @@ def read_file(store: Store, ref: IndexRef) -> IndexFile:
 
 def _load(store: Store, ref: IndexRef) -> Any:
     file = read_file(store, ref)
-    what = f"{store.url}/{ref.key} (index {ref.name!r})"
-    if family(ref.kind) == "vector":
-        return vector_module().VectorIndex.from_bytes(_vector_spec(ref.kind, ref.params), file.arrays["faiss"],
-                                                      ref.nrows, what)
-    return KeyIndex.from_arrays(file.payload, file.arrays, ref.nrows, what)
+    return FAMILIES[family(ref.kind)].load(ref, file, f"{store.url}/{ref.key} (index {ref.name!r})")
 
 
 def coverage(ref: IndexRef, t: TensorState) -> Coverage:

@@ -73,12 +73,14 @@ class IndexAccess:
 
     def vector_candidates(self, search: VectorSearch) -> VectorCandidates | None:
         ref = self._vector_ref(search)
-        if ref is None or (search.allowed is not None and len(search.allowed) <= EXACT_FILTERED_ROWS):
+        if ref is None:
+            return None
+        params = vector_module().check_search_params(ref.kind, {k: v for k, v in self._params.items() if k != "index"})
+        if search.allowed is not None and len(search.allowed) <= EXACT_FILTERED_ROWS:
             return None
         index = load(self._store, ref)
         if index is None:
             return None
-        params = vector_module().check_search_params(ref.kind, {k: v for k, v in self._params.items() if k != "index"})
         cover = coverage(ref, self._state.tensors[search.column])
         fresh = cover.fresh[cover.fresh < self._length]
         selected = cover.alive()

@@ -54,6 +54,10 @@ def vector_dim(tensor: str, htype: str, dtype: str | None, shape: tuple[int | No
     """The vector length of a tensor a vector index can cover; ``IndexDefinitionError`` for any other tensor."""
     if htype == "embedding" and dim is not None:
         return dim
+    if htype == "embedding":
+        raise IndexDefinitionError(
+            f"tensor {tensor!r} has no rows yet, so its vector length is unknown: add rows, then create the index"
+        )
     fixed = shape is not None and len(shape) == 1 and shape[0] is not None
     if htype == "generic" and fixed and dtype is not None and np.dtype(dtype).kind == "f":
         return int(shape[0])
