@@ -2,11 +2,13 @@
 
 Shared by the forged-file tests. ``rebind`` also rewrites every state that
 references a forged chunk with the new chunk's checksum and size, so a forgery
-gets past the manifest binding and reaches the decoders behind it.
+gets past the manifest binding and reaches the decoders behind it; ``rebind_index``
+does the same for an index file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +24,7 @@ MAGICS = {
     "states/": envelope.MAGIC_STATE,
     "commits/": envelope.MAGIC_COMMIT,
     "attachments/": envelope.MAGIC_BLOB,
+    mf.INDEX_PREFIX: envelope.MAGIC_INDEX,
     mf.REFS_KEY: envelope.MAGIC_REFS,
     mf.DATASET_KEY: envelope.MAGIC_DATASET,
 }
@@ -78,7 +81,18 @@ def rebind(path: str, chunk_key: str, data: bytes) -> None:
                     crcs[i], sizes[i] = envelope.header_checksum(data), len(data)
             tensors[name] = mf.TensorState(t.meta, t.chunk_keys, t.chunk_rows, tuple(sizes), tuple(crcs))
         with open(file_of(path, key), "wb") as f:
-            f.write(mf.encode_state(mf.DatasetState(tensors, state.info)))
+            f.write(mf.encode_state(mf.DatasetState(tensors, state.info, state.indexes)))
+
+
+def rebind_index(path: str, index_key: str, data: bytes) -> None:
+    """Point every state's reference to index file ``index_key`` at its new content ``data`` (checksum and size)."""
+    for key in states_of(path):
+        with open(file_of(path, key), "rb") as f:
+            state = mf.decode_state(f.read(), key)
+        indexes = {name: dataclasses.replace(ref, nbytes=len(data), checksum=envelope.header_checksum(data))
+                   if ref.key == index_key else ref for name, ref in state.indexes.items()}
+        with open(file_of(path, key), "wb") as f:
+            f.write(mf.encode_state(state.with_indexes(indexes)))
 
 
 def forge_chunk(path: str, key: str, edit: Callable[[dict, dict], None], bind: bool = True) -> None:
