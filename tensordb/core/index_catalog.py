@@ -111,8 +111,10 @@ class VectorFamily:
         return IndexFile(kind, t.meta.name, params, t.nrows, {}, {"faiss": index.to_bytes()})
 
     def load(self, ref: IndexRef, file: IndexFile, what: str) -> Any:
-        return vector_module().VectorIndex.from_bytes(self._spec(ref.kind, ref.params), file.arrays["faiss"],
-                                                      ref.nrows, what)
+        data = file.arrays.get("faiss")
+        if data is None:
+            raise DataCorruptionError(f"{what}: the index file holds no faiss index (arrays {sorted(file.arrays)})")
+        return vector_module().VectorIndex.from_bytes(self._spec(ref.kind, ref.params), data, ref.nrows, what)
 
     @staticmethod
     def _spec(kind: str, params: Mapping[str, Any]) -> Any:
@@ -179,7 +181,7 @@ def load(store: Store, ref: IndexRef) -> Any | None:
     found = LOADED.get(cache_key)
     if found is None:
         try:
-            found = _load(store, ref)
+            found = open_index(store, ref)
         except MissingExtraError:
             raise
         except TensorDBError as e:
@@ -208,7 +210,8 @@ def read_file(store: Store, ref: IndexRef) -> IndexFile:
     return file
 
 
-def _load(store: Store, ref: IndexRef) -> Any:
+def open_index(store: Store, ref: IndexRef) -> Any:
+    """Read, check and load the index of ``ref``, uncached (``verify`` checks every index this way)."""
     file = read_file(store, ref)
     return FAMILIES[family(ref.kind)].load(ref, file, f"{store.url}/{ref.key} (index {ref.name!r})")
 

@@ -99,7 +99,8 @@ def _verify_chunks(store: Store, states: list[mf.DatasetState], report: VerifyRe
 
 
 def _verify_indexes(store: Store, states: list[mf.DatasetState], report: VerifyReport) -> None:
-    """Each index file any state lists is read whole once: checksums, and what the state says it holds."""
+    """Each index file any state lists is read and loaded once, as a query would: checksums, what the state
+    says it holds, and the soundness of its contents."""
     checked: set[str] = set()
     for state in states:
         for ref in state.indexes.values():
@@ -107,7 +108,7 @@ def _verify_indexes(store: Store, states: list[mf.DatasetState], report: VerifyR
                 continue
             checked.add(ref.key)
             try:
-                index_catalog.read_file(store, ref)
+                index_catalog.open_index(store, ref)
                 report.files_checked += 1
             except TensorDBError as e:
                 report.problems.append(f"index {ref.name!r} on tensor {ref.tensor!r}: {e}")

@@ -313,8 +313,19 @@ def _index_refs(record: dict[str, Any], tensors: dict[str, TensorState]) -> dict
             raise ValueError(f"index {ref.name!r} is listed twice")
         if ref.tensor not in tensors:
             raise ValueError(f"index {ref.name!r} is on tensor {ref.tensor!r}, which the state does not hold")
+        _check_covered_rows(ref, tensors[ref.tensor])
         indexes[ref.name] = ref
     return indexes
+
+
+def _check_covered_rows(ref: IndexRef, t: TensorState) -> None:
+    """A chunk the index covers and the tensor still lists holds the same rows for both (chunks never change)."""
+    rows_of = dict(zip(t.chunk_keys, t.chunk_rows))
+    if len(set(ref.chunk_keys)) != len(ref.chunk_keys):
+        raise ValueError(f"index {ref.name!r} lists a chunk twice")
+    for key, rows in zip(ref.chunk_keys, ref.chunk_rows):
+        if key in rows_of and rows_of[key] != rows:
+            raise ValueError(f"index {ref.name!r} says chunk {key!r} holds {rows} rows; the tensor says {rows_of[key]}")
 
 
 def _tensor_state(t: dict[str, Any], with_checksums: bool) -> TensorState:

@@ -79,8 +79,8 @@ def _column(i: int, spec: Any, arrays: Mapping[str, np.ndarray], entries: int) -
     codes, stored = arrays[f"codes_{i}"], arrays[f"values_{i}"]
     if spec["values"] == "msgpack":
         values = msgpack.unpackb(stored.tobytes(), raw=False, strict_map_key=False)
-        if not isinstance(values, list) or any(isinstance(v, (list, dict)) for v in values):
-            raise TypeError(f"key {i}: the dictionary is not a list of scalars")
+        if not isinstance(values, list) or any(_identity(v) is None for v in values):
+            raise TypeError(f"key {i}: the dictionary is not a list of JSON scalars")
     elif spec["values"] == "array":
         values = stored
         if values.ndim != 1:
