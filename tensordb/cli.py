@@ -109,6 +109,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     say(ds.summary(show=False), keep_newlines=True)
     say(f"rows: {len(ds)}  branch: {ds.branch or '-'}  commit: {ds.commit_id or '-'}  "
         f"branches: {', '.join(ds.branches)}")
+    for name, index in ds.indexes.items():
+        metric = f", {index['metric']}" if "metric" in index else ""
+        say(f"index {name}: {index['kind']} on {index['tensor']}{metric}; {index['rows']} rows, "
+            f"{index['fresh_rows']} fresh, {index['deleted_rows']} deleted; {index['nbytes']} bytes")
     return 0
 
 

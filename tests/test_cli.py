@@ -15,13 +15,14 @@ from tensordb import cli
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """A small vector store with a commit and one completed Deep Memory job."""
+    """A small vector store with a json index, a commit and one completed Deep Memory job."""
     path = str(tmp_path_factory.mktemp("cli") / "store")
     vs = tensordb.VectorStore(path, embedding_function=tensordb.HashingEmbedding(dim=32))
     texts = [f"document number {i} about {'locks' if i % 2 else 'chunks'}" for i in range(20)]
     texts[3] = "a very long text " * 20
     vs.add(text=texts, metadata=[{"source": f"s{i % 3}.md", "n": i} for i in range(20)],
            id=[f"doc-{i}" for i in range(20)])
+    vs.dataset.metadata.create_index("meta", kind="json", paths=["n"])
     vs.dataset.commit("first commit message")
     queries = [f"which document is {i}" for i in range(12)]
     job = vs.deep_memory.train(queries, [[f"doc-{i}"] for i in range(12)], max_seconds=2)
@@ -40,6 +41,7 @@ def test_info(store, capsys):
     code, out, _ = run(["info", store[0]], capsys)
     assert code == 0
     assert "embedding" in out and "(20, 32)" in out and "rows: 20" in out
+    assert "index meta: json on metadata; 20 rows, 0 fresh, 0 deleted" in out
 
 
 def test_log(store, capsys):
