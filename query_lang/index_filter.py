@@ -50,6 +50,8 @@ def indexed_where(where: BExpr, source: ScanSource,
 
 
 def _answer(e: BExpr, lookup, n: int, make_ctx) -> _Answer | None:
+    if e.const:
+        return None  # folded at plan time (e.g. NOT true): no children left, and nothing to look up
     resolved = e.resolved
     if isinstance(resolved, ast.BoolOp):
         parts = [_answer(c, lookup, n, make_ctx) for c in e.children]
