@@ -195,7 +195,9 @@ def test_indexed_dataset_where_gives_the_rows_of_the_dataset_without_indexes(see
     indexed, plain = build_pair(seed)
     described = indexed.indexes
     assert set(described) == {"meta", "xi", "ni", "ti"} and plain.indexes == {}
-    assert all(d["fresh_rows"] > 0 and d["deleted_rows"] > 0 for d in described.values()), described
+    # Every index has fresh rows; a pop or update may miss the chunks of one tensor, but not of all.
+    assert all(d["fresh_rows"] > 0 for d in described.values()), described
+    assert any(d["deleted_rows"] > 0 for d in described.values()), described
     for _ in range(4):
         query = "select * where " + data.draw(wheres, label="where")
         assert outcome(indexed, query) == outcome(plain, query), query
