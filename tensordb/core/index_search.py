@@ -22,9 +22,12 @@ from ..indexes import DEFAULT_REFINE, SEARCH_PARAMS, family
 from ..storage import Store
 from .index_catalog import coverage, load, vector_module
 
-#: A filtered vector search whose WHERE passes at most this many rows scores them all exactly: that is
-#: cheaper than a filtered graph search, and exact.
+#: A filtered vector search whose WHERE passes at most this many rows, or this share of the indexed rows,
+#: scores them all exactly: below about 3% a graph search must visit most of the graph to fill its
+#: result list with passing rows (hnsw recall@10 .86 at ef 1024 for a 1% filter, measured on 200k rows),
+#: while the exact scan of the passing rows is cheap and exact.
 EXACT_FILTERED_ROWS = 4096
+EXACT_FILTERED_SHARE = 0.03
 #: Key codes laid out over the rows of one snapshot, per index file, tensor content and key.
 KEY_CODES: BoundedCache[tuple[Any, ...], np.ndarray] = BoundedCache(512 << 20)
 
@@ -76,12 +79,13 @@ class IndexAccess:
         if ref is None:
             return None
         params = vector_module().check_search_params(ref.kind, {k: v for k, v in self._params.items() if k != "index"})
-        if search.allowed is not None and len(search.allowed) <= EXACT_FILTERED_ROWS:
+        cover = coverage(ref, self._state.tensors[search.column])
+        if search.allowed is not None and len(search.allowed) <= max(EXACT_FILTERED_ROWS,
+                                                                     EXACT_FILTERED_SHARE * cover.entries):
             return None
         index = load(self._store, ref)
         if index is None:
             return None
-        cover = coverage(ref, self._state.tensors[search.column])
         fresh = cover.fresh[cover.fresh < self._length]
         selected = cover.alive()
         if search.allowed is not None:
