@@ -188,7 +188,7 @@ class Executor:
         """Execute top-k vector searches sharing a :func:`_vector_signature` in one scan."""
         first = plans[0]
         passing = None if first.where is None else indexed_where(first.where, self.source, self._ctx)
-        indexed = self._indexed_topk(plans, self.source, passing)
+        indexed, passing = self._indexed_topk(plans, self.source, passing)
         if indexed is not None:
             return [self._result(plan, plan.order[0][0], rows, keys) for plan, (rows, keys) in zip(plans, indexed)]
         keys = [p.order[0][0] for p in plans]
@@ -254,7 +254,7 @@ class Executor:
             return self._scan_filter(plan, source, offset, stop, passing)
         keys_desc = [d for _, d in plan.order]
         if plan.strategy == "topk":
-            indexed = self._indexed_topk([plan], source, passing)
+            indexed, passing = self._indexed_topk([plan], source, passing)
             rows, keys = indexed[0] if indexed is not None else self._topk(plan, source, passing)
         else:
             row_parts, key_parts = [], []
@@ -288,9 +288,10 @@ class Executor:
             topk.push(batch.rows, self._keys(plan, ctx))
         return topk.result()
 
-    def _indexed_topk(self, plans: list[Plan], source: ScanSource,
-                      passing: np.ndarray | None) -> list[tuple[np.ndarray, list[np.ndarray]]] | None:
-        """Top-k of each plan (same column, WHERE and LIMIT) from a vector index's candidates, or None.
+    def _indexed_topk(self, plans: list[Plan], source: ScanSource, passing: np.ndarray | None
+                      ) -> tuple[list[tuple[np.ndarray, list[np.ndarray]]] | None, np.ndarray | None]:
+        """Top-k of each plan (same column, WHERE and LIMIT) from a vector index's candidates, or None;
+        and the WHERE's mask, if it had to be computed (the exact scan then reuses it).
 
         The index proposes candidates; they, the rows it does not cover and any rows the
         function must always score are scored exactly. If fewer than k come back while more
@@ -299,7 +300,7 @@ class Executor:
         find = getattr(source, "vector_candidates", None)
         requests = [vector_request(p, source) for p in plans]
         if find is None or any(r is None for r in requests):
-            return None
+            return None, passing
         if passing is None and plans[0].where is not None:
             passing = self._where_mask(plans[0], source)  # no key index answered it: the index needs it anyway
         allowed = None if passing is None else np.flatnonzero(passing)
@@ -309,7 +310,7 @@ class Executor:
         queries = np.stack([r.query.vector for r in requests]).astype(np.float32, copy=False)
         found = find(VectorSearch(first.column, first.query.metric, queries, fetch, allowed))
         if found is None:
-            return None
+            return None, passing
         passing_rows = len(source) if allowed is None else len(allowed)
         out = []
         for plan, request, hits in zip(plans, requests, found.hits, strict=True):
@@ -322,7 +323,7 @@ class Executor:
             if len(result[0]) < min(stop, passing_rows):
                 result = self._topk(plan, source, passing)
             out.append(result)
-        return out
+        return out, passing
 
     def _where_mask(self, plan: Plan, source: ScanSource) -> np.ndarray:
         """The rows passing ``plan``'s WHERE, by scanning only its columns (per-batch results are cached)."""
