@@ -25,6 +25,8 @@ from .vtypes import ValueType
 
 #: Rows per batch when the executor builds batches itself (take-based projections).
 PROJECT_BATCH = 8192
+#: Candidate rows (from an index) a top-k reads in one gather, rather than one per chunk they lie in.
+GATHER_ROWS = 8192
 
 
 @dataclass
@@ -275,7 +277,7 @@ class Executor:
               rows: np.ndarray | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """The best ``offset + limit`` rows by scanning: all rows, or only ``rows`` (sorted, all passing)."""
         topk = TopK(plan.offset + plan.limit, [d for _, d in plan.order])
-        if rows is not None and len(rows) <= PROJECT_BATCH:
+        if rows is not None and len(rows) <= GATHER_ROWS:
             # A few candidates: read them in one go (a scan would cut them at every chunk boundary).
             columns = sorted(set().union(*(e.columns for e, _ in plan.order)))
             batch = Batch(rows=rows, values={c: source.take(c, rows) for c in columns})
@@ -303,15 +305,14 @@ class Executor:
             return None, passing
         if passing is None and plans[0].where is not None:
             passing = self._where_mask(plans[0], source)  # no key index answered it: the index needs it anyway
-        allowed = None if passing is None else np.flatnonzero(passing)
+        passing_rows = len(source) if passing is None else int(np.count_nonzero(passing))
         stop = plans[0].offset + plans[0].limit
         first = requests[0]
         fetch = stop * max(r.query.overfetch for r in requests)
         queries = np.stack([r.query.vector for r in requests]).astype(np.float32, copy=False)
-        found = find(VectorSearch(first.column, first.query.metric, queries, fetch, allowed))
+        found = find(VectorSearch(first.column, first.query.metric, queries, fetch, passing, passing_rows))
         if found is None:
             return None, passing
-        passing_rows = len(source) if allowed is None else len(allowed)
         out = []
         for plan, request, hits in zip(plans, requests, found.hits, strict=True):
             extra = request.query.extra_rows

@@ -115,7 +115,8 @@ class VectorSearch:
     """A request for the rows nearest some query vectors under one metric.
 
     ``metric`` is ``"cosine"``, ``"dot"`` (higher is nearer) or ``"l2"`` (lower is).
-    ``allowed`` (sorted positions) restricts the answer to rows that pass the WHERE.
+    ``allowed``, a bool mask over the source's rows, restricts the answer to rows that pass the
+    WHERE; ``allowed_count`` is how many it holds.
     """
 
     column: str
@@ -123,6 +124,7 @@ class VectorSearch:
     queries: np.ndarray  # (m, dim) float32
     k: int
     allowed: np.ndarray | None = None
+    allowed_count: int = 0
 
 
 @dataclass(frozen=True)

@@ -80,8 +80,8 @@ class IndexAccess:
             return None
         params = vector_module().check_search_params(ref.kind, {k: v for k, v in self._params.items() if k != "index"})
         cover = coverage(ref, self._state.tensors[search.column])
-        if search.allowed is not None and len(search.allowed) <= max(EXACT_FILTERED_ROWS,
-                                                                     EXACT_FILTERED_SHARE * cover.entries):
+        if search.allowed is not None and search.allowed_count <= max(EXACT_FILTERED_ROWS,
+                                                                      EXACT_FILTERED_SHARE * cover.entries):
             return None
         index = load(self._store, ref)
         if index is None:
@@ -89,10 +89,8 @@ class IndexAccess:
         fresh = cover.fresh[cover.fresh < self._length]
         selected = cover.alive()
         if search.allowed is not None:
-            entries = cover.entries_of(search.allowed)
-            selected = np.zeros(cover.entries, dtype=bool)
-            selected[entries[entries >= 0]] = True
-            fresh = np.intersect1d(fresh, search.allowed, assume_unique=True)
+            selected = cover.entry_mask(search.allowed)  # passing rows are present rows: alive is implied
+            fresh = fresh[search.allowed[fresh]]
         fetch = min(search.k * params.get("refine", DEFAULT_REFINE[ref.kind]), cover.entries)
         if fetch == 0:
             return VectorCandidates([np.empty(0, dtype=np.int64) for _ in search.queries], fresh)

@@ -115,7 +115,8 @@ class FixedChunk:
         return float(norms.min()), float(norms.max())
 
     def take(self, local: np.ndarray) -> np.ndarray:
-        return self.array[local]
+        # np.take copies whole rows in one pass: several times faster than fancy indexing on wide rows.
+        return np.take(self.array, local, axis=0)
 
 
 @dataclass

@@ -40,6 +40,8 @@ class Coverage:
         self.entries = int(self.entry_starts[-1])
         self.deleted = int(sum(r for r, p in zip(covered_rows, self.chunk_positions) if p < 0))
         self._current_keys, self._current_starts = list(current_keys), current_starts
+        #: Index entry i is row i (nothing rewritten; rows may have been appended after them).
+        self.identity = list(covered_keys) == list(current_keys)[: len(covered_keys)]
         self._entry_start_of = {key: int(s) for key, s in zip(covered_keys, self.entry_starts[:-1])}
 
     def positions_of(self, entries: np.ndarray) -> np.ndarray:
@@ -51,6 +53,15 @@ class Coverage:
         base = self.chunk_positions[chunk]
         out = base + (safe - self.entry_starts[chunk])
         return np.where(valid & (base >= 0), out, -1)
+
+    def entry_mask(self, rows: np.ndarray) -> np.ndarray:
+        """The index entries of the rows a bool mask over current positions selects (as a mask over entries)."""
+        if self.identity:
+            return rows[: self.entries] if len(rows) >= self.entries else np.pad(rows, (0, self.entries - len(rows)))
+        entries = self.entries_of(np.flatnonzero(rows))
+        mask = np.zeros(self.entries, dtype=bool)
+        mask[entries[entries >= 0]] = True
+        return mask
 
     def entries_of(self, positions: np.ndarray) -> np.ndarray:
         """Index entries of current positions (1-D); -1 for fresh rows."""
