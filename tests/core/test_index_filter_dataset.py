@@ -21,6 +21,7 @@ import tensordb
 from query_lang import MemorySource, TQLError, parse, plan_query
 from tensordb.core.index_search import IndexAccess
 from tensordb.errors import TensorDBError
+from tests.query_lang.tql_strategies import tql_literal
 
 from .helpers import mem_path
 
@@ -103,16 +104,6 @@ def build_pair(seed: int) -> tuple[Any, Any]:
 
 
 # -- WHERE texts ------------------------------------------------------------------------------------
-
-def tql_literal(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    return repr(value) if value >= 0 else f"-{-value!r}"
-
 
 JSON_KEYS = ["metadata['group']", "metadata['a']['b']", "metadata['a']"]
 OTHER_KEYS = ["metadata['other']", "metadata['a']['c']", "y"]

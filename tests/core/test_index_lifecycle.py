@@ -30,12 +30,6 @@ K = 10
 VECTOR_KINDS = ("flat", "hnsw", "ivf_pq", "ivf_sq")
 
 
-@pytest.fixture(autouse=True)
-def one_faiss_thread(monkeypatch):
-    # faiss with 2 threads is slower than with 1 on the shared development machine.
-    monkeypatch.setenv("TENSORDB_NUM_THREADS", "1")
-
-
 @pytest.fixture
 def searches(monkeypatch):
     """Every vector index search made, as ``(kind, metric, entries in the index)``."""

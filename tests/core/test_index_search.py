@@ -24,12 +24,6 @@ N = 6000
 K = 10
 
 
-@pytest.fixture(autouse=True)
-def one_faiss_thread(monkeypatch):
-    # faiss with 2 threads is slower than with 1 on the shared development machine.
-    monkeypatch.setenv("TENSORDB_NUM_THREADS", "1")
-
-
 @pytest.fixture
 def searches(monkeypatch):
     """Every vector index search made, as ``(kind, metric, build params)``."""

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tql_strategies import tql_literal
 
 from query_lang import Batch, ColumnInfo, MemorySource, TQLError, execute, parse, plan_query
 from query_lang.source import KeyDictionary
@@ -167,16 +168,6 @@ def tables(draw, max_rows: int = 40) -> dict[str, Any]:
 
 
 # -- WHERE texts ------------------------------------------------------------------------------------
-
-def tql_literal(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    return repr(value) if value >= 0 else f"-{-value!r}"
-
 
 JSON_KEYS = ["metadata['group']", "metadata['a']['b']", "metadata['a']", "metadata['tags']", "metadata"]
 OTHER_JSON_KEYS = ["metadata['other']", "metadata['a']['c']", "metadata['group']['b']"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import strategies as st
 
 from query_lang import ast as A
@@ -70,3 +72,14 @@ def _queries(inner: st.SearchStrategy | None) -> st.SearchStrategy:
 
 
 queries = _queries(_queries(None))
+
+
+def tql_literal(value: Any) -> str:
+    """A Python scalar as a TQL literal (negative numbers as a minus and the literal)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value) if value >= 0 else f"-{-value!r}"
