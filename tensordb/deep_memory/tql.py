@@ -86,9 +86,11 @@ class DeepMemoryDistance(Function):
         with memory are always scored; the candidates are then scored exactly by :meth:`evaluate`.
         """
         owner = source.owner
-        latest = jobs_of(owner).latest_model() if isinstance(owner, Dataset) else None
-        if latest is None:
-            return None  # the scan then raises the clear "no trained model" error
+        if not isinstance(owner, Dataset) or not _has_cosine_index(owner, column):
+            return None  # nothing to search: the scan needs neither the transform nor the memory rows
+        latest = jobs_of(owner).latest_model()
+        if latest is None or np.asarray(vector).shape != (latest[1].dim,):
+            return None  # the scan then raises its clear error (no trained model; another dimension)
         job_id, model = latest
         if model.is_identity:
             return IndexQuery("cosine", vector, descending=True)
@@ -192,6 +194,10 @@ class DeepMemoryDistance(Function):
         if key is not None:
             MEMORY_ROWS.put(key, found, found[0].nbytes + found[1].nbytes)
         return found
+
+
+def _has_cosine_index(dataset: Dataset, column: str) -> bool:
+    return any(info["tensor"] == column and info.get("metric") == "cosine" for info in dataset.indexes.values())
 
 
 def register() -> None:
