@@ -21,8 +21,9 @@ from .evaluate import BExpr, EvalContext, evaluate
 from .kernels import truthy
 from .source import Batch, KeyDictionary, ScanSource
 
-#: Rows evaluated per batch when the unknown rows of an indexed WHERE are scanned.
-UNKNOWN_BATCH_ROWS = 16384
+#: How a leaf finds an indexed key: ``source.key_dictionary``.
+Lookup = Callable[[str, tuple[str, ...]], "KeyDictionary | None"]
+MakeContext = Callable[[Batch], EvalContext]
 
 
 @dataclass
@@ -33,8 +34,7 @@ class _Answer:
     unknown: np.ndarray
 
 
-def indexed_where(where: BExpr, source: ScanSource,
-                  make_ctx: Callable[[Batch], EvalContext]) -> np.ndarray | None:
+def indexed_where(where: BExpr, source: ScanSource, make_ctx: MakeContext) -> np.ndarray | None:
     """A mask of the rows passing ``where``, using the source's key indexes; None if no index helps."""
     lookup = getattr(source, "key_dictionary", None)
     if lookup is None:
@@ -49,7 +49,7 @@ def indexed_where(where: BExpr, source: ScanSource,
     return answer.yes
 
 
-def _answer(e: BExpr, lookup, n: int, make_ctx) -> _Answer | None:
+def _answer(e: BExpr, lookup: Lookup, n: int, make_ctx: MakeContext) -> _Answer | None:
     if e.const:
         return None  # folded at plan time (e.g. NOT true): no children left, and nothing to look up
     resolved = e.resolved
@@ -83,7 +83,7 @@ def _or(parts: list[_Answer]) -> _Answer:
     return _Answer(yes, unknown & ~yes)
 
 
-def _leaf(e: BExpr, lookup, n: int, make_ctx) -> _Answer | None:
+def _leaf(e: BExpr, lookup: Lookup, n: int, make_ctx: MakeContext) -> _Answer | None:
     """A predicate on one indexed key, evaluated over the key's distinct values."""
     if e.const or len(e.columns) != 1 or not _pure(e):
         return None
@@ -138,8 +138,7 @@ def _path(e: BExpr) -> tuple[str, ...] | None:
     return None
 
 
-def _scan_passing(where: BExpr, source: ScanSource, rows: np.ndarray,
-                  make_ctx: Callable[[Batch], EvalContext]) -> np.ndarray:
+def _scan_passing(where: BExpr, source: ScanSource, rows: np.ndarray, make_ctx: MakeContext) -> np.ndarray:
     """The positions among ``rows`` (sorted) where ``where`` holds, by evaluating it on them."""
     passing = []
     for batch in source.scan(sorted(where.columns), rows):
