@@ -20,7 +20,7 @@ import numpy as np
 
 from query_lang.cache import BoundedCache
 
-from ..errors import DataCorruptionError, IndexDefinitionError, IndexExistsError, MissingExtraError, TensorDBError
+from ..errors import DataCorruptionError, IndexDefinitionError, IndexExistsError, MissingExtraError, StorageError
 from ..format import envelope
 from ..format.manifest import IndexRef, TensorState
 from ..indexes import (
@@ -141,7 +141,7 @@ class KeyFamily:
                 numeric.append(values.reshape(rows))
                 continue
             for path in paths:
-                per_path[path].extend(value_at(v, path) for v in values) if path else per_path[path].extend(values)
+                per_path[path].extend(value_at(v, path) for v in values)  # the empty path: the value itself
         if numeric and len(numeric) == len(t.chunk_keys):
             columns = [build_key_column((), np.concatenate(numeric))]
         else:
@@ -175,24 +175,29 @@ def build(store: Store, reader: ChunkReader, t: TensorState, name: str, kind: st
 
 
 def load(store: Store, ref: IndexRef) -> Any | None:
-    """The loaded index of ``ref`` (a faiss ``VectorIndex`` or a ``KeyIndex``); None, with a warning, when
-    its file is damaged, so the query scans exactly instead (``verify`` reports the damage)."""
+    """The loaded index of ``ref`` (a faiss ``VectorIndex`` or a ``KeyIndex``), or None, with a warning, so
+    the query scans exactly instead. A damaged file stays refused for the process (``verify`` reports
+    it); a file that could not be read (an I/O error) is tried again by the next query."""
     cache_key = (store.url, ref.key)
     found = LOADED.get(cache_key)
-    if found is None:
-        try:
-            found = open_index(store, ref)
-        except MissingExtraError:
-            raise
-        except TensorDBError as e:
-            warnings.warn(
-                f"index {ref.name!r} on tensor {ref.tensor!r} cannot be used: {e}. The query scans exactly "
-                f"instead; rebuild the index with ds.{ref.tensor}.rebuild_index({ref.name!r})",
-                RuntimeWarning, stacklevel=2,
-            )
-            found = _BROKEN
-        LOADED.put(cache_key, found, ref.nbytes if found is not _BROKEN else 0)
-    return None if found is _BROKEN else found
+    if found is not None:
+        return None if found is _BROKEN else found
+    try:
+        found = open_index(store, ref)
+    except DataCorruptionError as e:
+        _warn(ref, f"{e}. Rebuild it with ds.{ref.tensor}.rebuild_index({ref.name!r})")
+        LOADED.put(cache_key, _BROKEN, 0)
+        return None
+    except StorageError as e:
+        _warn(ref, f"its file could not be read ({e}); the next query tries again")
+        return None
+    LOADED.put(cache_key, found, ref.nbytes)
+    return found
+
+
+def _warn(ref: IndexRef, why: str) -> None:
+    warnings.warn(f"index {ref.name!r} on tensor {ref.tensor!r} is not used: {why}. The query scans exactly "
+                  f"instead", RuntimeWarning, stacklevel=3)
 
 
 def read_file(store: Store, ref: IndexRef) -> IndexFile:
