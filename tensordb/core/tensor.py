@@ -182,9 +182,10 @@ class Tensor:
                 for name, info in everything.items() if info["tensor"] == self.name}
 
     def _own_index(self, name: str) -> str:
-        if name not in self.indexes:
-            raise IndexNotFoundError(f"tensor {self.name!r} has no index named {name!r}; its indexes are "
-                                     f"{sorted(self.indexes)}")
+        indexes = self._table._root._state.indexes
+        if name not in indexes or indexes[name].tensor != self.name:
+            own = sorted(n for n, ref in indexes.items() if ref.tensor == self.name)
+            raise IndexNotFoundError(f"tensor {self.name!r} has no index named {name!r}; its indexes are {own}")
         return name
 
     # Deep Lake v3's names for the same operations.
@@ -199,7 +200,8 @@ class Tensor:
 
     def get_vdb_indexes(self) -> list[dict[str, Any]]:
         """Deep Lake v3: this tensor's vector indexes as ``[{"id", "type", "distance", "additional_params"}]``."""
-        return [{"id": name, "type": info["kind"], "distance": info["metric"], "additional_params": info["params"]}
+        return [{"id": name, "type": info["kind"], "distance": info["metric"],
+                 "additional_params": {k: v for k, v in info["params"].items() if k != "dim"}}
                 for name, info in self.indexes.items() if "metric" in info]
 
     def delete_vdb_index(self, id: str) -> None:
