@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import weakref
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -103,18 +103,9 @@ class DeepMemoryDistance(Function):
         """Positions of the rows whose id carries memory (per-chunk results cached across queries)."""
         if not model.memory_ids:
             return None
-        found = []
-        for batch in source.scan(["id"]):
-            batch_key = batch.cache_keys.get("id")
-            key = None if batch_key is None else (job_id, batch_key, len(batch.rows))
-            cached = None if key is None else MEMORY_ROWS.get(key)
-            if cached is None:
-                index = model.memory_index(batch.values["id"])
-                rows = np.flatnonzero(index >= 0)
-                cached = (rows, index[rows])
-                if key is not None:
-                    MEMORY_ROWS.put(key, cached, cached[0].nbytes + cached[1].nbytes)
-            found.append(batch.rows[cached[0]])
+        found = [batch.rows[_batch_memory_rows(job_id, model, batch.cache_keys.get("id"), len(batch.rows),
+                                               lambda batch=batch: batch.values["id"])[0]]
+                 for batch in source.scan(["id"])]
         return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
 
     def evaluate(self, args: list[Any], ctx: CallContext) -> np.ndarray:
@@ -182,18 +173,23 @@ class DeepMemoryDistance(Function):
         """The batch rows that carry memory, and their memory rows; cached per chunk across queries."""
         if not model.memory_ids:
             return None
-        batch_key = ctx.cache_key("id")
-        key = None if batch_key is None else (job_id, batch_key, ctx.n)
-        if key is not None:
-            cached = MEMORY_ROWS.get(key)
-            if cached is not None:
-                return cached
-        index = model.memory_index(ctx.column("id"))
-        rows = np.flatnonzero(index >= 0)
-        found = (rows, index[rows])
-        if key is not None:
-            MEMORY_ROWS.put(key, found, found[0].nbytes + found[1].nbytes)
-        return found
+        return _batch_memory_rows(job_id, model, ctx.cache_key("id"), ctx.n, lambda: ctx.column("id"))
+
+
+def _batch_memory_rows(job_id: str, model: DeepMemoryModel, id_key: Hashable | None, n: int,
+                       ids: Callable[[], Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of one batch whose id carries memory, and their memory rows, cached by the batch's ``id``
+    identity (``id_key``); ``ids()`` reads the batch's ids, only on a miss."""
+    key = None if id_key is None else (job_id, id_key, n)
+    cached = None if key is None else MEMORY_ROWS.get(key)
+    if cached is not None:
+        return cached
+    index = model.memory_index(ids())
+    rows = np.flatnonzero(index >= 0)
+    found = (rows, index[rows])
+    if key is not None:
+        MEMORY_ROWS.put(key, found, found[0].nbytes + found[1].nbytes)
+    return found
 
 
 def _has_cosine_index(dataset: Dataset, column: str) -> bool:
