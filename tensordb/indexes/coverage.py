@@ -39,10 +39,12 @@ class Coverage:
         self.fresh = np.concatenate(fresh) if fresh else np.empty(0, dtype=np.int64)
         self.entries = int(self.entry_starts[-1])
         self.deleted = int(sum(r for r, p in zip(covered_rows, self.chunk_positions) if p < 0))
-        self._current_keys, self._current_starts = list(current_keys), current_starts
+        self._current_starts = current_starts
         #: Index entry i is row i (nothing rewritten; rows may have been appended after them).
         self.identity = list(covered_keys) == list(current_keys)[: len(covered_keys)]
-        self._entry_start_of = {key: int(s) for key, s in zip(covered_keys, self.entry_starts[:-1])}
+        entry_start_of = {key: int(s) for key, s in zip(covered_keys, self.entry_starts[:-1])}
+        #: The index entry of each current chunk's first row, or -1 for a fresh chunk.
+        self._chunk_entries = np.array([entry_start_of.get(key, -1) for key in current_keys], dtype=np.int64)
 
     def positions_of(self, entries: np.ndarray) -> np.ndarray:
         """Current positions of index entries (any shape); -1 for entries that are gone or negative."""
@@ -66,11 +68,8 @@ class Coverage:
     def entries_of(self, positions: np.ndarray) -> np.ndarray:
         """Index entries of current positions (1-D); -1 for fresh rows."""
         positions = np.asarray(positions, dtype=np.int64)
-        entry_base = np.array(
-            [self._entry_start_of.get(key, -1) for key in self._current_keys], dtype=np.int64
-        )
         chunk = np.searchsorted(self._current_starts, positions, side="right") - 1
-        base = entry_base[chunk]
+        base = self._chunk_entries[chunk]
         return np.where(base >= 0, base + (positions - self._current_starts[chunk]), -1)
 
     def alive(self) -> np.ndarray | None:
