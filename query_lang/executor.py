@@ -14,7 +14,7 @@ from .errors import TQLError, TQLExecutionError
 from .evaluate import BExpr, EvalContext, evaluate
 from .filtering import concat, filter_batches, gather
 from .functions import CallContext
-from .index_filter import indexed_where
+from .index_filter import indexed_where, scanned_passing
 from .index_search import vector_request
 from .kernels import materialize
 from .ordering import TopK, join_keys, key_array, sort_order
@@ -327,10 +327,9 @@ class Executor:
         return out, passing
 
     def _where_mask(self, plan: Plan, source: ScanSource) -> np.ndarray:
-        """The rows passing ``plan``'s WHERE, by scanning only its columns (per-batch results are cached)."""
+        """The rows passing ``plan``'s WHERE, as a mask, by scanning only its columns."""
         mask = np.zeros(len(source), dtype=bool)
-        for batch, _ in filter_batches(source.scan(sorted(plan.where.columns)), plan.where, self._ctx):
-            mask[batch.rows] = True
+        mask[scanned_passing(plan.where, source, self._ctx)] = True
         return mask
 
     def _keys(self, plan: Plan, ctx: EvalContext) -> list[np.ndarray]:

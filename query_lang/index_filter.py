@@ -18,6 +18,7 @@ import numpy as np
 
 from . import ast
 from .evaluate import BExpr, EvalContext, evaluate
+from .filtering import filter_batches
 from .kernels import truthy
 from .source import Batch, KeyDictionary, ScanSource
 
@@ -45,7 +46,7 @@ def indexed_where(where: BExpr, source: ScanSource, make_ctx: MakeContext) -> np
         return None
     unknown = np.flatnonzero(answer.unknown)
     if len(unknown):
-        answer.yes[_scan_passing(where, source, unknown, make_ctx)] = True
+        answer.yes[scanned_passing(where, source, make_ctx, unknown)] = True
     return answer.yes
 
 
@@ -138,11 +139,10 @@ def _path(e: BExpr) -> tuple[str, ...] | None:
     return None
 
 
-def _scan_passing(where: BExpr, source: ScanSource, rows: np.ndarray, make_ctx: MakeContext) -> np.ndarray:
-    """The positions among ``rows`` (sorted) where ``where`` holds, by evaluating it on them."""
-    passing = []
-    for batch in source.scan(sorted(where.columns), rows):
-        if len(batch.rows):
-            ctx = make_ctx(batch)
-            passing.append(batch.rows[truthy(evaluate(where, ctx), where.type, where.const, len(batch.rows))])
+def scanned_passing(where: BExpr, source: ScanSource, make_ctx: MakeContext,
+                    rows: np.ndarray | None = None) -> np.ndarray:
+    """The positions (among ``rows``, sorted; all rows when None) where ``where`` holds, by scanning only its
+    columns (per-batch results are cached, as in any filtered scan)."""
+    batches = filter_batches(source.scan(sorted(where.columns), rows), where, make_ctx)
+    passing = [batch.rows for batch, _ in batches]
     return np.concatenate(passing) if passing else np.empty(0, dtype=np.int64)
