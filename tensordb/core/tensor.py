@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from .table import Table
 
 
+#: Deep Lake v3's names of hnsw parameters, and tensordb's.
+DEEPLAKE_HNSW_PARAMS = {"efConstruction": "ef_construction", "efSearch": "ef_search"}
+
+
 class Tensor:
     """One column of a :class:`Dataset` or view, optionally restricted to some rows."""
 
@@ -192,10 +196,7 @@ class Tensor:
     def create_vdb_index(self, id: str, distance: str = "cosine_similarity",
                          additional_params: dict[str, Any] | None = None) -> None:
         """Deep Lake v3: an hnsw index; ``additional_params`` may hold ``M``, ``efConstruction``, ``efSearch``."""
-        params = dict(additional_params or {})
-        for deeplake_name, ours in (("efConstruction", "ef_construction"), ("efSearch", "ef_search")):
-            if deeplake_name in params:
-                params[ours] = params.pop(deeplake_name)
+        params = {DEEPLAKE_HNSW_PARAMS.get(k, k): v for k, v in (additional_params or {}).items()}
         self.create_index(id, kind="hnsw", metric=distance, **params)
 
     def get_vdb_indexes(self) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core import Dataset
+from ..core.tensor import DEEPLAKE_HNSW_PARAMS
 from ..errors import IndexDefinitionError
 
 #: The name of the index a vector store keeps by itself.
@@ -21,8 +22,7 @@ INDEX_NAME = "vector_store_index"
 #: Fresh plus deleted rows, as a share of the indexed rows, past which a write rebuilds the index.
 STALE_SHARE = 0.25
 _METRICS = {"COS": "cosine", "L2": "l2", "IP": "dot", "cos": "cosine", "l2": "l2", "dot": "dot"}
-_ADDITIONAL = {"M": "M", "efConstruction": "ef_construction", "efSearch": "ef_search",
-               "ef_construction": "ef_construction", "ef_search": "ef_search"}
+_ADDITIONAL = {"M": "M", "ef_construction": "ef_construction", "ef_search": "ef_search", **DEEPLAKE_HNSW_PARAMS}
 
 
 @dataclass(frozen=True)
