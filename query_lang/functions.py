@@ -362,6 +362,10 @@ class L2Norm(_Norm):
 
     name, ord = "l2_norm", 2
 
+    def index_query(self, vector: np.ndarray, column: str, source: ScanSource) -> IndexQuery:
+        # Called for l2_norm(column - vector): the distance to the vector, nearest first.
+        return IndexQuery("l2", vector, descending=False)
+
 
 class LinfNorm(_Norm):
     """Largest absolute value per row."""

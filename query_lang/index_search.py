@@ -36,10 +36,7 @@ def vector_request(plan: Plan, source: ScanSource) -> VectorRequest | None:
     if found is None:
         return None
     column, vector = found
-    if isinstance(key.function, L2Norm):
-        query: IndexQuery | None = IndexQuery("l2", vector, descending=False)
-    else:
-        query = key.function.index_query(vector, column, source)
+    query = key.function.index_query(vector, column, source)
     if query is None or query.descending != descending:
         return None
     return VectorRequest(column, query)
