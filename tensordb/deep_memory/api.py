@@ -111,7 +111,7 @@ class DeepMemory:
             self._jobs.save_model(record.id, result.model)
             record.baseline, record.results = result.val_metrics_before, result.val_metrics_after
             record.improved, record.seconds = result.improved, result.seconds
-            record.validated_on = result.validated_on
+            record.validated_on, record.time_budget = result.validated_on, result.time_budget_note
             record.status = jobmod.COMPLETED
         except TrainingCancelled:
             record.status = jobmod.CANCELLED
@@ -141,6 +141,7 @@ class DeepMemory:
             "progress": _progress_text(record),
             "results": _results_text(record),
             "validated_on": record.validated_on,
+            "time_budget": record.time_budget,
             "record": record,
         }
         if show:
@@ -228,6 +229,8 @@ def status_rows(info: dict[str, Any]) -> list[tuple[str, list[str]]]:
     rows = [("status", [info["status"]]), ("progress", info["progress"]), ("results", info["results"])]
     if info.get("validated_on"):
         rows.append(("validated on", [info["validated_on"]]))
+    if info.get("time_budget"):  # only a run the budget cut
+        rows.append(("time budget", [info["time_budget"]]))
     return rows
 
 

@@ -61,6 +61,8 @@ class JobRecord:
     seconds: float = 0.0
     #: Which queries chose the model, e.g. "given validation set (8 queries)" ("" in records from before).
     validated_on: str = ""
+    #: What the time budget cut, in words ("" when it did not run out, and in records from before).
+    time_budget: str = ""
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> JobRecord:

@@ -15,9 +15,19 @@ epoch the validation queries are ranked against the whole corpus and the epoch w
 the best validation score (mean of nDCG@10 and recall@10, see
 :func:`_selection_score`) is kept, with early stopping. If that best model does not
 beat the identity on validation, the identity is returned (``improved=False``).
-Otherwise, when time allows, the model is refitted on *all* queries for the chosen
-number of epochs (the memory then covers validation-query documents too);
-``val_metrics_after`` always reports the held-out model, never the refit.
+Otherwise (``config.refit``, and always after cross-validation, which leaves no
+held-out model) the model is refitted on *all* queries for the chosen number of epochs
+(the memory then covers validation-query documents too); ``val_metrics_after`` always
+reports the held-out model, never the refit.
+
+Reproducibility: the same data, seed and settings give the same model bit for bit,
+however fast the machine runs; the clock is read only to enforce ``max_seconds``.
+When that budget runs out (it is checked after every epoch) the run says so:
+``TrainingResult.stopped_by_time_budget`` names the phase that was cut
+(``"selection"``: the best epoch so far is kept; ``"refit"`` after a hold-out: the
+held-out model is shipped instead), ``stopped_at_epoch`` / ``planned_epochs`` say how
+far it got, and :attr:`TrainingResult.time_budget_note` says it in words. The refit
+after cross-validation is never cut: there is no held-out model to fall back on.
 
 A given validation set (``validation_query_embeddings`` with ``validation_relevance``:
 a few real questions beside synthetic training queries) replaces the split: every
@@ -103,6 +113,25 @@ class TrainingResult:
     n_train_queries: int = 0
     n_val_queries: int = 0
     validated_on: str = ""
+    #: The phase the time budget cut ("selection" or "refit"), ``None`` when it did not run out.
+    stopped_by_time_budget: str | None = None
+    stopped_at_epoch: int = 0  # epochs the cut phase completed
+    planned_epochs: int = 0  # epochs it would have run (max_epochs for selection, best_epoch for the refit)
+
+    @property
+    def time_budget_note(self) -> str:
+        """The time budget's cut in words ("" when the budget did not run out)."""
+        return budget_note(self.stopped_by_time_budget, self.stopped_at_epoch, self.planned_epochs)
+
+
+def budget_note(phase: str | None, epoch: int, planned: int) -> str:
+    """One line on what a time budget that ran out cut ("" when ``phase`` is ``None``)."""
+    if phase is None:
+        return ""
+    head = f"time budget ran out during {phase} at epoch {epoch} of {planned}"
+    if phase == "selection":
+        return f"{head}; the model was chosen from the epochs learned by then"
+    return f"{head}; the held-out model was shipped instead of the unfinished refit"
 
 
 def _selection_score(m: Mapping[str, float]) -> float:
@@ -231,6 +260,7 @@ def train_model(
     num_threads: int | None = 2,
     validation_query_embeddings: np.ndarray | None = None,
     validation_relevance: Sequence[Relevance] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> TrainingResult:
     """Train a Deep Memory model.
 
@@ -245,7 +275,9 @@ def train_model(
             usable queries, k-fold cross-validation is used instead and its pooled
             validation metrics are reported.
         seed: controls the split and minibatch order.
-        max_seconds: wall-clock budget; training stops early when it runs out.
+        max_seconds: wall-clock budget, checked after every epoch; when it runs out training
+            stops early and the result says where (``stopped_by_time_budget``). It never
+            changes what is learned otherwise.
         progress: ``progress(epoch, max_epochs, val_metrics)`` after every epoch.
         should_stop: polled between minibatches; true → :class:`TrainingCancelled`.
         config: hyper-parameters (:class:`TrainingConfig`).
@@ -254,8 +286,10 @@ def train_model(
             (``(v, d)`` and ``v`` judgements); when given, it alone selects the epoch and
             guards against shipping a model worse than the identity, and
             ``val_fraction`` / cross-validation are not used.
+        clock: the time source ``max_seconds`` is measured with (seconds, monotonic);
+            tests pass a simulated one.
     """
-    clock = _Clock(time.monotonic(), max_seconds)
+    budget = _Clock(clock, max_seconds)
     cfg = config or TrainingConfig()
     docs, queries = _checked_arrays(doc_embeddings, doc_ids, query_embeddings, relevance)
     validation = _checked_validation(docs, validation_query_embeddings, validation_relevance)
@@ -263,30 +297,47 @@ def train_model(
         run = _Run(docs, queries, [str(i) for i in doc_ids], relevance, val_fraction, cfg, seed, should_stop,
                    validation)
         before = run.pooled_metrics([None] * len(run.folds)) if run.folds else {}
-        selection = _select_epochs(run, before, clock, progress)
+        selection = _select_epochs(run, before, budget, progress)
         improved = bool(selection.best_epoch > 0
                         and _selection_score(selection.after) > _selection_score(before) + cfg.min_improvement)
         if improved:
-            model, refitted = _shipped_model(run, selection, clock)
+            model, refitted = _shipped_model(run, selection, budget)
         else:
             selection.after = before
             model, refitted = DeepMemoryModel.identity(docs.shape[1]), False
-        return _result(run, model, before, selection, improved, refitted, clock)
+        return _result(run, model, before, selection, improved, refitted, budget)
 
 
 @dataclass(frozen=True)
-class _Clock:
-    """The run's start and its wall-clock budget."""
+class _Cut:
+    """Where the time budget stopped a phase: after ``epoch`` of its ``planned`` epochs."""
 
-    start: float
-    max_seconds: float
+    phase: str
+    epoch: int
+    planned: int
+
+
+class _Clock:
+    """The run's time source, start and budget, and the cut the budget made (if it ran out)."""
+
+    def __init__(self, now: Callable[[], float], max_seconds: float) -> None:
+        self.now, self.max_seconds = now, max_seconds
+        self.start = now()
+        self.cut: _Cut | None = None
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.start
+        return self.now() - self.start
 
-    def past(self, share: float = 1.0) -> bool:
-        """Whether ``share`` of the budget is spent."""
-        return time.monotonic() > self.start + share * self.max_seconds
+    def ran_out(self) -> bool:
+        """Whether the whole budget is spent (a cut already recorded counts as spent, without a reading)."""
+        return self.cut is not None or self.now() > self.start + self.max_seconds
+
+    def stops(self, phase: str, epoch: int, planned: int) -> bool:
+        """Whether ``phase`` must stop after ``epoch`` of ``planned`` epochs; records the cut when it must."""
+        if epoch >= planned or not self.ran_out():
+            return False
+        self.cut = self.cut or _Cut(phase, epoch, planned)
+        return True
 
 
 def _checked_arrays(
@@ -477,8 +528,6 @@ def _select_epochs(run: _Run, before: dict[str, float], clock: _Clock, progress:
         return selection
     hards = [run.mine(tr, t) for (tr, _), (t, _) in zip(selection.fold_models, folds, strict=True)]
     best_score, bad, best_states = _selection_score(before), 0, None
-    # Selection phase gets most of the budget, the refit on all queries the rest.
-    select_share = 0.6 if run.refit else 1.0
     for epoch in range(1, cfg.max_epochs + 1):
         trained = zip(selection.fold_models, folds, hards, strict=True)
         loss = float(np.mean([run.run_epoch(tr, t, h) for (tr, _), (t, _), h in trained]))
@@ -492,7 +541,7 @@ def _select_epochs(run: _Run, before: dict[str, float], clock: _Clock, progress:
             best_states = [(tr.W.detach().clone(), tr.M.detach().clone()) for tr, _ in selection.fold_models]
         else:
             bad += 1
-        if bad >= cfg.patience or clock.past(select_share):
+        if bad >= cfg.patience or clock.stops("selection", epoch, cfg.max_epochs):
             break
     if best_states is not None and len(folds) == 1:
         _restore(selection.fold_models[0][0], best_states[0])
@@ -508,28 +557,27 @@ def _restore(tr: _Trainer, state: tuple[Any, Any]) -> None:
 def _shipped_model(run: _Run, selection: _Selection, clock: _Clock) -> tuple[DeepMemoryModel, bool]:
     """The model to ship after a successful selection, and whether it was refitted on all queries.
 
-    The held-out model, or (when time allows, and always after cross-validation, which
-    leaves no held-out model) a refit on every query for the selected number of epochs.
+    After cross-validation (no held-out model) always a refit on every query for the
+    selected number of epochs; after a hold-out that refit when ``run.refit``, unless
+    the time budget runs out first or during it, and otherwise the held-out model.
     """
-    folds = run.folds
-    model = DeepMemoryModel.identity(run.docs.shape[1])
-    if len(folds) == 1:
-        model = selection.fold_models[0][0].to_model(selection.fold_models[0][1])
-    elapsed = clock.elapsed()
-    per_epoch = elapsed / max(len(selection.history) * len(folds), 1) * run.n_queries / len(folds[0][0])
-    if len(folds) > 1 or (run.refit and elapsed + per_epoch * selection.best_epoch < clock.max_seconds):
-        return _refit(run, selection.best_epoch, clock), True
-    return model, False
+    if len(run.folds) > 1:
+        return _refit(run, selection.best_epoch, None), True
+    held_out = selection.fold_models[0][0].to_model(selection.fold_models[0][1])
+    if not run.refit or clock.ran_out():
+        return held_out, False
+    refitted = _refit(run, selection.best_epoch, clock)
+    return (held_out, False) if clock.cut is not None else (refitted, True)
 
 
-def _refit(run: _Run, epochs: int, clock: _Clock) -> DeepMemoryModel:
-    """A model trained on every usable query for ``epochs`` epochs (cut short by the deadline after a hold-out)."""
+def _refit(run: _Run, epochs: int, clock: _Clock | None) -> DeepMemoryModel:
+    """A model trained on every usable query for ``epochs`` epochs, unless ``clock``'s budget cuts it first."""
     all_q = np.arange(run.n_queries)
     tr, mem_ids = run.new_trainer(all_q)
     hard = run.mine(tr, all_q)
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         run.run_epoch(tr, all_q, hard)
-        if len(run.folds) == 1 and clock.past():
+        if clock is not None and clock.stops("refit", epoch, epochs):
             break
     return tr.to_model(mem_ids)
 
@@ -538,6 +586,8 @@ def _result(run: _Run, model: DeepMemoryModel, before: dict[str, float], selecti
             refitted: bool, clock: _Clock) -> TrainingResult:
     """The run's outcome, also recorded in ``model.metadata``."""
     seconds = clock.elapsed()
+    cut = clock.cut
+    phase, stopped_at, planned = (cut.phase, cut.epoch, cut.planned) if cut else (None, 0, 0)
     model.metadata = {
         "trained": improved,
         "best_epoch": selection.best_epoch,
@@ -548,6 +598,9 @@ def _result(run: _Run, model: DeepMemoryModel, before: dict[str, float], selecti
         "val_metrics_before": before,
         "val_metrics_after": selection.after,
         "seconds": round(seconds, 3),
+        "stopped_by_time_budget": phase,
+        "stopped_at_epoch": stopped_at,
+        "planned_epochs": planned,
     }
     return TrainingResult(
         model=model,
@@ -561,4 +614,7 @@ def _result(run: _Run, model: DeepMemoryModel, before: dict[str, float], selecti
         n_train_queries=int(len(run.folds[0][0])) if run.folds else 0,
         n_val_queries=int(len(run.val_all)),
         validated_on=run.validated_on,
+        stopped_by_time_budget=phase,
+        stopped_at_epoch=stopped_at,
+        planned_epochs=planned,
     )
