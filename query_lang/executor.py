@@ -256,8 +256,9 @@ class Executor:
             return self._scan_filter(plan, source, offset, stop, passing)
         keys_desc = [d for _, d in plan.order]
         if plan.strategy == "topk":
-            indexed, passing = self._indexed_topk([plan], source, passing)
-            rows, keys = indexed[0] if indexed is not None else self._topk(plan, source, passing)
+            scored = self._scored_topk(plan, source, passing)
+            indexed, passing = (None, passing) if scored is not None else self._indexed_topk([plan], source, passing)
+            rows, keys = scored or (indexed[0] if indexed is not None else self._topk(plan, source, passing))
         else:
             row_parts, key_parts = [], []
             for batch, ctx in self._filtered(plan, source, passing):
@@ -288,6 +289,27 @@ class Executor:
             batches = self._filtered(plan, source, passing)
         for batch, ctx in batches:
             topk.push(batch.rows, self._keys(plan, ctx))
+        return topk.result()
+
+    def _scored_topk(self, plan: Plan, source: ScanSource, passing: np.ndarray | None
+                     ) -> tuple[np.ndarray, list[np.ndarray]] | None:
+        """Top-k by a function that scores every row at once (:meth:`Function.all_scores`), or None."""
+        if plan.sub is not None or len(plan.order) != 1:
+            return None
+        key, descending = plan.order[0]
+        if key.function is None or len(key.children) != 2:
+            return None
+        column, value = key.children
+        if column.column is None or column.children or not value.const:
+            return None
+        scores = key.function.all_scores(column.column, value.value, source)
+        if scores is None:
+            return None
+        if passing is None and plan.where is not None:
+            passing = self._where_mask(plan, source)
+        rows = np.arange(len(source), dtype=np.int64) if passing is None else np.flatnonzero(passing)
+        topk = TopK(plan.offset + plan.limit, [descending])
+        topk.push(rows, [scores[rows]])
         return topk.result()
 
     def _indexed_topk(self, plans: list[Plan], source: ScanSource, passing: np.ndarray | None

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import TQLNameError, TQLTypeError
+from .errors import TQLExecutionError, TQLNameError, TQLTypeError
 from .kernels import rows_iter, vectors
 from .source import UNIT_NORM_TOLERANCE, Batch, ScanSource
 from .vtypes import NUMBER, ValueType
@@ -117,6 +117,11 @@ class Function:
 
     def index_query(self, vector: np.ndarray, column: str, source: ScanSource) -> IndexQuery | None:
         """How a vector index on ``column`` can find the best rows of ``f(column, vector)``; None: it cannot."""
+        return None
+
+    def all_scores(self, column: str, value: Any, source: ScanSource) -> np.ndarray | None:
+        """``f(column, value)`` for every row of ``source`` at once, when the source can give it (e.g. from
+        an index); None: evaluate batch by batch. ``ORDER BY f(column, value) LIMIT k`` then reads no rows."""
         return None
 
     def evaluate(self, args: list[Any], ctx: CallContext) -> Any:
@@ -509,6 +514,45 @@ class Shape(Function):
         return shapes if shapes else np.empty((0, 0), dtype=np.int64)
 
 
+class Bm25Similarity(Function):
+    """BM25 relevance of a text tensor's rows to a query text (higher is better; 0: no query term occurs).
+
+    The scores come from the source's full-text index (``text_scores``), since a row's score
+    depends on term statistics over the whole table, not on its own text alone.
+    """
+
+    name = "bm25_similarity"
+    min_args = max_args = 2
+    pure = False
+
+    def check(self, args: Sequence[Arg]) -> ValueType:
+        text, query = args
+        if text.type.kind != "text" or text.type.column is None or text.is_const:
+            raise TQLTypeError(f"bm25_similarity expects a text tensor first, but '{text.text}' {text.type.describe()}")
+        if not query.is_const or query.type.kind != "text":
+            raise TQLTypeError(
+                f"bm25_similarity expects a query text (a string literal) second, but '{query.text}' "
+                f"{query.type.describe()}"
+            )
+        if not str(query.value).strip():
+            raise TQLTypeError("bm25_similarity: the query text is empty")
+        return NUMBER
+
+    def all_scores(self, column: str, value: Any, source: ScanSource) -> np.ndarray:
+        find = getattr(source, "text_scores", None)
+        if find is None:
+            raise TQLExecutionError("bm25_similarity needs a table with full-text indexes")
+        return np.asarray(find(column, value), dtype=np.float64)
+
+    def evaluate(self, args: list[Any], ctx: CallContext) -> np.ndarray:
+        column, query = ctx.arg_columns[0], args[1]
+        key = (column, query)
+        scores = ctx.cache.get(key)
+        if scores is None:
+            scores = ctx.cache[key] = self.all_scores(column, query, ctx.source)
+        return scores[ctx.rows]
+
+
 class RowNumber(Function):
     """Position of the row in the source."""
 
@@ -523,5 +567,5 @@ class RowNumber(Function):
 
 
 for _fn in (CosineSimilarity(), Dot(), L1Norm(), L2Norm(), LinfNorm(), Contains(), Any_(), All_(),
-            Len(), Shape(), RowNumber()):
+            Len(), Shape(), Bm25Similarity(), RowNumber()):
     register_function(_fn)

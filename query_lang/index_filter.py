@@ -3,7 +3,9 @@
 Each leaf of the WHERE's AND/OR/NOT tree that reads one indexed key (a column, or a
 JSON path in one) is evaluated once per distinct value of that key, with the very
 kernels a scan uses, and spread to the rows through their codes: so the answer is
-the scan's answer. A leaf no index can answer leaves its rows *unknown*; unknown
+the scan's answer. A ``contains(text, 'literal')`` or ``text LIKE 'pattern'`` leaf on a
+tensor with a full-text index fails the rows whose words cannot hold the literal, and
+leaves the others unknown. A leaf no index can answer leaves its rows *unknown*; unknown
 rows (and rows an index does not cover) are then evaluated by scanning only them.
 TQL's logic is two-valued (NULL compares false and NOT flips it), so a row is
 either known to pass, known to fail, or unknown.
@@ -19,12 +21,20 @@ import numpy as np
 from . import ast
 from .evaluate import BExpr, EvalContext, evaluate
 from .filtering import filter_batches
+from .functions import Contains
 from .kernels import truthy
+from .like import literal_pieces
 from .source import Batch, KeyDictionary, ScanSource
 
-#: How a leaf finds an indexed key: ``source.key_dictionary``.
-Lookup = Callable[[str, tuple[str, ...]], "KeyDictionary | None"]
 MakeContext = Callable[[Batch], EvalContext]
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """How leaves find indexes: ``source.key_dictionary`` and ``source.substring_candidates`` (either None)."""
+
+    key: Callable[[str, tuple[str, ...]], KeyDictionary | None] | None
+    substring: Callable[[str, list[str]], np.ndarray | None] | None
 
 
 @dataclass
@@ -37,8 +47,8 @@ class _Answer:
 
 def indexed_where(where: BExpr, source: ScanSource, make_ctx: MakeContext) -> np.ndarray | None:
     """A mask of the rows passing ``where``, using the source's key indexes; None if no index helps."""
-    lookup = getattr(source, "key_dictionary", None)
-    if lookup is None:
+    lookup = Lookup(getattr(source, "key_dictionary", None), getattr(source, "substring_candidates", None))
+    if lookup.key is None and lookup.substring is None:
         return None
     n = len(source)
     answer = _answer(where, lookup, n, make_ctx)
@@ -85,16 +95,42 @@ def _or(parts: list[_Answer]) -> _Answer:
 
 
 def _leaf(e: BExpr, lookup: Lookup, n: int, make_ctx: MakeContext) -> _Answer | None:
-    """A predicate on one indexed key, evaluated over the key's distinct values."""
     if e.const or len(e.columns) != 1 or not _pure(e):
         return None
+    answer = None if lookup.key is None else _key_leaf(e, lookup.key, n, make_ctx)
+    if answer is None and lookup.substring is not None:
+        answer = _substring_leaf(e, lookup.substring, n)
+    return answer
+
+
+def _substring_leaf(e: BExpr, lookup: Callable[[str, list[str]], np.ndarray | None], n: int) -> _Answer | None:
+    """``contains(column, 'literal')`` or ``column [NOT] LIKE 'pattern'``: the rows a full-text index rules out."""
+    resolved, args = e.resolved, e.children
+    if isinstance(e.function, Contains) and len(args) == 2:
+        needles, negated = ([args[1].value] if isinstance(args[1].value, str) else None), False
+    elif isinstance(resolved, ast.Like) and not resolved.case_insensitive and len(args) == 2:
+        needles, negated = (literal_pieces(args[1].value) if isinstance(args[1].value, str) else None), resolved.negated
+    else:
+        return None
+    column = args[0]
+    if not needles or column.column is None or column.children or column.type.kind != "text" or not args[1].const:
+        return None
+    maybe = lookup(column.column, needles)
+    if maybe is None or len(maybe) != n:
+        return None
+    return _Answer(~maybe if negated else np.zeros(n, dtype=bool), maybe.copy())
+
+
+def _key_leaf(e: BExpr, lookup: Callable[[str, tuple[str, ...]], KeyDictionary | None], n: int,
+              make_ctx: MakeContext) -> _Answer | None:
+    """A predicate on one indexed key, evaluated over the key's distinct values."""
     keys = _key_nodes(e)
     paths = {path for _, path in keys}
     if len(paths) != 1:
         return None
     (column,) = e.columns
     (path,) = paths
-    dictionary: KeyDictionary | None = lookup(column, path)
+    dictionary = lookup(column, path)
     if dictionary is None or len(dictionary.codes) != n:
         return None
     values = dictionary.values

@@ -67,6 +67,11 @@ def _segment(text: str, case_insensitive: bool) -> _Segment:
     return _Wildcards(re.compile(body, flags), len(text))
 
 
+def literal_pieces(pattern: str) -> list[str]:
+    """The runs of plain characters in a pattern: a text that matches holds every one of them."""
+    return [piece for segment in pattern.split("%") for piece in segment.split("_") if piece]
+
+
 def like_matcher(pattern: str, case_insensitive: bool = False) -> LikeMatcher:
     """A function telling whether a whole text matches the LIKE ``pattern``."""
     segments = [_segment(part, case_insensitive) for part in pattern.split("%")]

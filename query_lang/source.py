@@ -149,3 +149,11 @@ class IndexedSource(Protocol):
     def vector_candidates(self, search: VectorSearch) -> VectorCandidates | None:
         """Candidates from a vector index, or None to have the executor scan exactly."""
         ...
+
+    def text_scores(self, column: str, text: str) -> np.ndarray:
+        """Every row's full-text (BM25) score of ``column`` for the query ``text``; raises when no index can."""
+        ...
+
+    def substring_candidates(self, column: str, needles: Sequence[str]) -> np.ndarray | None:
+        """A bool mask of the rows whose ``column`` may contain every needle (a superset), or None."""
+        ...

@@ -24,9 +24,11 @@ from ..errors import DataCorruptionError, IndexDefinitionError, IndexExistsError
 from ..format import envelope
 from ..format.manifest import IndexRef, TensorState
 from ..indexes import (
+    Bm25Index,
     Coverage,
     IndexFile,
     KeyIndex,
+    bm25_params,
     build_key_column,
     check_kind,
     check_scalar,
@@ -79,7 +81,7 @@ def check_name(name: Any, taken: Mapping[str, IndexRef]) -> str:
 
 
 class IndexFamily(Protocol):
-    """What the catalog needs of one family of index kinds (vector, key; full text next)."""
+    """What the catalog needs of one family of index kinds (vector, key, text)."""
 
     def define(self, t: TensorState, kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """The parameters to store, checked and completed; ``IndexDefinitionError`` for anything wrong."""
@@ -153,8 +155,25 @@ class KeyFamily:
         return KeyIndex.from_arrays(file.payload, file.arrays, ref.nrows, what)
 
 
+class TextFamily:
+    """bm25: a full-text index of a text tensor."""
+
+    def define(self, t: TensorState, kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        return bm25_params(t.meta.name, t.meta.htype, params)
+
+    def build(self, reader: ChunkReader, t: TensorState, kind: str, params: dict[str, Any]) -> IndexFile:
+        texts: list[Any] = []
+        for key, rows in zip(t.chunk_keys, t.chunk_rows):
+            texts.extend(reader.chunk(t, key).take(np.arange(rows)))
+        payload, arrays = Bm25Index.build(params, texts).to_arrays()
+        return IndexFile(kind, t.meta.name, params, t.nrows, payload, arrays)
+
+    def load(self, ref: IndexRef, file: IndexFile, what: str) -> Any:
+        return Bm25Index.from_arrays(ref.params, file.payload, file.arrays, ref.nrows, what)
+
+
 #: Each family of index kinds (``tensordb.indexes.family`` names a kind's family).
-FAMILIES: dict[str, IndexFamily] = {"vector": VectorFamily(), "key": KeyFamily()}
+FAMILIES: dict[str, IndexFamily] = {"vector": VectorFamily(), "key": KeyFamily(), "text": TextFamily()}
 
 
 def define(t: TensorState, kind: Any, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -175,8 +194,8 @@ def build(store: Store, reader: ChunkReader, t: TensorState, name: str, kind: st
 
 
 def load(store: Store, ref: IndexRef) -> Any | None:
-    """The loaded index of ``ref`` (a faiss ``VectorIndex`` or a ``KeyIndex``), or None, with a warning, so
-    the query scans exactly instead. A damaged file stays refused for the process (``verify`` reports
+    """The loaded index of ``ref`` (a faiss ``VectorIndex``, a ``KeyIndex`` or a ``Bm25Index``), or None, with a
+    warning, so the query scans exactly instead. A damaged file stays refused for the process (``verify`` reports
     it); a file that could not be read (an I/O error) is tried again by the next query."""
     cache_key = (store.url, ref.key)
     found = LOADED.get(cache_key)
@@ -233,6 +252,8 @@ def describe(ref: IndexRef, t: TensorState) -> dict[str, Any]:
     cover = coverage(ref, t)
     params = dict(ref.params)
     metric = params.pop("metric", None)
+    if isinstance(params.get("stop_words"), list):  # the words themselves are in the file's parameters
+        params["stop_words"] = f"{len(params['stop_words'])} words"
     out: dict[str, Any] = {"kind": ref.kind}
     if metric is not None:
         out["metric"] = metric

@@ -1,4 +1,4 @@
-"""The core's side of query_lang's index requests: key dictionaries and vector candidates.
+"""The core's side of query_lang's index requests: key dictionaries, vector candidates and text scores.
 
 query_lang asks in terms of columns and row positions; this module finds the
 fitting index of the snapshot being queried, loads it, and maps between index
@@ -8,7 +8,7 @@ deleted ones are masked inside the search).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,8 +17,8 @@ from query_lang.cache import BoundedCache
 from query_lang.source import KeyDictionary, VectorCandidates, VectorSearch
 
 from ..errors import IndexDefinitionError, IndexNotFoundError
-from ..format.manifest import DatasetState, IndexRef
-from ..indexes import DEFAULT_REFINE, SEARCH_PARAMS, family
+from ..format.manifest import DatasetState, IndexRef, TensorState
+from ..indexes import DEFAULT_REFINE, SEARCH_PARAMS, FreshSegment, family
 from ..storage import Store
 from .index_catalog import coverage, load, vector_module
 
@@ -30,6 +30,10 @@ EXACT_FILTERED_ROWS = 4096
 EXACT_FILTERED_SHARE = 0.03
 #: Key codes laid out over the rows of one snapshot, per index file, tensor content and key.
 KEY_CODES: BoundedCache[tuple[Any, ...], np.ndarray] = BoundedCache(512 << 20)
+#: Term counts of the rows a bm25 index does not cover, per index file and tensor content.
+FRESH_SEGMENTS: BoundedCache[tuple[Any, ...], FreshSegment] = BoundedCache(256 << 20)
+#: Reads a text tensor's values at some dataset rows (for the rows an index does not cover).
+ReadTexts = Callable[[np.ndarray], Sequence[Any]]
 
 
 def check_search_params(search_params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -109,6 +113,58 @@ class IndexAccess:
         fitting = [ref for ref in self._refs(search.column, "vector")
                    if ref.params["metric"] == search.metric and named in (None, ref.name)]
         return fitting[0] if fitting else None
+
+    def text_scores(self, column: str, text: str, read_texts: ReadTexts) -> np.ndarray:
+        """Every row's BM25 score for the query ``text`` (float32; 0 where no term matches), from the
+        bm25 index of ``column``; the rows it does not cover are scored with its statistics."""
+        ref = self._text_ref(column)
+        index = load(self._store, ref)
+        if index is None:
+            raise IndexNotFoundError(
+                f"bm25 index {ref.name!r} on tensor {column!r} could not be used (see the warning); rebuild it with "
+                f"ds.{column}.rebuild_index({ref.name!r})"
+            )
+        t = self._state.tensors[column]
+        cover = coverage(ref, t)
+        terms = index.query_terms(text)
+        scores = cover.spread(index.scores(terms), np.float32(0))
+        if len(cover.fresh):
+            fresh = self._fresh_segment(ref, t, index, cover.fresh, read_texts)
+            scores[cover.fresh] = index.fresh_scores(terms, fresh)
+        return scores[: self._length]
+
+    def substring_candidates(self, column: str, needles: Sequence[str]) -> np.ndarray | None:
+        """A mask of the rows whose ``column`` may contain every one of ``needles``, from its bm25 index's
+        words (rows it does not cover may); None when there is no such index or it cannot tell."""
+        refs = self._refs(column, "text")
+        index = None if not refs else load(self._store, refs[0])
+        if index is None:
+            return None
+        masks = [m for m in (index.substring_entries(needle) for needle in needles) if m is not None]
+        if not masks:
+            return None
+        entries = np.logical_and.reduce(masks)
+        return coverage(refs[0], self._state.tensors[column]).spread(entries, True)[: self._length]
+
+    def _text_ref(self, column: str) -> IndexRef:
+        """The bm25 index a text search uses: the one ``search_params["index"]`` names, else the first."""
+        named = self._params.get("index")
+        refs = [ref for ref in self._refs(column, "text") if named in (None, ref.name)] or [
+            ref for ref in self._refs(column, "text")]
+        if not refs:
+            raise IndexNotFoundError(
+                f"bm25_similarity needs a bm25 index on tensor {column!r}, and it has none; create one with "
+                f"ds.{column}.create_index('{column}_bm25', kind='bm25', language='english')"
+            )
+        return refs[0]
+
+    def _fresh_segment(self, ref: IndexRef, t: TensorState, index: Any, fresh: np.ndarray,
+                       read_texts: ReadTexts) -> FreshSegment:
+        return FRESH_SEGMENTS.get_or_compute(
+            (self._store.url, ref.key, t.chunk_keys),
+            lambda: FreshSegment(index.analyzer, read_texts(fresh)),
+            lambda segment: segment.terms.entries.nbytes * 3 + segment.lengths.nbytes,
+        )
 
     def _refs(self, column: str, wanted: str) -> list[IndexRef]:
         return [ref for _, ref in sorted(self._state.indexes.items())

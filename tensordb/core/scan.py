@@ -73,19 +73,33 @@ class TableSource:
         self._starts: dict[str, list[int]] = {}
         #: The dataset behind the table (``ScanSource.owner``), for functions that need dataset-level records.
         self.owner = table._root
-        # Indexes number rows as the dataset does: a view (rows picked or reordered) scans instead.
-        self._indexes = None if self._base is not None else IndexAccess(
-            table._root._store, self._state, self._length, exact, check_search_params(search_params))
+        # Indexes number rows as the dataset does. A view (rows picked or reordered) scans instead, but for
+        # text scores, which are exact: those of the dataset's rows, taken at the view's.
+        self._indexes = IndexAccess(table._root._store, self._state, self._state.nrows, exact,
+                                    check_search_params(search_params))
 
     def key_dictionary(self, column: str, path: tuple[str, ...]) -> KeyDictionary | None:
-        if self._indexes is None or column in self._virtual:
+        if self._base is not None or column in self._virtual:
             return None
         return self._indexes.key_dictionary(column, path)
 
     def vector_candidates(self, search: VectorSearch) -> VectorCandidates | None:
-        if self._indexes is None or search.column in self._virtual:
+        if self._base is not None or search.column in self._virtual:
             return None
         return self._indexes.vector_candidates(search)
+
+    def text_scores(self, column: str, text: str) -> np.ndarray:
+        if column in self._virtual:
+            raise IndexNotFoundError(f"bm25_similarity needs a text tensor with a bm25 index; {column!r} is computed")
+        tensor = self._state.tensors[column]
+        scores = self._indexes.text_scores(column, text, lambda rows: read_rows(self._reader, tensor, rows))
+        return scores if self._base is None else scores[self._base]
+
+    def substring_candidates(self, column: str, needles: Sequence[str]) -> np.ndarray | None:
+        if column in self._virtual:
+            return None
+        mask = self._indexes.substring_candidates(column, needles)
+        return mask if mask is None or self._base is None else mask[self._base]
 
     def __len__(self) -> int:
         return self._length

@@ -9,11 +9,13 @@ import numpy as np
 
 from ..errors import IndexDefinitionError
 
-#: Vector kinds (on faiss, see ``vector``) and key kinds (distinct values and codes, see ``keys``).
+#: Vector kinds (on faiss, see ``vector``), key kinds (distinct values and codes, see ``keys``) and
+#: text kinds (BM25 on bm25s, see ``bm25``).
 VECTOR_KINDS = ("flat", "hnsw", "ivf_pq", "ivf_sq")
 METRICS = ("cosine", "l2", "dot")
 KEY_KINDS = ("json", "scalar")
-KINDS = VECTOR_KINDS + KEY_KINDS
+TEXT_KINDS = ("bm25",)
+KINDS = VECTOR_KINDS + KEY_KINDS + TEXT_KINDS
 #: Every ``search_params`` key any vector kind takes, plus ``index`` (use the vector index of that name).
 SEARCH_PARAMS = frozenset({"ef_search", "nprobe", "refine", "index"})
 #: Candidates fetched per result row when ``refine`` is not given: quantised kinds over-fetch, and the
@@ -30,8 +32,8 @@ METRIC_NAMES = {
 
 
 def family(kind: str) -> str:
-    """``"vector"`` or ``"key"``."""
-    return "vector" if kind in VECTOR_KINDS else "key"
+    """``"vector"``, ``"key"`` or ``"text"``."""
+    return "vector" if kind in VECTOR_KINDS else "text" if kind in TEXT_KINDS else "key"
 
 
 def check_kind(kind: Any, tensor: str) -> str:
