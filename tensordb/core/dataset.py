@@ -228,7 +228,7 @@ class Dataset(Table):
     def snapshot(self) -> DatasetView:
         """All rows as they are now, as one read-only view: later writes, from any thread, do not change it."""
         state = self._state  # read once: the rows and the tensors must come from the same snapshot
-        return DatasetView(self, np.arange(state.nrows, dtype=np.int64), state=state)
+        return DatasetView(self, np.arange(state.nrows, dtype=np.int64), state=state, every_row=True)
 
     @property
     def in_batch(self) -> bool:

@@ -67,7 +67,7 @@ class TableSource:
         # One read of the snapshot: another thread may publish a new one while the query runs.
         self._state: DatasetState = table._state
         self._reader = table._reader
-        self._base = table._selected_rows()
+        self._base = table._scanned_rows()
         self._length = len(self._base) if self._base is not None else self._state.nrows
         self._virtual = table._virtual
         self._starts: dict[str, list[int]] = {}

@@ -81,6 +81,11 @@ class Table:
         """Base row numbers of this table, or ``None`` for all rows."""
         return None
 
+    def _scanned_rows(self) -> np.ndarray | None:
+        """Like ``_selected_rows``, but None too for a view of every row in order (a snapshot): a query
+        may then scan it, and use its indexes, as it would the dataset."""
+        return self._selected_rows()
+
     @property
     def _virtual(self) -> dict[str, Any]:
         return {}
@@ -211,8 +216,10 @@ class DatasetView(Table):
         single: bool = False,
         virtual: dict[str, Any] | None = None,
         state: DatasetState | None = None,
+        every_row: bool = False,
     ):
         self._state = parent._state if state is None else state
+        self._every_row = every_row
         self._reader = parent._reader
         self._rows = rows
         self._single = single
@@ -226,6 +233,9 @@ class DatasetView(Table):
 
     def _selected_rows(self) -> np.ndarray:
         return self._rows
+
+    def _scanned_rows(self) -> np.ndarray | None:
+        return None if self._every_row and not self._virtual_columns else self._rows
 
     def _tensor(self, name: str) -> Tensor:
         self._tensor_state(name)

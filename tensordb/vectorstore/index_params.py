@@ -1,4 +1,5 @@
-"""Deep Lake v3's ``index_params``: a vector store builds (and renews) its vector index by itself.
+"""Deep Lake v3's ``index_params``: a vector store builds (and renews) its vector index by itself;
+and ``text_index``: likewise for a bm25 index of its text.
 
 ``{"threshold": N, "distance_metric": "COS" | "L2" | "IP", "additional_params": {...}}``: once the
 store holds at least ``threshold`` chunks, a write builds an hnsw index of the embeddings
@@ -16,9 +17,11 @@ from typing import Any
 from ..core import Dataset
 from ..core.tensor import DEEPLAKE_HNSW_PARAMS
 from ..errors import IndexDefinitionError
+from ..indexes import bm25_params
 
-#: The name of the index a vector store keeps by itself.
+#: The names of the indexes a vector store keeps by itself.
 INDEX_NAME = "vector_store_index"
+TEXT_INDEX_NAME = "vector_store_text_index"
 #: Fresh plus deleted rows, as a share of the indexed rows, past which a write rebuilds the index.
 STALE_SHARE = 0.25
 _METRICS = {"COS": "cosine", "L2": "l2", "IP": "dot", "cos": "cosine", "l2": "l2", "dot": "dot"}
@@ -68,3 +71,41 @@ class IndexPolicy:
             dataset.embedding.create_index(INDEX_NAME, kind="hnsw", metric=self.metric, **self.params)
         elif info["fresh_rows"] + info["deleted_rows"] > STALE_SHARE * max(info["rows"], 1):
             dataset.embedding.rebuild_index(INDEX_NAME)
+
+
+@dataclass(frozen=True)
+class TextIndexPolicy:
+    """Whether a vector store keeps a bm25 index of its text, and its parameters.
+
+    ``text_index`` is a language (``"english"``), or a dict of bm25 index parameters, or None
+    (no index). The index is built once the store holds a chunk and renewed as the vector
+    index is: when fresh plus deleted rows pass ``STALE_SHARE`` of it (they are searched
+    exactly until then).
+    """
+
+    params: dict[str, Any] | None = None
+
+    @classmethod
+    def parse(cls, text_index: str | Mapping[str, Any] | None) -> TextIndexPolicy:
+        if text_index is None:
+            return cls()
+        if isinstance(text_index, str):
+            params: dict[str, Any] = {"language": text_index}
+        elif isinstance(text_index, Mapping):
+            params = dict(text_index)
+        else:
+            raise IndexDefinitionError(
+                f"text_index must be a language such as 'english' or a dict of bm25 parameters, got {text_index!r:.80}"
+            )
+        bm25_params("text", "text", params)  # refuse bad parameters now, before any write
+        return cls(params)
+
+    def maintain(self, dataset: Dataset) -> None:
+        """Build the index once the store has rows, and rebuild it once it has gone stale."""
+        if self.params is None or len(dataset) == 0:
+            return
+        info = dataset.text.indexes.get(TEXT_INDEX_NAME)
+        if info is None:
+            dataset.text.create_index(TEXT_INDEX_NAME, kind="bm25", **self.params)
+        elif info["fresh_rows"] + info["deleted_rows"] > STALE_SHARE * max(info["rows"], 1):
+            dataset.text.rebuild_index(TEXT_INDEX_NAME)

@@ -6,6 +6,7 @@ changing the import. Everything is a thin layer over a :class:`Dataset` and TQL.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -18,10 +19,12 @@ from query_lang import ast
 from ..core import Dataset, Table, dataset, empty, load
 from ..core.arguments import refuse_unknown_keywords
 from ..deep_memory.api import DeepMemory
-from ..errors import SampleError, TensorDBError
+from ..deep_memory.fusion import RRF_K, Ranking
+from ..errors import IndexNotFoundError, SampleError, TensorDBError
 from . import filters
 from .embeddings import embed_documents, embed_queries
-from .index_params import IndexPolicy
+from .hybrid import CANDIDATES, HybridRequest, check_text_index, fused_rows, ranking, text_query
+from .index_params import IndexPolicy, TextIndexPolicy
 
 #: The vector store's tensors, in order: name → ``create_tensor`` arguments (the one schema definition).
 SCHEMA: dict[str, dict[str, str]] = {
@@ -73,10 +76,12 @@ class VectorStore:
         read_only: bool = False,
         overwrite: bool = False,
         index_params: Mapping[str, Any] | None = None,
+        text_index: str | Mapping[str, Any] | None = None,
         **deeplake_v3_arguments: Any,
     ):
         refuse_unknown_keywords(VectorStore.__init__, deeplake_v3_arguments, IGNORED_INIT_ARGUMENTS)
         self.index_policy = IndexPolicy.parse(index_params)
+        self.text_index_policy = TextIndexPolicy.parse(text_index)
         self.embedding_function = embedding_function
         if overwrite:
             self.dataset: Dataset = empty(path, overwrite=True)
@@ -86,6 +91,7 @@ class VectorStore:
             self.dataset = dataset(path)
         if not read_only:
             self._ensure_tensors()
+            self._maintain_index()
         self._id_rows: tuple[tuple[str, ...], dict[str, int]] | None = None
         self._deep_memory: DeepMemory | None = None
 
@@ -296,9 +302,10 @@ class VectorStore:
         self._maintain_index()
 
     def _maintain_index(self) -> None:
-        """Build or renew the vector index as ``index_params`` ask (after the user's own batch, if any)."""
+        """Build or renew the vector and text indexes as ``index_params`` and ``text_index`` ask (after a batch)."""
         if not self.dataset.in_batch:
             self.index_policy.maintain(self.dataset)
+            self.text_index_policy.maintain(self.dataset)
 
     # -- reads by id and filter ------------------------------------------------------------------
     def rows_for_ids(self, ids: Sequence[str], missing: str = "error", table: Table | None = None) -> np.ndarray:
@@ -391,9 +398,22 @@ class VectorStore:
         ids: Sequence[str] | None = None,
         exact: bool = False,
         search_params: Mapping[str, Any] | None = None,
+        mode: str = "vector",
+        fusion: str | None = None,
+        alpha: float | None = None,
+        rrf_k: int = RRF_K,
+        sparse_top_k: int | None = None,
         **deeplake_v3_arguments: Any,
     ) -> dict[str, list] | Any:
         """Top-``k`` chunks for a query text, a query vector, or a whole TQL ``query``.
+
+        ``mode="vector"`` (the default) ranks by embedding; ``"text"`` by BM25 of the query text
+        (``embedding_data``) alone, leaving out chunks with no query term; ``"hybrid"`` fuses both
+        rankings, each filtered first: ``fusion="rrf"`` (the default; ``rrf_k`` its rank constant)
+        or ``"convex"`` with ``alpha`` (1: dense only, 0: text only). Text and hybrid need a bm25
+        index on ``text`` (``VectorStore(..., text_index="english")``). With ``deep_memory=True`` a
+        hybrid search uses the model's transform and, unless ``fusion``/``alpha`` are given, the
+        fusion its training chose. ``sparse_top_k`` sets how many text candidates are fused.
 
         ``ids`` restricts a vector search to those chunks (unknown ids are skipped), ``filter``
         to the matching ones; with both, to chunks in ``ids`` that match ``filter``.
@@ -406,27 +426,77 @@ class VectorStore:
         keyword argument is a :class:`TypeError` naming it.
         """
         refuse_unknown_keywords(VectorStore.search, deeplake_v3_arguments, IGNORED_SEARCH_ARGUMENTS)
+        request = HybridRequest.parse(mode, fusion, alpha, rrf_k, sparse_top_k)
         if len(self.dataset) == 0:
             raise TensorDBError("search on an empty vector store: add documents first")
+        scores = None
         if query is not None:
             if embedding_data is not None or embedding is not None or filter is not None or ids is not None:
                 raise SampleError(
                     "search: a TQL query cannot be combined with embedding_data, embedding, filter or ids"
                 )
+            if request.mode != "vector":
+                raise SampleError(f"search: a TQL query ranks itself; mode={request.mode!r} does not apply")
             view = self.dataset.query(query, exact=exact, search_params=search_params)
-        else:
+        elif request.mode == "vector":
             found = self._vector_search(
                 embedding_data, embedding_function, embedding, k, distance_metric, filter, deep_memory, ids
             )
             view = found[0].query(found[1], exact=exact, search_params=search_params)
+        else:
+            view, scores = self._text_or_hybrid_search(
+                request, embedding_data, embedding_function, embedding, k, distance_metric, filter, deep_memory, ids,
+                exact, search_params)
         if return_view:
             return view
         names = list(return_tensors) if return_tensors is not None else [t for t in DEFAULT_RETURN if t in view.tensors]
         out = {name: view[name].numpy(aslist=True) for name in names}
-        score = getattr(view, "score", None)  # the computed column of a vector search or a TQL query
+        score = getattr(view, "score", None) if scores is None else scores  # a search's or a TQL query's score
         if score is not None:
-            out["score"] = [float(s) for s in score.numpy()]
+            out["score"] = [float(s) for s in (score if scores is not None else score.numpy())]
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in out.items()}
+
+    def _text_or_hybrid_search(self, request: HybridRequest, embedding_data, embedding_function, embedding, k,
+                               distance_metric, filter, deep_memory, ids, exact, search_params
+                               ) -> tuple[Table, np.ndarray]:
+        """The rows of a text or hybrid search (a view of one snapshot) and their fused scores."""
+        if request.mode == "text" and (embedding is not None or deep_memory):
+            raise SampleError("search: mode='text' ranks by the query text alone; it takes no embedding or "
+                              "deep_memory (use mode='hybrid')")
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise SampleError(f"search: k must be a positive integer, got {k!r} ({type(k).__name__})")
+        k = int(k)
+        if request.mode == "hybrid" and embedding is None and self._function_or_none(embedding_function) is None:
+            try:
+                check_text_index(self.dataset, "hybrid")
+            except IndexNotFoundError as e:
+                raise IndexNotFoundError(f"{e}; it also has no embedding_function to embed the query for the "
+                                         f"dense side: pass one, or give embedding=") from None
+        check_text_index(self.dataset, request.mode)
+        text = embedding_data if isinstance(embedding_data, str) or embedding_data is None else embedding_data[0]
+        snapshot = self.dataset.snapshot()  # both sides and the rows returned come from one snapshot
+        target, where = self._search_target(filter, ids, snapshot)
+        depth = max(k, request.sparse_top_k or CANDIDATES)
+        lexical = ranking(target.query(text_query(text, where, depth)), drop_zero=True)
+        if request.mode == "text":
+            chosen = Ranking(lexical.keys[:k], lexical.scores[:k])
+        else:
+            table, dense_query = self._vector_search(embedding_data, embedding_function, embedding, max(k, CANDIDATES),
+                                                     distance_metric, None, deep_memory, None)
+            dense_query = dataclasses.replace(dense_query, where=where)
+            dense = ranking(target.query(dense_query, exact=exact, search_params=search_params))
+            if distance_metric in ("l2", "l1", "max"):  # distances: nearer is better, so negate for fusion
+                dense = Ranking(dense.keys, -dense.scores)
+            learned = self._learned_fusion() if deep_memory else None
+            chosen = fused_rows(dense, lexical, request.choice(learned), k)
+        return snapshot[np.asarray(chosen.keys, dtype=np.int64)], np.asarray(chosen.scores, dtype=np.float64)
+
+    def _learned_fusion(self) -> dict[str, Any] | None:
+        model = self.deep_memory.model()
+        return None if model is None else model.metadata.get("fusion")
+
+    def _function_or_none(self, override: Any) -> Any:
+        return override or self.embedding_function
 
     def _vector_search(
         self, embedding_data, embedding_function, embedding, k, distance_metric, filter, deep_memory, ids
@@ -463,11 +533,13 @@ class VectorStore:
         target, where = self._search_target(filter, ids)
         return target, ast.Query(select=(ast.Star(),), where=where, order_by=(score,), limit=k)
 
-    def _search_target(self, filter: Any, ids: Sequence[str] | None) -> tuple[Any, ast.Expr | None]:
-        """The table a vector search scans and the WHERE it applies there."""
+    def _search_target(self, filter: Any, ids: Sequence[str] | None,
+                       snapshot: Table | None = None) -> tuple[Any, ast.Expr | None]:
+        """The table a search scans and the WHERE it applies there (on ``snapshot`` when given)."""
         if ids is None and not callable(filter):
-            return self.dataset, filters.where_expression(filter)
-        snapshot = self.dataset.snapshot()  # the rows found and the rows searched come from one snapshot
+            return self.dataset if snapshot is None else snapshot, filters.where_expression(filter)
+        if snapshot is None:  # the rows found and the rows searched come from one snapshot
+            snapshot = self.dataset.snapshot()
         if callable(filter):  # evaluated in Python: select the rows first, search only them
             return snapshot[np.sort(self._select(snapshot, ids, filter, "skip"))], None
         rows = np.sort(self.rows_for_ids(ids, "skip", snapshot))

@@ -1,0 +1,93 @@
+"""A vector store's search modes beyond the vector search: BM25 text search, and hybrid search that fuses both.
+
+Both sides of a hybrid search run on one snapshot with the same WHERE, so a filter applies
+before fusion. Each side fetches ``max(k, CANDIDATES)`` rows (``sparse_top_k`` sets the text
+side's), and :mod:`~tensordb.deep_memory.fusion` merges them into the top ``k``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from query_lang import ast
+
+from ..core import Table
+from ..deep_memory.fusion import RRF_K, FusionChoice, Ranking, check_fusion
+from ..errors import IndexNotFoundError, SampleError
+
+MODES = ("vector", "text", "hybrid")
+#: Rows each side of a hybrid search fetches at least, whatever ``k``: fusion needs depth to choose from.
+CANDIDATES = 100
+
+
+@dataclass(frozen=True)
+class HybridRequest:
+    """A checked search mode and its fusion settings (``fusion``/``alpha`` None: the defaults, or what
+    Deep Memory learned)."""
+
+    mode: str
+    fusion: str | None
+    alpha: float | None
+    rrf_k: int
+    sparse_top_k: int | None
+
+    @classmethod
+    def parse(cls, mode: Any, fusion: Any, alpha: Any, rrf_k: Any, sparse_top_k: Any) -> HybridRequest:
+        if mode not in MODES:
+            raise SampleError(f"search: mode must be one of {list(MODES)}, got {mode!r}")
+        if fusion is not None or alpha is not None or rrf_k != RRF_K:
+            if mode != "hybrid":
+                raise SampleError(f"search: fusion, alpha and rrf_k apply to mode='hybrid', not mode={mode!r}")
+            fusion = fusion or ("convex" if alpha is not None else "rrf")
+            check_fusion(fusion, 0.5 if alpha is None else alpha, rrf_k)
+            if alpha is not None and fusion != "convex":
+                raise SampleError(f"search: alpha weighs fusion='convex'; fusion={fusion!r} takes no alpha")
+        if sparse_top_k is not None and (isinstance(sparse_top_k, bool) or not isinstance(sparse_top_k, int)
+                                         or sparse_top_k < 1):
+            raise SampleError(f"search: sparse_top_k must be a positive integer, got {sparse_top_k!r}")
+        return cls(mode, fusion, None if alpha is None else float(alpha), rrf_k, sparse_top_k)
+
+    def choice(self, learned: Mapping[str, Any] | None) -> FusionChoice:
+        """The fusion to apply: the one asked for, else the learned one, else RRF."""
+        if self.fusion is not None:
+            return FusionChoice(self.fusion, 0.5 if self.alpha is None else self.alpha, self.rrf_k, {})
+        if learned is not None:
+            return FusionChoice.from_dict(learned)
+        return FusionChoice("rrf", 0.5, self.rrf_k, {})
+
+
+def text_query(text: Any, where: ast.Expr | None, limit: int) -> ast.Query:
+    """``SELECT * [WHERE ...] ORDER BY bm25_similarity(text, <text>) DESC LIMIT limit``."""
+    if not isinstance(text, str) or not text.strip():
+        raise SampleError(f"search: text and hybrid modes need the query text as embedding_data, got {text!r:.80}")
+    score = ast.OrderKey(ast.Call("bm25_similarity", (ast.Column("text"), ast.Literal(text))), descending=True)
+    return ast.Query(select=(ast.Star(),), where=where, order_by=(score,), limit=limit)
+
+
+def check_text_index(table: Table, mode: str) -> None:
+    """Refuse a text or hybrid search of a store without a bm25 index on ``text``, saying how to make one."""
+    if not any(info["kind"] == "bm25" for info in table.text.indexes.values()):
+        raise IndexNotFoundError(
+            f"search: mode={mode!r} needs a bm25 index on the store's text, and it has none; open the store with "
+            f"VectorStore(path, ..., text_index='english'), or run vs.dataset.text.create_index('fts', kind='bm25')"
+        )
+
+
+def ranking(view: Table, drop_zero: bool = False) -> Ranking:
+    """A query result's rows (dataset positions) and scores; ``drop_zero`` leaves out rows no term matched."""
+    rows = view.row_positions
+    scores = np.asarray(view.virtual_columns["score"], dtype=np.float64)
+    if drop_zero:
+        keep = scores > 0
+        rows, scores = rows[keep], scores[keep]
+    return Ranking(rows, scores)
+
+
+def fused_rows(dense: Ranking, lexical: Ranking, choice: FusionChoice, k: int) -> Ranking:
+    """The top ``k`` of the fused ranking."""
+    fused = choice.apply(dense, lexical)
+    return Ranking(np.asarray(fused.keys[:k], dtype=np.int64), np.asarray(fused.scores[:k], dtype=np.float64))
