@@ -346,18 +346,21 @@ def _parse_template(compact: str, offsets: tuple[int, ...]) -> ast.Query:
         _FAST_ARRAYS.values = None
 
 
-def _fill(node: Any, values: list[tuple[int | float, ...]]) -> Any:
-    """``node`` with every :class:`_Slot` replaced by its values (untouched parts are shared)."""
+def _fill(node: Any, values: list[tuple[int | float, ...]], strings: dict[str, str]) -> Any:
+    """``node`` with every :class:`_Slot` replaced by its values and every lifted string's marker by the string
+    (untouched parts are shared)."""
+    if isinstance(node, str):
+        return strings.get(node, node)
     if isinstance(node, ast.ArrayLiteral):
         return ast.ArrayLiteral(values[node.values.index]) if isinstance(node.values, _Slot) else node
     if isinstance(node, tuple):
-        filled = tuple(_fill(x, values) for x in node)
+        filled = tuple(_fill(x, values, strings) for x in node)
         return node if all(a is b for a, b in zip(filled, node, strict=True)) else filled
     if dataclasses.is_dataclass(node):
         changes = {}
         for f in dataclasses.fields(node):
             old = getattr(node, f.name)
-            new = _fill(old, values)
+            new = _fill(old, values, strings)
             if new is not old:
                 changes[f.name] = new
         return dataclasses.replace(node, **changes) if changes else node
@@ -415,17 +418,47 @@ def parse(text: str) -> ast.Query:
 @functools.lru_cache(maxsize=256)
 def _parse_cached(text: str) -> ast.Query:
     # The AST is immutable, so repeated query texts share one parse.
-    compact, found = _prescan_arrays(text, pad=False)
-    if found:
+    compact, strings = _prescan_strings(text)
+    compact, found = _prescan_arrays(compact, pad=False)
+    if found or strings:
         offsets = tuple(found)
         try:
-            query = _fill(_parse_template(compact, offsets), [found[o] for o in offsets])
+            query = _fill(_parse_template(compact, offsets), [found[o] for o in offsets], strings)
         except Exception:  # noqa: BLE001 - the exact parse below reports it with true positions
             pass
         else:
             if ast.depth(query) <= MAX_DEPTH:
                 return query
     return _parse_exact(text)
+
+
+#: A string literal at least this long is lifted out of the text before parsing, so queries that differ only
+#: in such literals (e.g. full-text searches) share one parsed template.
+_LIFTED_STRING_MIN_CHARS = 24
+_STRING_SCAN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")+\"")
+#: Marks where a lifted string was; a query holding this character keeps every literal in place.
+_LIFT_MARK = "\x01"
+
+
+def _prescan_strings(text: str) -> tuple[str, dict[str, str]]:
+    """``text`` with each long string literal replaced by a short marker literal, and the values by marker."""
+    if _LIFT_MARK in text or "'" not in text:
+        return text, {}
+    lifted: dict[str, str] = {}
+    pieces: list[str] = []
+    last = 0
+    for m in _STRING_SCAN.finditer(text):
+        literal = m.group()
+        if literal[0] != "'" or len(literal) < _LIFTED_STRING_MIN_CHARS:
+            continue
+        marker = f"{_LIFT_MARK}{len(lifted)}{_LIFT_MARK}"
+        lifted[marker] = literal[1:-1].replace("''", "'")
+        pieces += [text[last : m.start()], f"'{marker}'"]
+        last = m.end()
+    if not lifted:
+        return text, {}
+    pieces.append(text[last:])
+    return "".join(pieces), lifted
 
 
 def _parse_exact(text: str) -> ast.Query:

@@ -215,8 +215,10 @@ def load(store: Store, ref: IndexRef) -> Any | None:
 
 
 def _warn(ref: IndexRef, why: str) -> None:
-    warnings.warn(f"index {ref.name!r} on tensor {ref.tensor!r} is not used: {why}. The query scans exactly "
-                  f"instead", RuntimeWarning, stacklevel=3)
+    # Vector and key indexes only speed a query up; a bm25 index is what bm25_similarity ranks with.
+    then = "bm25_similarity cannot rank without it" if family(ref.kind) == "text" else "The query scans exactly instead"
+    warnings.warn(f"index {ref.name!r} on tensor {ref.tensor!r} is not used: {why}. {then}", RuntimeWarning,
+                  stacklevel=3)
 
 
 def read_file(store: Store, ref: IndexRef) -> IndexFile:

@@ -149,8 +149,10 @@ class IndexAccess:
     def _text_ref(self, column: str) -> IndexRef:
         """The bm25 index a text search uses: the one ``search_params["index"]`` names, else the first."""
         named = self._params.get("index")
-        refs = [ref for ref in self._refs(column, "text") if named in (None, ref.name)] or [
-            ref for ref in self._refs(column, "text")]
+        if named is not None and named not in self._state.indexes:
+            raise IndexNotFoundError(f"search_params names index {named!r}; indexes are {sorted(self._state.indexes)}")
+        # A name of another tensor's index (one search_params for both sides of a hybrid search) falls back here.
+        refs = [ref for ref in self._refs(column, "text") if named in (None, ref.name)] or self._refs(column, "text")
         if not refs:
             raise IndexNotFoundError(
                 f"bm25_similarity needs a bm25 index on tensor {column!r}, and it has none; create one with "

@@ -19,7 +19,7 @@ from .model import DeepMemoryModel
 from .plotting import CURVE_MAX_K, check_plot_path, plot_recall_at_k
 from .relevance import check_relevance
 from .tql import jobs_of
-from .training import TrainingCancelled, train_model
+from .training import FUSION_DEPTH, TrainingCancelled, train_model
 
 DEFAULT_TOP_K = (1, 3, 5, 10, 50, 100)
 #: How often a running job writes its progress into its record.
@@ -70,9 +70,11 @@ class DeepMemory:
         )
         self._jobs.save(record)
 
+        texts = (list(queries), None if validation is None else list(validation_queries or []))
+
         def run(stop: threading.Event) -> None:
             self._run_job(record, doc_embeddings, doc_ids, query_embeddings, pairs, max_seconds, seed, stop,
-                          validation)
+                          validation, texts)
 
         self._jobs.start(record.id, run)
         return record.id
@@ -88,6 +90,7 @@ class DeepMemory:
         seed: int,
         stop: threading.Event,
         validation: tuple[np.ndarray, list[list[tuple[str, float]]]] | None = None,
+        texts: tuple[list[str], list[str] | None] = ([], None),
     ) -> None:
         record.status, record.started = jobmod.RUNNING, time.time()
         last_save = 0.0
@@ -102,16 +105,21 @@ class DeepMemory:
                     self._jobs.save(record)
 
             val_embeddings, val_relevance = validation if validation is not None else (None, None)
+            # With a text index, the job also learns how hybrid search fuses the model's ranking with BM25's.
+            rankings = getattr(self._corpus, "lexical_rankings", None)
+            lexical, val_lexical = (rankings(t, FUSION_DEPTH) if t is not None and rankings else None for t in texts)
             result = train_model(
                 doc_embeddings, doc_ids, query_embeddings, relevance,
                 seed=seed, max_seconds=max_seconds, progress=progress, should_stop=stop.is_set,
                 validation_query_embeddings=val_embeddings, validation_relevance=val_relevance,
+                lexical_rankings=lexical, validation_lexical_rankings=val_lexical,
             )
             # The model lands before the record says completed: search never sees half a job.
             self._jobs.save_model(record.id, result.model)
             record.baseline, record.results = result.val_metrics_before, result.val_metrics_after
             record.improved, record.seconds = result.improved, result.seconds
             record.validated_on, record.time_budget = result.validated_on, result.time_budget_note
+            record.fusion = "" if result.fusion is None else result.fusion.describe()
             record.status = jobmod.COMPLETED
         except TrainingCancelled:
             record.status = jobmod.CANCELLED
@@ -142,6 +150,7 @@ class DeepMemory:
             "results": _results_text(record),
             "validated_on": record.validated_on,
             "time_budget": record.time_budget,
+            "fusion": record.fusion,
             "record": record,
         }
         if show:
@@ -231,6 +240,8 @@ def status_rows(info: dict[str, Any]) -> list[tuple[str, list[str]]]:
         rows.append(("validated on", [info["validated_on"]]))
     if info.get("time_budget"):  # only a run the budget cut
         rows.append(("time budget", [info["time_budget"]]))
+    if info.get("fusion"):  # only a corpus with a text index
+        rows.append(("hybrid fusion", [info["fusion"]]))
     return rows
 
 

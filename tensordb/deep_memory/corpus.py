@@ -18,7 +18,12 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class DocumentCorpus(Protocol):
-    """Documents Deep Memory can learn to rank."""
+    """Documents Deep Memory can learn to rank.
+
+    A corpus may also have ``lexical_rankings(texts, depth) -> list[Ranking] | None``: each text's
+    BM25 ranking (document ids, best first), or None without a text index. Training then also
+    learns how hybrid search fuses the model with BM25 (:mod:`.fusion`).
+    """
 
     #: The dataset that stores Deep Memory's jobs and models.
     dataset: Dataset

@@ -63,6 +63,7 @@ class JobRecord:
     validated_on: str = ""
     #: What the time budget cut, in words ("" when it did not run out, and in records from before).
     time_budget: str = ""
+    fusion: str = ""  # how hybrid search fuses the model with BM25 (empty: no text index when trained)
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> JobRecord:

@@ -246,14 +246,25 @@ class DeepMemoryModel:
         block_size: int = 65536,
     ) -> list[list[str]]:
         """Brute-force top-k ids per query (reference implementation for evaluation)."""
+        ids = np.asarray([str(i) for i in doc_ids], dtype=object)
+        return [ids[rows].tolist() for rows, _ in self.scored_search(queries, doc_embeddings, ids, k, block_size)]
+
+    def scored_search(
+        self,
+        queries: np.ndarray,
+        doc_embeddings: np.ndarray,
+        doc_ids: Sequence[str],
+        k: int = 10,
+        block_size: int = 65536,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Brute-force top-k per query: the rows, best first, and their scores."""
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         qp = self.transform_queries(queries)
-        ids = np.asarray([str(i) for i in doc_ids], dtype=object)
-        mem = self.memory_index(ids)
+        mem = self.memory_index(np.asarray([str(i) for i in doc_ids], dtype=object))
         norms = np.linalg.norm(doc_embeddings, axis=1)
-        n = len(ids)
+        n = len(mem)
         k = min(k, n)
-        results: list[list[str]] = []
+        results: list[tuple[np.ndarray, np.ndarray]] = []
         for start in range(0, len(qp), 256):
             ms = self.memory_scores(qp[start : start + 256])
             scores = np.empty((min(256, len(qp) - start), n), dtype=np.float32)
@@ -264,7 +275,7 @@ class DeepMemoryModel:
             for row, cand in zip(scores, top, strict=True):
                 # Stable tie-break on position keeps identity ranking deterministic.
                 order = cand[np.lexsort((cand, -row[cand]))]
-                results.append(ids[order].tolist())
+                results.append((order, row[order].astype(np.float64)))
         return results
 
     # ------------------------------------------------------------------ persistence

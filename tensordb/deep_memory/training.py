@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from .fusion import FusionChoice, Ranking, fit_fusion
 from .metrics import DEFAULT_TOP_K, Relevance, evaluate_rankings
 from .model import DeepMemoryModel
 
@@ -117,6 +118,8 @@ class TrainingResult:
     stopped_by_time_budget: str | None = None
     stopped_at_epoch: int = 0  # epochs the cut phase completed
     planned_epochs: int = 0  # epochs it would have run (max_epochs for selection, best_epoch for the refit)
+    #: How hybrid search fuses this model's ranking with BM25's, when lexical rankings were given.
+    fusion: FusionChoice | None = None
 
     @property
     def time_budget_note(self) -> str:
@@ -261,6 +264,8 @@ def train_model(
     validation_query_embeddings: np.ndarray | None = None,
     validation_relevance: Sequence[Relevance] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    lexical_rankings: Sequence[Ranking] | None = None,
+    validation_lexical_rankings: Sequence[Ranking] | None = None,
 ) -> TrainingResult:
     """Train a Deep Memory model.
 
@@ -288,6 +293,11 @@ def train_model(
             ``val_fraction`` / cross-validation are not used.
         clock: the time source ``max_seconds`` is measured with (seconds, monotonic);
             tests pass a simulated one.
+        lexical_rankings, validation_lexical_rankings: each query's BM25 ranking (keyed by
+            document id, best first), aligned with ``query_embeddings`` and the validation set.
+            When given, the fusion of the model's ranking with BM25's is fitted on the
+            validation queries with the held-out model (:func:`~.fusion.fit_fusion`), stored
+            in ``model.metadata["fusion"]`` and returned as ``fusion``.
     """
     budget = _Clock(clock, max_seconds)
     cfg = config or TrainingConfig()
@@ -301,11 +311,35 @@ def train_model(
         improved = bool(selection.best_epoch > 0
                         and _selection_score(selection.after) > _selection_score(before) + cfg.min_improvement)
         if improved:
-            model, refitted = _shipped_model(run, selection, budget)
+            model, refitted, held_out = _shipped_model(run, selection, budget)
         else:
             selection.after = before
             model, refitted = DeepMemoryModel.identity(docs.shape[1]), False
-        return _result(run, model, before, selection, improved, refitted, budget)
+            held_out = model
+        result = _result(run, model, before, selection, improved, refitted, budget)
+        if lexical_rankings is not None and run.folds:
+            result.fusion = _fitted_fusion(run, held_out, docs, lexical_rankings, validation_lexical_rankings)
+            model.metadata["fusion"] = result.fusion.to_dict()
+        return result
+
+
+#: How deep each side's ranking goes when the fusion is fitted (as deep as hybrid search fetches).
+FUSION_DEPTH = 100
+
+
+def _fitted_fusion(run: _Run, held_out: DeepMemoryModel, docs: np.ndarray, lexical: Sequence[Ranking],
+                   validation_lexical: Sequence[Ranking] | None) -> FusionChoice:
+    """The fusion the validation queries choose, ranking them with the held-out model (after
+    cross-validation, with the shipped one: no model is held out from every query)."""
+    positions = [int(i) for i in run.val_all]
+    queries = run.queries[positions].numpy()
+    dense = [Ranking([run.ids[r] for r in rows], scores)
+             for rows, scores in held_out.scored_search(queries, docs, run.ids, FUSION_DEPTH)]
+    lexical_of = [lexical[run.keep[i]] if i < run.n_queries else validation_lexical[run.val_keep[i - run.n_queries]]
+                  for i in positions] if validation_lexical is not None or max(positions) < run.n_queries else None
+    if lexical_of is None:
+        raise ValueError("validation set: lexical rankings of the validation queries are needed to fit the fusion")
+    return fit_fusion(dense, lexical_of, run.val_relevance)
 
 
 @dataclass(frozen=True)
@@ -393,6 +427,7 @@ class _Run:
         self.cfg, self.seed, self.should_stop, self.ids = cfg, seed, should_stop, ids
         n_docs, dim = docs.shape
         keep, self.positives = _usable_queries(ids, relevance)
+        self.keep, self.val_keep = keep, []
         self.n_queries = len(keep)
         # Decided on the whole label set so that validation and refit train the same family.
         self.use_transform = cfg.use_query_transform and self.n_queries >= cfg.min_queries_for_transform
@@ -420,6 +455,7 @@ class _Run:
         """Training queries followed by the usable validation queries, and the one fold (train, validation)."""
         val_queries, val_relevance = validation
         val_keep, val_positives = _usable_queries(self.ids, val_relevance)
+        self.val_keep = val_keep
         if not val_keep:
             raise ValueError("validation set: no query has a relevant document in the corpus")
         self.positives = self.positives + val_positives
@@ -554,20 +590,22 @@ def _restore(tr: _Trainer, state: tuple[Any, Any]) -> None:
         tr.M.copy_(state[1])
 
 
-def _shipped_model(run: _Run, selection: _Selection, clock: _Clock) -> tuple[DeepMemoryModel, bool]:
-    """The model to ship after a successful selection, and whether it was refitted on all queries.
+def _shipped_model(run: _Run, selection: _Selection, clock: _Clock) -> tuple[DeepMemoryModel, bool, DeepMemoryModel]:
+    """The model to ship after a successful selection, whether it was refitted on all queries, and the
+    model the validation queries judged (the held-out one; after cross-validation, the shipped one).
 
     After cross-validation (no held-out model) always a refit on every query for the
     selected number of epochs; after a hold-out that refit when ``run.refit``, unless
     the time budget runs out first or during it, and otherwise the held-out model.
     """
     if len(run.folds) > 1:
-        return _refit(run, selection.best_epoch, None), True
+        refitted = _refit(run, selection.best_epoch, None)
+        return refitted, True, refitted
     held_out = selection.fold_models[0][0].to_model(selection.fold_models[0][1])
     if not run.refit or clock.ran_out():
-        return held_out, False
+        return held_out, False, held_out
     refitted = _refit(run, selection.best_epoch, clock)
-    return (held_out, False) if clock.cut is not None else (refitted, True)
+    return (held_out, False, held_out) if clock.cut is not None else (refitted, True, held_out)
 
 
 def _refit(run: _Run, epochs: int, clock: _Clock | None) -> DeepMemoryModel:

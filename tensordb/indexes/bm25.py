@@ -1,9 +1,10 @@
 """BM25 indexes: per term, the entries that hold it and their BM25 scores, plus a word list for substrings.
 
-bm25s computes the score matrix (Lucene's BM25: ``idf(t) * tf / (tf + k1 * (1 - b + b * len / avglen))``,
-with ``idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))``), kept as a compressed sparse column
-matrix: ``indptr[t]:indptr[t + 1]`` are term ``t``'s entries and scores. A query's scores
-are the sums of its terms' columns, as in bm25s.
+The scores are bm25s's eager BM25 (Lucene's variant: ``idf(t) * tf / (tf + k1 * (1 - b + b * len / avglen))``
+with ``idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))``), kept as a compressed sparse column matrix:
+``indptr[t]:indptr[t + 1]`` are term ``t``'s entries and scores. A query's scores are the sums of
+its terms' columns. The matrix is computed here with whole-array numpy steps, where bm25s's
+builder loops over documents in Python; the tests hold the two to the same scores.
 
 Rows added after the build are scored by a :class:`FreshSegment` with the index's own
 statistics (its ``N``, ``df`` and average length), and the fresh rows' own counts for a
@@ -26,7 +27,7 @@ import msgpack
 import numpy as np
 
 from ..errors import DataCorruptionError, IndexDefinitionError
-from .text import ANALYZER_PARAMS, Analyzer, analyzer_params, text_modules
+from .text import ANALYZER_PARAMS, Analyzer, analyzer_params
 
 SCORING_PARAMS = {"k1": 1.5, "b": 0.75}
 #: Word characters, as the default token pattern sees them.
@@ -119,21 +120,9 @@ class Bm25Index:
         kept = occurrences >= 0
         occurrences, doc_of = occurrences[kept], doc_of[kept]
         lengths = np.bincount(doc_of, minlength=len(texts))
-        per_doc = np.split(occurrences, np.cumsum(lengths)[:-1]) if len(texts) else []
-        matrix = cls._score_matrix(params, terms, [doc.tolist() for doc in per_doc])
         average = float(lengths.mean()) if len(texts) else 0.0
-        return cls(params, len(texts), average, matrix, presence)
-
-    @staticmethod
-    def _score_matrix(params: Mapping[str, Any], terms: list[str], token_ids: list[list[int]]) -> Postings:
-        """bm25s's score matrix of documents given as term ids."""
-        if not terms:
-            empty = np.empty(0, dtype=np.int32)
-            return Postings([], np.zeros(1, dtype=np.int64), empty, empty.astype(np.float32))
-        engine = text_modules()[1].BM25(k1=params["k1"], b=params["b"], method="lucene")
-        matrix = engine.build_index_from_ids(list(range(len(terms))), token_ids, show_progress=False)
-        return Postings(terms, np.asarray(matrix["indptr"], dtype=np.int64),
-                        np.asarray(matrix["indices"], dtype=np.int32), np.asarray(matrix["data"], dtype=np.float32))
+        counts = count_postings(terms, occurrences, doc_of, len(texts))
+        return cls(params, len(texts), average, _scored(counts, lengths, average, params), presence)
 
     # -- searching -----------------------------------------------------------------------------------
     def query_terms(self, text: str) -> list[str]:
@@ -166,8 +155,7 @@ class Bm25Index:
             if term_id is None:
                 continue
             docs, counts = fresh.terms.column(term_id)
-            norm = self.k1 * (1 - self.b + self.b * fresh.lengths[docs] / max(average, 1e-9))
-            out[docs] += self.idf(term, fresh) * counts / (counts + norm)
+            out[docs] += _bm25(self.idf(term, fresh), counts, fresh.lengths[docs], average, self.k1, self.b)
         return out.astype(np.float32)
 
     def substring_entries(self, needle: str) -> np.ndarray | None:
@@ -255,6 +243,23 @@ def _word_test(run: str, at_start: bool, at_end: bool) -> Any:
     if at_start:
         return lambda word: word.endswith(run)
     return lambda word: word.startswith(run)
+
+
+def _scored(counts: Postings, lengths: np.ndarray, average: float, params: Mapping[str, Any]) -> Postings:
+    """Term counts turned into BM25 scores (``lengths``: each entry's number of terms)."""
+    k1, b = float(params["k1"]), float(params["b"])
+    docs = len(lengths)
+    frequency = np.diff(counts.indptr).astype(np.float64)
+    idf = np.log(1 + (docs - frequency + 0.5) / (frequency + 0.5))
+    term_of = np.repeat(np.arange(len(counts.keys)), np.diff(counts.indptr))
+    scores = _bm25(idf[term_of], counts.values, lengths[counts.entries], average, k1, b).astype(np.float32)
+    return Postings(counts.keys, counts.indptr, counts.entries, scores)
+
+
+def _bm25(idf: Any, tf: np.ndarray, length: np.ndarray, average: float, k1: float, b: float) -> np.ndarray:
+    """Lucene's BM25 of term counts ``tf`` in documents of ``length`` terms."""
+    tf = tf.astype(np.float64)
+    return idf * tf / (tf + k1 * (1 - b + b * length / max(average, 1e-9)))
 
 
 def _idf(frequency: int, docs: int) -> float:

@@ -7,6 +7,13 @@
 Search methods also take ``filter`` (a metadata dict, a TQL WHERE string, or a
 callable on ``{"text", "metadata", "id"}`` rows), ``distance_metric`` and
 ``tql="select ..."`` to run a whole TQL query instead of a vector search.
+
+``mode="text"`` ranks by BM25 and ``mode="hybrid"`` fuses BM25 with the vector search
+(``fusion="rrf"|"convex"``, ``alpha``, ``rrf_k``, ``sparse_top_k``); both need a bm25 index
+on the store's text:
+
+>>> db = TensorDB.from_texts(texts, embedding, path="./my_store", text_index="english")
+>>> db.similarity_search("question", k=4, mode="hybrid", alpha=0.7)
 """
 
 from __future__ import annotations
@@ -23,19 +30,21 @@ except ImportError as e:  # pragma: no cover - exercised by simulating a missing
 
     raise missing_dependency("langchain-core", "langchain", e) from e
 
-import numpy as np
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore as LangChainVectorStore
-from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
-from ..errors import TensorDBError
+from ..deep_memory.fusion import RRF_K
+from ..errors import SampleError, TensorDBError
 from ..vectorstore.vector_store import VectorStore
 from ._common import open_store
+from .mmr import maximal_marginal_relevance
 
 __all__ = ["TensorDB"]
 
 _SIMILARITIES = ("cos", "dot")
+#: Search modes (the VectorStore's): vector search, BM25 text search, and both fused.
+_MODES = ("vector", "text", "hybrid")
 
 
 class TensorDB(LangChainVectorStore):
@@ -139,48 +148,75 @@ class TensorDB(LangChainVectorStore):
         tql: str | None = None,
         distance_metric: str | None = None,
         with_embeddings: bool = False,
+        mode: str = "vector",
+        fusion: str | None = None,
+        alpha: float | None = None,
+        rrf_k: int = RRF_K,
+        sparse_top_k: int | None = None,
         **unknown: Any,
     ) -> tuple[list[tuple[Document, float]], list[Any]]:
         if unknown:
             raise TypeError(f"TensorDB search got unexpected keyword arguments {sorted(unknown)}")
+        if mode not in _MODES:
+            raise SampleError(f"TensorDB search: mode must be one of {list(_MODES)}, got {mode!r}")
         vs = self.vectorstore
         if not len(vs):
             return [], []
         tensors = ["text", "metadata", "id"] + (["embedding"] if with_embeddings else [])
+        modes = {"mode": mode, "fusion": fusion, "alpha": alpha, "rrf_k": rrf_k, "sparse_top_k": sparse_top_k}
         if tql is not None:
-            result = vs.search(query=tql, filter=filter, return_tensors=tensors)
+            result = vs.search(query=tql, filter=filter, return_tensors=tensors, **modes)
+            return self._documents(result), result.get("embedding", [])
+        if mode != "vector" and query is None:
+            raise SampleError(f"TensorDB search: mode={mode!r} ranks by the query text; a search by vector needs "
+                              f"it too: pass query='...'")
+        if mode == "text":
+            # BM25 alone: the text is the whole query (a vector, e.g. from an MMR search, plays no part).
+            embedding_data, embedding = query, None
         else:
             if embedding is None and self._embedding is None and vs.embedding_function is None:
                 raise TensorDBError("TensorDB has no embedding: pass embedding=... to TensorDB(...)")
-            result = vs.search(
-                embedding_data=query if embedding is None else None,
-                embedding=embedding,
-                k=k,
-                distance_metric=distance_metric or self.distance_metric,
-                filter=filter,
-                deep_memory=deep_memory,
-                return_tensors=tensors,
-            )
+            # A vector search embeds the text unless given the vector; hybrid also needs the text for its BM25 side.
+            embedding_data = query if embedding is None or mode == "hybrid" else None
+        result = vs.search(
+            embedding_data=embedding_data,
+            embedding=embedding,
+            k=k,
+            distance_metric=distance_metric or self.distance_metric,
+            filter=filter,
+            deep_memory=deep_memory,
+            return_tensors=tensors,
+            **modes,
+        )
+        return self._documents(result), result.get("embedding", [])
+
+    @staticmethod
+    def _documents(result: dict[str, list]) -> list[tuple[Document, float]]:
         scores = result.get("score") or [math.nan] * len(result["id"])
-        docs = [
+        return [
             (Document(page_content=t or "", metadata=m or {}, id=i), float(s))
             for t, m, i, s in zip(result["text"], result["metadata"], result["id"], scores)
         ]
-        return docs, result.get("embedding", [])
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
-        """The ``k`` documents closest to ``query``.
+        """The ``k`` documents best matching ``query``.
 
-        Keyword arguments: ``filter``, ``deep_memory``, ``tql``, ``distance_metric``.
+        Keyword arguments: ``filter``, ``deep_memory``, ``tql``, ``distance_metric``, and the search
+        mode: ``mode="vector"`` (the default), ``"text"`` (BM25) or ``"hybrid"`` (both fused; with
+        ``fusion="rrf"|"convex"``, ``alpha`` (1: vector only, 0: text only), ``rrf_k``, ``sparse_top_k``).
+        Text and hybrid need a bm25 index on the store's text (``TensorDB(..., text_index="english")``).
         """
         return [doc for doc, _ in self._search(query=query, k=k, **kwargs)[0]]
 
     def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
-        """Like :meth:`similarity_search`, with each document's score (NaN when a ``tql`` query computes none)."""
+        """Like :meth:`similarity_search`, with each document's score (NaN when a ``tql`` query computes none).
+
+        The score is the mode's: the vector similarity or distance, the BM25 score, or the fused score.
+        """
         return self._search(query=query, k=k, **kwargs)[0]
 
     def similarity_search_by_vector(self, embedding: list[float], k: int = 4, **kwargs: Any) -> list[Document]:
-        """The ``k`` documents closest to a query vector."""
+        """The ``k`` documents closest to a query vector; ``mode="hybrid"`` also takes the text as ``query=...``."""
         return [doc for doc, _ in self._search(embedding=embedding, k=k, **kwargs)[0]]
 
     def similarity_search_by_vector_with_score(
@@ -192,11 +228,15 @@ class TensorDB(LangChainVectorStore):
     def max_marginal_relevance_search(
         self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
     ) -> list[Document]:
-        """``k`` documents picked by maximal marginal relevance among the ``fetch_k`` closest."""
+        """``k`` documents picked by maximal marginal relevance among the ``fetch_k`` best matches.
+
+        The candidates come from the search ``mode`` (and its keyword arguments); diversity is measured on
+        the embeddings either way.
+        """
         if self._embedding is None:
             raise TensorDBError("max_marginal_relevance_search needs an embedding: pass embedding=... to TensorDB(...)")
         vector = self._embedding.embed_query(query)
-        return self.max_marginal_relevance_search_by_vector(vector, k, fetch_k, lambda_mult, **kwargs)
+        return self.max_marginal_relevance_search_by_vector(vector, k, fetch_k, lambda_mult, query=query, **kwargs)
 
     def max_marginal_relevance_search_by_vector(
         self, embedding: list[float], k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
@@ -205,8 +245,7 @@ class TensorDB(LangChainVectorStore):
         candidates, vectors = self._search(embedding=embedding, k=max(fetch_k, k), with_embeddings=True, **kwargs)
         if not candidates:
             return []
-        picked = maximal_marginal_relevance(np.asarray(embedding, dtype=np.float32), np.asarray(vectors).tolist(),
-                                            lambda_mult=lambda_mult, k=k)
+        picked = maximal_marginal_relevance(embedding, vectors, k=k, lambda_mult=lambda_mult)
         return [candidates[i][0] for i in picked]
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:

@@ -12,8 +12,9 @@ so ``VectorStoreIndex.from_vector_store(store)`` rebuilds nodes after a reopen.
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 try:
@@ -41,17 +42,27 @@ from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_
 from query_lang import ast
 from query_lang.printer import expr_to_sql
 
+from ..deep_memory.fusion import RRF_K
 from ..errors import SampleError
 from ..vectorstore.vector_store import VectorStore
 from ._common import all_of, field, open_store
+from .mmr import maximal_marginal_relevance
 
 __all__ = [
+    "SUPPORTED_MODES",
     "LlamaIndexEmbeddingFunction",
     "TensorDBVectorStore",
     "metadata_filters_to_expr",
     "metadata_filters_to_tql",
     "relevance_from_qa_dataset",
 ]
+
+#: LlamaIndex query modes this store serves; TEXT_SEARCH and SPARSE are both BM25 of the query text.
+_TEXT_MODES = (VectorStoreQueryMode.TEXT_SEARCH, VectorStoreQueryMode.SPARSE)
+SUPPORTED_MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.HYBRID, *_TEXT_MODES, VectorStoreQueryMode.MMR)
+#: MMR defaults: candidates fetched per result, and the weight of relevance against diversity (LlamaIndex's).
+_MMR_PREFETCH_FACTOR = 4
+_MMR_THRESHOLD = 0.5
 
 _COMPARE = {
     FilterOperator.EQ: "==",
@@ -73,6 +84,18 @@ class LlamaIndexEmbeddingFunction:
 
     def embed_query(self, text: str) -> list[float]:
         return self.embed_model.get_query_embedding(text)
+
+
+def _query_mode(mode: Any) -> VectorStoreQueryMode:
+    """``mode`` as a supported :class:`VectorStoreQueryMode`, else NotImplementedError naming the supported ones."""
+    try:
+        mode = VectorStoreQueryMode(mode)
+    except ValueError:
+        pass
+    if mode not in SUPPORTED_MODES:
+        supported = ", ".join(m.value for m in SUPPORTED_MODES)
+        raise NotImplementedError(f"TensorDBVectorStore does not support query mode {mode!r}; it supports {supported}")
+    return mode
 
 
 # -- Deep Memory training data ------------------------------------------------------------------
@@ -233,6 +256,9 @@ class TensorDBVectorStore(BasePydanticVectorStore):
     questions without an explicit ``embedding_function``; use the index's embed model.
     ``query(..., deep_memory=True)`` (``as_retriever(vector_store_kwargs={"deep_memory": True})``)
     ranks with the latest trained Deep Memory model.
+
+    ``text_index`` (a language such as ``"english"``, or the bm25 index's parameters) keeps a
+    BM25 index of the nodes' text, for the ``HYBRID``, ``TEXT_SEARCH`` and ``SPARSE`` query modes.
     """
 
     stores_text: bool = True
@@ -251,11 +277,13 @@ class TensorDBVectorStore(BasePydanticVectorStore):
         read_only: bool = False,
         embed_model: BaseEmbedding | None = None,
         distance_metric: str = "cos",
+        text_index: str | Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         source = vector_store if vector_store is not None else path
         embedding_function = LlamaIndexEmbeddingFunction(embed_model) if embed_model is not None else None
-        vs = open_store(source, embedding_function, overwrite=overwrite, read_only=read_only)
+        options = {} if text_index is None else {"text_index": text_index}
+        vs = open_store(source, embedding_function, overwrite=overwrite, read_only=read_only, **options)
         super().__init__(path=str(vs.dataset.path), distance_metric=distance_metric, **kwargs)
         self._vs = vs
 
@@ -331,31 +359,81 @@ class TensorDBVectorStore(BasePydanticVectorStore):
         return [self._to_node(t, m, i) for t, m, i in zip(found["text"], found["metadata"], found["id"], strict=True)]
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        """Top ``similarity_top_k`` nodes for ``query.query_embedding``.
+        """Top ``similarity_top_k`` nodes for the query, in its ``mode``.
 
-        Honours ``filters``, ``node_ids`` and ``doc_ids``. Keyword arguments:
-        ``deep_memory`` (rank with the trained Deep Memory model) and
-        ``distance_metric`` (``cos``, ``dot``, ``l2``, ``l1``, ``max``).
+        ``DEFAULT`` ranks by ``query.query_embedding``; ``HYBRID`` fuses that ranking with BM25 of
+        ``query.query_str`` (reciprocal rank fusion, or convex with ``query.alpha``: 1 vector only,
+        0 text only; ``sparse_top_k`` text candidates; ``hybrid_top_k`` results when given);
+        ``TEXT_SEARCH`` and ``SPARSE`` rank by BM25 alone (``sparse_top_k`` results, else
+        ``similarity_top_k``); ``MMR`` picks by maximal marginal relevance among
+        ``mmr_prefetch_factor`` (default 4) × ``similarity_top_k`` vector candidates, with
+        ``mmr_threshold`` (query or keyword, default 0.5) as the relevance weight.
+        Text and hybrid need a bm25 index on the store's text (``TensorDBVectorStore(..., text_index="english")``).
+
+        Every mode honours ``filters``, ``node_ids`` and ``doc_ids``. Keyword arguments:
+        ``deep_memory`` (rank with the trained Deep Memory model; in hybrid mode it also fuses as
+        training chose unless ``alpha`` is given), ``distance_metric`` (``cos``, ``dot``, ``l2``,
+        ``l1``, ``max``), ``fusion`` and ``rrf_k`` (hybrid), ``mmr_threshold``, ``mmr_prefetch_factor``.
         """
-        if query.mode not in (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.DEFAULT.value):
-            raise NotImplementedError(f"TensorDBVectorStore supports only the default query mode, not {query.mode!r}")
-        if query.query_embedding is None:
-            raise ValueError("TensorDBVectorStore.query needs query.query_embedding")
-        if not len(self._vs) or query.similarity_top_k < 1:
+        mode = _query_mode(query.mode)
+        if mode in _TEXT_MODES or mode == VectorStoreQueryMode.HYBRID:
+            if not isinstance(query.query_str, str) or not query.query_str.strip():
+                raise SampleError(f"TensorDBVectorStore.query: mode {mode.value!r} ranks by the query text, "
+                                  f"so query.query_str must be a non-empty string, got {query.query_str!r}")
+        if mode not in _TEXT_MODES and query.query_embedding is None:
+            raise ValueError(f"TensorDBVectorStore.query: mode {mode.value!r} needs query.query_embedding")
+        k = query.similarity_top_k
+        if mode in _TEXT_MODES:
+            k = query.sparse_top_k or k
+        elif mode == VectorStoreQueryMode.HYBRID:
+            k = query.hybrid_top_k or k
+        if not len(self._vs) or k < 1:
             return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
-        result = self._vs.search(
-            embedding=query.query_embedding,
-            k=query.similarity_top_k,
-            distance_metric=kwargs.get("distance_metric", self.distance_metric),
-            filter=self._filter(query.doc_ids, query.filters),
+        search: dict[str, Any] = {
+            "filter": self._filter(query.doc_ids, query.filters),
             # Empty id lists mean "no restriction": VectorStoreIndex.as_retriever passes node_ids=[] to stores
             # that keep the text themselves.
-            ids=list(query.node_ids) if query.node_ids else None,
-            deep_memory=bool(kwargs.get("deep_memory", False)),
-            return_tensors=["text", "metadata", "id"],
-        )
-        nodes = [self._to_node(t, m, i) for t, m, i in zip(result["text"], result["metadata"], result["id"])]
-        return VectorStoreQueryResult(nodes=nodes, similarities=list(result["score"]), ids=list(result["id"]))
+            "ids": list(query.node_ids) if query.node_ids else None,
+            "return_tensors": ["text", "metadata", "id"],
+        }
+        if mode in _TEXT_MODES:
+            # deep_memory goes along so that the store refuses it: BM25 alone has no vector side to transform.
+            result = self._vs.search(embedding_data=query.query_str, k=k, mode="text",
+                                     deep_memory=bool(kwargs.get("deep_memory", False)), **search)
+            return self._result(result)
+        search.update(embedding=query.query_embedding, distance_metric=kwargs.get("distance_metric",
+                      self.distance_metric), deep_memory=bool(kwargs.get("deep_memory", False)))
+        if mode == VectorStoreQueryMode.HYBRID:
+            fusion = kwargs.get("fusion")
+            if query.alpha is not None and fusion is None:
+                fusion = "convex"  # LlamaIndex's alpha weighs dense against sparse, as convex fusion does
+            result = self._vs.search(embedding_data=query.query_str, k=k, mode="hybrid", fusion=fusion,
+                                     alpha=query.alpha, rrf_k=kwargs.get("rrf_k", RRF_K),
+                                     sparse_top_k=query.sparse_top_k, **search)
+            return self._result(result)
+        if mode == VectorStoreQueryMode.MMR:
+            return self._mmr(query, k, kwargs, search)
+        return self._result(self._vs.search(k=k, **search))
+
+    def _mmr(self, query: VectorStoreQuery, k: int, kwargs: dict[str, Any], search: dict[str, Any]
+             ) -> VectorStoreQueryResult:
+        """``k`` of the ``mmr_prefetch_factor × k`` closest nodes, picked by maximal marginal relevance."""
+        factor = kwargs.get("mmr_prefetch_factor", _MMR_PREFETCH_FACTOR)
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1:
+            raise SampleError(f"TensorDBVectorStore.query: mmr_prefetch_factor must be a number >= 1, got {factor!r}")
+        threshold = query.mmr_threshold if query.mmr_threshold is not None else kwargs.get("mmr_threshold")
+        threshold = _MMR_THRESHOLD if threshold is None else threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            raise SampleError(f"TensorDBVectorStore.query: mmr_threshold must be a number in [0, 1], got {threshold!r}")
+        search["return_tensors"] = [*search["return_tensors"], "embedding"]
+        found = self._vs.search(k=max(k, math.ceil(factor * k)), **search)
+        picked = maximal_marginal_relevance(query.query_embedding, found["embedding"], k=k, lambda_mult=threshold)
+        # Each pick keeps its search score (its similarity to the query), not the MMR trade-off score.
+        return self._result({name: [found[name][i] for i in picked] for name in ("text", "metadata", "id", "score")})
+
+    def _result(self, found: dict[str, list]) -> VectorStoreQueryResult:
+        nodes = [self._to_node(t, m, i) for t, m, i in zip(found["text"], found["metadata"], found["id"], strict=True)]
+        return VectorStoreQueryResult(nodes=nodes, similarities=list(found["score"]), ids=list(found["id"]))
 
     # -- helpers -------------------------------------------------------------------------------
     def _filter(

@@ -68,9 +68,14 @@ def text_query(text: Any, where: ast.Expr | None, limit: int) -> ast.Query:
     return ast.Query(select=(ast.Star(),), where=where, order_by=(score,), limit=limit)
 
 
+def has_text_index(table: Table) -> bool:
+    """Whether ``text`` has a bm25 index."""
+    return any(info["kind"] == "bm25" for info in table.text.indexes.values())
+
+
 def check_text_index(table: Table, mode: str) -> None:
     """Refuse a text or hybrid search of a store without a bm25 index on ``text``, saying how to make one."""
-    if not any(info["kind"] == "bm25" for info in table.text.indexes.values()):
+    if not has_text_index(table):
         raise IndexNotFoundError(
             f"search: mode={mode!r} needs a bm25 index on the store's text, and it has none; open the store with "
             f"VectorStore(path, ..., text_index='english'), or run vs.dataset.text.create_index('fts', kind='bm25')"

@@ -23,7 +23,7 @@ from ..deep_memory.fusion import RRF_K, Ranking
 from ..errors import IndexNotFoundError, SampleError, TensorDBError
 from . import filters
 from .embeddings import embed_documents, embed_queries
-from .hybrid import CANDIDATES, HybridRequest, check_text_index, fused_rows, ranking, text_query
+from .hybrid import CANDIDATES, HybridRequest, check_text_index, fused_rows, has_text_index, ranking, text_query
 from .index_params import IndexPolicy, TextIndexPolicy
 
 #: The vector store's tensors, in order: name → ``create_tensor`` arguments (the one schema definition).
@@ -147,6 +147,20 @@ class VectorStore:
     def ids_and_texts(self) -> tuple[list[str], list[str]]:
         """All ids and texts, in row order (what ``deep_memory.generate_queries`` asks questions about)."""
         return self.dataset.id.numpy(aslist=True), self.dataset.text.numpy(aslist=True)
+
+    def lexical_rankings(self, texts: Sequence[str], depth: int) -> list[Ranking] | None:
+        """Each text's BM25 ranking (ids, best first, chunks with no query term left out), or None without
+        a bm25 index on ``text`` (what Deep Memory fits its hybrid fusion with)."""
+        if not has_text_index(self.dataset):
+            return None
+        snapshot = self.dataset.snapshot()
+        out = []
+        for text in texts:
+            found = snapshot.query(text_query(text, None, depth))
+            keep = np.asarray(found.virtual_columns["score"]) > 0
+            ids = np.asarray(found.id.numpy(aslist=True), dtype=object)[keep]
+            out.append(Ranking(ids.tolist(), np.asarray(found.virtual_columns["score"], dtype=np.float64)[keep]))
+        return out
 
     # -- writes ----------------------------------------------------------------------------------
     def add(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from query_lang import MemorySource, execute, execute_many, parse
 from query_lang.errors import TQLSyntaxError
@@ -97,3 +99,38 @@ def test_execute_many_matches_execute():
         for k, v in want.virtual.items():
             np.testing.assert_allclose(np.asarray(got.virtual[k], dtype=float), np.asarray(v, dtype=float),
                                        rtol=1e-5, equal_nan=True)
+
+
+_LONG_TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), min_size=0, max_size=60)
+
+
+@settings(max_examples=150, deadline=None)
+@given(first=_LONG_TEXT, second=_LONG_TEXT, name=st.text("ab\"' ", min_size=1, max_size=6))
+def test_long_string_literals_parse_like_the_grammar(first, second, name):
+    quoted = name.replace('"', '""')
+    a, b = (x.replace("'", "''") for x in (first, second))
+    text = (f"select \"{quoted}\", '{a}' as s where t['{b}'] == 'x' "
+            f"order by bm25_similarity(text, '{b}') desc limit 3")
+    _assert_same_as_grammar(text)
+
+
+def _assert_same_as_grammar(text: str) -> None:
+    try:
+        expected = _parser().parse(text)
+    except Exception:  # noqa: BLE001
+        with pytest.raises(TQLSyntaxError):
+            parse(text)
+        return
+    assert parse(text) == expected
+
+
+def test_queries_differing_only_in_long_strings_share_one_template():
+    from query_lang.parser import _parse_template
+
+    texts = [f"select id order by bm25_similarity(text, '{q}') desc limit 10"
+             for q in ("how do writers share a lock", "what does vacuum keep o''clock", "connect my own storage")]
+    _parse_template.cache_clear()
+    for text in texts:
+        assert parse(text) == _parser().parse(text)
+    assert _parse_template.cache_info().currsize == 1 and _parse_template.cache_info().hits == 2
+    assert parse(texts[1]).order_by[0].expr.args[1].value == "what does vacuum keep o'clock"
