@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import SampleError, TensorDBError, VersionError
 from . import jobs as jobmod
 from .corpus import DocumentCorpus
+from .fusion import DEFAULT_FUSION, FusionChoice, Ranking
 from .jobs import JobRecord
 from .metrics import evaluate_rankings, recall_curve
 from .model import DeepMemoryModel
@@ -194,13 +195,19 @@ class DeepMemory:
         top_k: Sequence[int] = DEFAULT_TOP_K,
         show: bool = True,
         plot: str | os.PathLike[str] | None = None,
+        mode: str = "vector",
     ) -> dict[str, dict[str, float]]:
         """Recall@k (and nDCG@10, MRR@10) without and with the trained model, on these queries.
 
+        ``mode="hybrid"`` compares hybrid search as ``search(mode="hybrid")`` runs it: without the
+        model, the plain embeddings fused with BM25 by RRF; with it, the model's ranking fused with
+        BM25 as its training chose (needs a text index).
         ``plot="recall.png"`` also draws recall@k for k = 1..100, with and without the
         model, on a log-scaled k axis (needs matplotlib: ``pip install "tensordb[models]"``).
         A plot that cannot be written is refused before any work.
         """
+        if mode not in ("vector", "hybrid"):
+            raise SampleError(f"evaluate: mode must be 'vector' or 'hybrid', got {mode!r}")
         plot_path = check_plot_path(plot) if plot is not None else None
         model = self.model()
         if model is None:
@@ -212,9 +219,10 @@ class DeepMemory:
         # One ranking per query, deep enough for every k asked and for the whole curve.
         depth = max(ks + ([CURVE_MAX_K] if plot_path else []))
         identity = DeepMemoryModel.identity(model.dim)
+        lexical = self._lexical_rankings(list(queries), depth) if mode == "hybrid" else None
         out, curves = {}, {}
         for label, m in (("without model", identity), ("with model", model)):
-            ranked = m.search(query_embeddings, doc_embeddings, doc_ids, k=depth)
+            ranked = self._ranked(m, query_embeddings, doc_embeddings, doc_ids, depth, lexical)
             judged = [dict(p) for p in pairs]
             metrics = evaluate_rankings(ranked, judged, top_k=ks)
             out[label] = {k: v for k, v in metrics.items() if k.split("@")[0] == "recall"
@@ -231,6 +239,26 @@ class DeepMemory:
             if show:
                 print(f"recall@k plot written to {plot_path}")
         return out
+
+
+    def _lexical_rankings(self, queries: list[str], depth: int) -> list[Ranking]:
+        rankings = getattr(self._corpus, "lexical_rankings", None)
+        found = None if rankings is None else rankings(queries, max(depth, FUSION_DEPTH))
+        if found is None:
+            raise SampleError("evaluate: mode='hybrid' needs a text index on the corpus (a bm25 index on 'text')")
+        return found
+
+    @staticmethod
+    def _ranked(model: DeepMemoryModel, queries: np.ndarray, docs: np.ndarray, doc_ids: list[str], depth: int,
+                lexical: list[Ranking] | None) -> list[list[str]]:
+        """Each query's ranking: ``model``'s, or (given BM25's) their fusion as hybrid search makes it."""
+        if lexical is None:
+            return model.search(queries, docs, doc_ids, k=depth)
+        learned = model.metadata.get("fusion")
+        choice = FusionChoice.from_dict(learned) if learned else DEFAULT_FUSION
+        dense = [Ranking([doc_ids[r] for r in rows], scores)
+                 for rows, scores in model.scored_search(queries, docs, doc_ids, max(depth, FUSION_DEPTH))]
+        return [[str(k) for k in choice.apply(d, x).keys[:depth]] for d, x in zip(dense, lexical, strict=True)]
 
 
 def status_rows(info: dict[str, Any]) -> list[tuple[str, list[str]]]:

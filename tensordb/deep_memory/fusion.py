@@ -58,7 +58,7 @@ def fuse(dense: Ranking, lexical: Ranking, fusion: str = "rrf", alpha: float = D
          rrf_k: int = RRF_K) -> Ranking:
     """The fused ranking of every document in either list (ties: the dense list's order, then the lexical's)."""
     if fusion == "rrf":
-        scores = _rrf(dense, rrf_k) , _rrf(lexical, rrf_k)
+        scores = _rrf(dense, rrf_k), _rrf(lexical, rrf_k)
         weights = (1.0, 1.0)
     else:
         scores = _normalised(dense), _normalised(lexical)
@@ -116,6 +116,10 @@ class FusionChoice:
         v = self.validation
         return (f"{chosen}; validation score {v.get('chosen', 0):.3f} (dense {v.get('dense', 0):.3f}, "
                 f"BM25 {v.get('lexical', 0):.3f})")
+
+
+#: What hybrid search does without a learned fusion.
+DEFAULT_FUSION = FusionChoice("rrf", DEFAULT_ALPHA, RRF_K, {})
 
 
 def fit_fusion(dense: Sequence[Ranking], lexical: Sequence[Ranking], relevance: Sequence[Mapping[str, float]],

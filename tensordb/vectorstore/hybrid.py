@@ -7,6 +7,7 @@ side's), and :mod:`~tensordb.deep_memory.fusion` merges them into the top ``k``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 from query_lang import ast
 
 from ..core import Table
-from ..deep_memory.fusion import RRF_K, FusionChoice, Ranking, check_fusion
+from ..deep_memory.fusion import DEFAULT_FUSION, RRF_K, FusionChoice, Ranking, check_fusion
 from ..errors import IndexNotFoundError, SampleError
 
 MODES = ("vector", "text", "hybrid")
@@ -57,7 +58,7 @@ class HybridRequest:
             return FusionChoice(self.fusion, 0.5 if self.alpha is None else self.alpha, self.rrf_k, {})
         if learned is not None:
             return FusionChoice.from_dict(learned)
-        return FusionChoice("rrf", 0.5, self.rrf_k, {})
+        return dataclasses.replace(DEFAULT_FUSION, rrf_k=self.rrf_k)
 
 
 def text_query(text: Any, where: ast.Expr | None, limit: int) -> ast.Query:
