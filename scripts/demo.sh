@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/python.sh
-bash scripts/setup.sh models
+bash scripts/setup.sh models,text
 "$PYTHON" -m tensordb demo "$@"

@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from .deep_memory.metrics import evaluate_rankings
 from .deep_memory.plotting import check_plot_path
-from .errors import ModelLoadError
+from .errors import MissingExtraError, ModelLoadError
 from .vectorstore import HashingEmbedding, SentenceTransformerEmbedding, VectorStore
 from .vectorstore.embeddings import describe_function
 from .vectorstore.sentence_embedding import DEFAULT_MODEL, INSTALL_HINT
@@ -238,11 +239,12 @@ def run(
     say = _sayer(quiet)
     started = time.monotonic()
     plot_path = _introduce(data, path, plot, say)
-    vs = VectorStore(path, embedding_function=data.embedding_function, overwrite=True)
+    vs = _open_store(path, data, say)
     try:
         _fill(vs, data, quiet)
         job_id, status = _train(vs, data, max_seconds, seed, quiet, say)
         results = _evaluate(vs, data, plot_path, quiet, say)
+        comparison = _compare(vs, data, results, quiet, say)
         hits, tql, tql_hits = _search_examples(vs, data.sample_question, quiet, say)
         seconds = time.monotonic() - started
         hint = f"; inspect it with: tensordb info {path}" if keep else " (temporary store removed; --path keeps it)"
@@ -252,6 +254,7 @@ def run(
             "job_id": job_id,
             "status": status["status"],
             "results": results,
+            "comparison": comparison,
             "search": hits,
             "tql": tql,
             "tql_hits": tql_hits,
@@ -260,6 +263,39 @@ def run(
         }
     finally:
         vs.close()
+
+
+def _open_store(path: str, data: DemoData, say: Callable[..., None]) -> VectorStore:
+    """The demo's store, with a BM25 index of the texts when the text extra is installed."""
+    try:
+        return VectorStore(path, embedding_function=data.embedding_function, overwrite=True, text_index="english")
+    except MissingExtraError as e:
+        say(f"{e}: no BM25 or hybrid search in this run")
+        return VectorStore(path, embedding_function=data.embedding_function, overwrite=True)
+
+
+def _compare(vs: VectorStore, data: DemoData, dense: dict[str, dict[str, float]], quiet: bool,
+             say: Callable[..., None]) -> dict[str, dict[str, float]]:
+    """BM25, dense, hybrid and Deep Memory (dense and hybrid) on the held-out questions, in one table."""
+    lexical = vs.lexical_rankings(data.test_queries, max(TOP_K))
+    if lexical is None:
+        return {}
+    judged = [dict(r) for r in data.test_relevance]
+    hybrid = vs.deep_memory.evaluate(data.test_queries, data.test_relevance, top_k=TOP_K, show=False, mode="hybrid")
+    rows = {
+        "BM25": evaluate_rankings([[str(k) for k in r.keys] for r in lexical], judged, TOP_K),
+        "dense": dense["without model"],
+        "hybrid (RRF)": hybrid["without model"],
+        "Deep Memory": dense["with model"],
+        "DM hybrid": hybrid["with model"],
+    }
+    say("\n== BM25 vs dense vs hybrid vs Deep Memory (held-out questions) ==")
+    if not quiet:
+        print(f"{'':<14}" + "".join(f"{'R@' + str(k):>8}" for k in TOP_K) + f"{'nDCG@10':>9}")
+        for label, metrics in rows.items():
+            cells = "".join(f"{100 * metrics[f'recall@{k}']:>7.1f}%" for k in TOP_K)
+            print(f"{label:<14}{cells}{100 * metrics['ndcg@10']:>8.1f}%")
+    return rows
 
 
 def _sayer(quiet: bool) -> Callable[..., None]:

@@ -28,6 +28,10 @@ def test_demo_shipped_corpus_gains(tmp_path, capsys):
     assert out["status"] == "completed"
     without, with_model = out["results"]["without model"], out["results"]["with model"]
     assert with_model["recall@10"] > without["recall@10"]
+    comparison = out["comparison"]
+    assert list(comparison) == ["BM25", "dense", "hybrid (RRF)", "Deep Memory", "DM hybrid"]
+    assert comparison["dense"] == without and comparison["Deep Memory"] == with_model
+    assert all(0 <= m["ndcg@10"] <= 1 for m in comparison.values())
     assert len(out["search"]["id"]) == 3
     assert "deepmemory_distance(embedding, ARRAY[" in out["tql"]
     assert len(out["tql_hits"]["id"]) == 3
@@ -44,6 +48,7 @@ def test_demo_with_minilm_prints_tables_and_writes_the_plot(tmp_path, capsys):
     assert "embeddings: SentenceTransformerEmbedding('all-MiniLM-L6-v2', dim=384)" in text
     assert "---- Evaluating without Deep Memory ----" in text and "---- Evaluating with Deep Memory ----" in text
     assert "R@10" in text and "with model" in text and "without model" in text
+    assert "== BM25 vs dense vs hybrid vs Deep Memory (held-out questions) ==" in text and "DM hybrid" in text
     assert f"recall@k plot written to {tmp_path / 'recall_at_k.png'}" in text
     assert (tmp_path / "recall_at_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     without, with_model = out["results"]["without model"], out["results"]["with model"]
