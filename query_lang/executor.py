@@ -308,8 +308,16 @@ class Executor:
         if passing is None and plan.where is not None:
             passing = self._where_mask(plan, source)
         rows = np.arange(len(source), dtype=np.int64) if passing is None else np.flatnonzero(passing)
-        topk = TopK(plan.offset + plan.limit, [descending])
-        topk.push(rows, [scores[rows]])
+        keys = scores if passing is None else scores[rows]
+        stop = plan.offset + plan.limit
+        if stop < len(rows) and not np.isnan(keys).any():
+            # Only rows at least as good as the stop-th best can make the result (ties kept: rows break them).
+            position = len(keys) - stop if descending else stop - 1
+            kth = np.partition(keys, position)[position]
+            keep = np.flatnonzero(keys >= kth if descending else keys <= kth)
+            rows, keys = rows[keep], keys[keep]
+        topk = TopK(stop, [descending])
+        topk.push(rows, [keys])
         return topk.result()
 
     def _indexed_topk(self, plans: list[Plan], source: ScanSource, passing: np.ndarray | None

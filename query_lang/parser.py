@@ -334,16 +334,17 @@ class _Slot:
 
 
 @functools.lru_cache(maxsize=256)
-def _parse_template(compact: str, offsets: tuple[int, ...]) -> ast.Query:
-    """The query of ``compact`` with each pre-parsed ARRAY list left as a :class:`_Slot`.
+def _parse_template(compact: str, offsets: tuple[int, ...]) -> tuple[ast.Query, int]:
+    """The query of ``compact`` with each pre-parsed ARRAY list left as a :class:`_Slot`, and its depth.
 
     Vector searches differ only in their numbers, so one template serves them all.
     """
     _FAST_ARRAYS.values = {off: _Slot(i) for i, off in enumerate(offsets)}
     try:
-        return _parser().parse(compact)
+        template = _parser().parse(compact)
     finally:
         _FAST_ARRAYS.values = None
+    return template, ast.depth(template)
 
 
 def _fill(node: Any, values: list[tuple[int | float, ...]], strings: dict[str, str]) -> Any:
@@ -356,13 +357,14 @@ def _fill(node: Any, values: list[tuple[int | float, ...]], strings: dict[str, s
     if isinstance(node, tuple):
         filled = tuple(_fill(x, values, strings) for x in node)
         return node if all(a is b for a, b in zip(filled, node, strict=True)) else filled
-    if dataclasses.is_dataclass(node):
+    fields = getattr(node, "__dataclass_fields__", None)
+    if fields is not None:
         changes = {}
-        for f in dataclasses.fields(node):
-            old = getattr(node, f.name)
+        for name in fields:
+            old = getattr(node, name)
             new = _fill(old, values, strings)
             if new is not old:
-                changes[f.name] = new
+                changes[name] = new
         return dataclasses.replace(node, **changes) if changes else node
     return node
 
@@ -423,11 +425,13 @@ def _parse_cached(text: str) -> ast.Query:
     if found or strings:
         offsets = tuple(found)
         try:
-            query = _fill(_parse_template(compact, offsets), [found[o] for o in offsets], strings)
+            template, template_depth = _parse_template(compact, offsets)
+            query = _fill(template, [found[o] for o in offsets], strings)
         except Exception:  # noqa: BLE001 - the exact parse below reports it with true positions
             pass
         else:
-            if ast.depth(query) <= MAX_DEPTH:
+            # A lifted string is a leaf either way: the template's depth is the query's.
+            if (template_depth if not found else ast.depth(query)) <= MAX_DEPTH:
                 return query
     return _parse_exact(text)
 

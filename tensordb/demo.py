@@ -285,7 +285,7 @@ def _compare(vs: VectorStore, data: DemoData, dense: dict[str, dict[str, float]]
     rows = {
         "BM25": evaluate_rankings([[str(k) for k in r.keys] for r in lexical], judged, TOP_K),
         "dense": dense["without model"],
-        "hybrid (RRF)": hybrid["without model"],
+        "hybrid": hybrid["without model"],
         "Deep Memory": dense["with model"],
         "DM hybrid": hybrid["with model"],
     }

@@ -29,7 +29,7 @@ def test_demo_shipped_corpus_gains(tmp_path, capsys):
     without, with_model = out["results"]["without model"], out["results"]["with model"]
     assert with_model["recall@10"] > without["recall@10"]
     comparison = out["comparison"]
-    assert list(comparison) == ["BM25", "dense", "hybrid (RRF)", "Deep Memory", "DM hybrid"]
+    assert list(comparison) == ["BM25", "dense", "hybrid", "Deep Memory", "DM hybrid"]
     assert comparison["dense"] == without and comparison["Deep Memory"] == with_model
     assert all(0 <= m["ndcg@10"] <= 1 for m in comparison.values())
     assert len(out["search"]["id"]) == 3

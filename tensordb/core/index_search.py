@@ -115,7 +115,7 @@ class IndexAccess:
         return fitting[0] if fitting else None
 
     def text_scores(self, column: str, text: str, read_texts: ReadTexts) -> np.ndarray:
-        """Every row's BM25 score for the query ``text`` (float32; 0 where no term matches), from the
+        """Every row's BM25 score for the query ``text`` (0 where no term matches), from the
         bm25 index of ``column``; the rows it does not cover are scored with its statistics."""
         ref = self._text_ref(column)
         index = load(self._store, ref)
@@ -127,7 +127,7 @@ class IndexAccess:
         t = self._state.tensors[column]
         cover = coverage(ref, t)
         terms = index.query_terms(text)
-        scores = cover.spread(index.scores(terms), np.float32(0))
+        scores = cover.spread(index.scores(terms), 0.0)
         if len(cover.fresh):
             fresh = self._fresh_segment(ref, t, index, cover.fresh, read_texts)
             scores[cover.fresh] = index.fresh_scores(terms, fresh)

@@ -200,8 +200,8 @@ class DeepMemory:
         """Recall@k (and nDCG@10, MRR@10) without and with the trained model, on these queries.
 
         ``mode="hybrid"`` compares hybrid search as ``search(mode="hybrid")`` runs it: without the
-        model, the plain embeddings fused with BM25 by RRF; with it, the model's ranking fused with
-        BM25 as its training chose (needs a text index).
+        model, the plain embeddings fused with BM25 by the default fusion; with it, the model's
+        ranking fused with BM25 as its training chose (needs a text index).
         ``plot="recall.png"`` also draws recall@k for k = 1..100, with and without the
         model, on a log-scaled k axis (needs matplotlib: ``pip install "tensordb[models]"``).
         A plot that cannot be written is refused before any work.

@@ -118,8 +118,9 @@ class FusionChoice:
                 f"BM25 {v.get('lexical', 0):.3f})")
 
 
-#: What hybrid search does without a learned fusion.
-DEFAULT_FUSION = FusionChoice("rrf", DEFAULT_ALPHA, RRF_K, {})
+#: What hybrid search does without a learned fusion: on SciFact dev, convex fusion at 0.5 kept every metric
+#: at or above the better of dense and BM25, while RRF lost 3.9 points of recall@1 to BM25 (it sees only ranks).
+DEFAULT_FUSION = FusionChoice("convex", DEFAULT_ALPHA, RRF_K, {})
 
 
 def fit_fusion(dense: Sequence[Ranking], lexical: Sequence[Ranking], relevance: Sequence[Mapping[str, float]],

@@ -129,13 +129,13 @@ class Bm25Index:
         return self.analyzer.terms(text)
 
     def scores(self, terms: Sequence[str]) -> np.ndarray:
-        """Each entry's BM25 score for a query's terms (a repeated term counts each time), float32."""
+        """Each entry's BM25 score for a query's terms (a repeated term counts each time)."""
         columns = [self.terms.column(i) for i in (self.terms.key_ids.get(t) for t in terms) if i is not None]
         if not columns:
-            return np.zeros(self.entries, dtype=np.float32)
+            return np.zeros(self.entries, dtype=np.float64)
         entries = np.concatenate([c[0] for c in columns])
         weights = np.concatenate([c[1] for c in columns])
-        return np.bincount(entries, weights=weights, minlength=self.entries).astype(np.float32)
+        return np.bincount(entries, weights=weights, minlength=self.entries)
 
     def idf(self, term: str, fresh: FreshSegment) -> float:
         """A term's idf: from the index when it holds the term, else from the fresh rows beside it."""
@@ -147,7 +147,7 @@ class Bm25Index:
         return _idf(frequency, self.entries + fresh.docs)
 
     def fresh_scores(self, terms: Sequence[str], fresh: FreshSegment) -> np.ndarray:
-        """BM25 scores of the fresh rows, with this index's statistics (float32, one per fresh row)."""
+        """BM25 scores of the fresh rows, with this index's statistics (one per fresh row)."""
         out = np.zeros(fresh.docs, dtype=np.float64)
         average = self.average_length if self.entries else fresh.average_length
         for term in terms:
@@ -156,7 +156,7 @@ class Bm25Index:
                 continue
             docs, counts = fresh.terms.column(term_id)
             out[docs] += _bm25(self.idf(term, fresh), counts, fresh.lengths[docs], average, self.k1, self.b)
-        return out.astype(np.float32)
+        return out
 
     def substring_entries(self, needle: str) -> np.ndarray | None:
         """A mask of the entries whose text may contain ``needle``; None when the word list cannot tell.

@@ -53,7 +53,7 @@ class HybridRequest:
         return cls(mode, fusion, None if alpha is None else float(alpha), rrf_k, sparse_top_k)
 
     def choice(self, learned: Mapping[str, Any] | None) -> FusionChoice:
-        """The fusion to apply: the one asked for, else the learned one, else RRF."""
+        """The fusion to apply: the one asked for, else the learned one, else the default (convex, alpha 0.5)."""
         if self.fusion is not None:
             return FusionChoice(self.fusion, 0.5 if self.alpha is None else self.alpha, self.rrf_k, {})
         if learned is not None:

@@ -423,11 +423,12 @@ class VectorStore:
 
         ``mode="vector"`` (the default) ranks by embedding; ``"text"`` by BM25 of the query text
         (``embedding_data``) alone, leaving out chunks with no query term; ``"hybrid"`` fuses both
-        rankings, each filtered first: ``fusion="rrf"`` (the default; ``rrf_k`` its rank constant)
-        or ``"convex"`` with ``alpha`` (1: dense only, 0: text only). Text and hybrid need a bm25
-        index on ``text`` (``VectorStore(..., text_index="english")``). With ``deep_memory=True`` a
-        hybrid search uses the model's transform and, unless ``fusion``/``alpha`` are given, the
-        fusion its training chose. ``sparse_top_k`` sets how many text candidates are fused.
+        rankings, each filtered first: ``fusion="convex"`` with ``alpha`` (1: dense only, 0: text
+        only; the default, at 0.5) or ``"rrf"`` (reciprocal rank fusion, ``rrf_k`` its constant).
+        Text and hybrid need a bm25 index on ``text`` (``VectorStore(..., text_index="english")``).
+        With ``deep_memory=True`` a hybrid search uses the model's transform and, unless
+        ``fusion``/``alpha`` are given, the fusion its training chose. ``sparse_top_k`` sets how
+        many text candidates are fused.
 
         ``ids`` restricts a vector search to those chunks (unknown ids are skipped), ``filter``
         to the matching ones; with both, to chunks in ``ids`` that match ``filter``.

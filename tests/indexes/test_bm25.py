@@ -129,7 +129,7 @@ queries = st.lists(st.sampled_from(ALPHABET + ["unicorn"]), min_size=1, max_size
 def test_scores_equal_bm25s(texts, query):
     index = index_of(texts)
     got = index.scores(index.query_terms(query))
-    assert got.shape == (len(texts),) and got.dtype == np.float32
+    assert got.shape == (len(texts),) and got.dtype == np.float64
     np.testing.assert_allclose(got, bm25s_scores(texts, query), rtol=1e-5, atol=1e-7)
 
 

@@ -126,7 +126,7 @@ def test_fusion_rrf_k_and_sparse_top_k_pass_through(db):
         assert ids(got) == expected["id"] and [s for _, s in got] == pytest.approx(expected["score"])
     # rrf_k changes the fused scores: it is not dropped on the way.
     a = db.similarity_search_with_score("recipe notes", k=3, mode="hybrid", rrf_k=1)
-    b = db.similarity_search_with_score("recipe notes", k=3, mode="hybrid")
+    b = db.similarity_search_with_score("recipe notes", k=3, mode="hybrid", fusion="rrf")
     assert a[0][1] > b[0][1]  # 1 / (rrf_k + rank) on each side: a smaller rrf_k gives larger scores
     with pytest.raises(SampleError, match="fusion, alpha and rrf_k apply to mode='hybrid'"):
         db.similarity_search("notes", mode="text", alpha=0.5)
