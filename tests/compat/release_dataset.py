@@ -18,8 +18,9 @@ DATASETS_DIR = os.path.join(os.path.dirname(__file__), "datasets")
 FIRST_ROWS = 6
 SECOND_ROWS = 4
 DIM = 8
-#: The indexes the second commit holds, in releases that have indexes.
+#: The indexes the second commit holds, by the release that first wrote them.
 INDEXES = {"vec": "flat", "meta": "json"}
+TEXT_INDEXES = {"fts": "bm25"}  # since 0.4.0
 
 
 def expected_rows(n: int) -> dict[str, list]:
@@ -35,7 +36,8 @@ def expected_rows(n: int) -> dict[str, list]:
 
 
 def write(path: str) -> None:
-    """The release's dataset: two commits on main (the second with a vector and a json index, from 0.3.0),
+    """The release's dataset: two commits on main (the second with a vector and a json index, from 0.3.0,
+    and a bm25 index, from 0.4.0),
     a branch with one more row, and a record attachment."""
     ds = tensordb.empty(path)
     ds.create_tensor("text", htype="text")
@@ -50,6 +52,7 @@ def write(path: str) -> None:
     ds.extend({name: values[FIRST_ROWS:] for name, values in rows.items()})
     ds.embedding.create_index("vec", kind="flat", metric="cosine")  # since 0.3.0: indexes
     ds.metadata.create_index("meta", kind="json", paths=["group"])
+    ds.text.create_index("fts", kind="bm25", language="english")  # since 0.4.0: full-text indexes
     ds.commit("second")
     ds.checkout("side", create=True)
     ds.pop(0)
