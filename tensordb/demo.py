@@ -291,10 +291,7 @@ def _compare(vs: VectorStore, data: DemoData, dense: dict[str, dict[str, float]]
     }
     say("\n== BM25 vs dense vs hybrid vs Deep Memory (held-out questions) ==")
     if not quiet:
-        print(f"{'':<14}" + "".join(f"{'R@' + str(k):>8}" for k in TOP_K) + f"{'nDCG@10':>9}")
-        for label, metrics in rows.items():
-            cells = "".join(f"{100 * metrics[f'recall@{k}']:>7.1f}%" for k in TOP_K)
-            print(f"{label:<14}{cells}{100 * metrics['ndcg@10']:>8.1f}%")
+        _print_metrics(rows)
     return rows
 
 
@@ -348,11 +345,17 @@ def _evaluate(
     results = vs.deep_memory.evaluate(data.test_queries, data.test_relevance, top_k=TOP_K, show=not quiet,
                                       plot=plot_path)
     if not quiet:
-        print(f"\n{'':<14}" + "".join(f"{'R@' + str(k):>8}" for k in TOP_K) + f"{'nDCG@10':>9}")
-        for label, metrics in results.items():
-            cells = "".join(f"{100 * metrics[f'recall@{k}']:>7.1f}%" for k in TOP_K)
-            print(f"{label:<14}{cells}{100 * metrics['ndcg@10']:>8.1f}%")
+        print()
+        _print_metrics(results)
     return results
+
+
+def _print_metrics(rows: dict[str, dict[str, float]]) -> None:
+    """One line of recall@k and nDCG@10 per labelled set of metrics."""
+    print(f"{'':<14}" + "".join(f"{'R@' + str(k):>8}" for k in TOP_K) + f"{'nDCG@10':>9}")
+    for label, metrics in rows.items():
+        cells = "".join(f"{100 * metrics[f'recall@{k}']:>7.1f}%" for k in TOP_K)
+        print(f"{label:<14}{cells}{100 * metrics['ndcg@10']:>8.1f}%")
 
 
 def _search_examples(
