@@ -16,6 +16,7 @@ if it beats both single rankings; otherwise the better single ranking is kept.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,11 +48,11 @@ def check_fusion(fusion: Any, alpha: Any, rrf_k: Any, what: str = "search") -> t
     """``(fusion, alpha, rrf_k)`` checked; :class:`SampleError` saying what is wrong otherwise."""
     if fusion not in FUSIONS:
         raise SampleError(f"{what}: fusion must be one of {list(FUSIONS)}, got {fusion!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= float(alpha) <= 1.0:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 <= float(alpha) <= 1.0:
         raise SampleError(f"{what}: alpha must be a number in [0, 1] (1: dense only, 0: text only), got {alpha!r}")
-    if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 1:
+    if isinstance(rrf_k, bool) or not isinstance(rrf_k, numbers.Integral) or rrf_k < 1:
         raise SampleError(f"{what}: rrf_k must be a positive integer, got {rrf_k!r}")
-    return fusion, float(alpha), rrf_k
+    return fusion, float(alpha), int(rrf_k)
 
 
 def fuse(dense: Ranking, lexical: Ranking, fusion: str = "rrf", alpha: float = DEFAULT_ALPHA,
@@ -133,7 +134,7 @@ def fit_fusion(dense: Sequence[Ranking], lexical: Sequence[Ranking], relevance: 
 
     candidates: dict[str, tuple[str, float]] = {"dense": ("dense", 1.0), "lexical": ("lexical", 0.0),
                                                  "rrf": ("rrf", DEFAULT_ALPHA)}
-    candidates.update({f"convex@{a:g}": ("convex", a) for a in ALPHA_GRID if 0.0 < a < 1.0})
+    candidates.update({f"convex@{a:g}": ("convex", float(a)) for a in ALPHA_GRID if 0.0 < a < 1.0})
     validation = {}
     for name, (method, alpha) in candidates.items():
         choice = FusionChoice(method, alpha, rrf_k, {})

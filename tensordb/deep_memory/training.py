@@ -303,6 +303,7 @@ def train_model(
     cfg = config or TrainingConfig()
     docs, queries = _checked_arrays(doc_embeddings, doc_ids, query_embeddings, relevance)
     validation = _checked_validation(docs, validation_query_embeddings, validation_relevance)
+    _check_lexical(lexical_rankings, len(relevance), validation_lexical_rankings, validation_relevance)
     with _torch_threads(num_threads):
         run = _Run(docs, queries, [str(i) for i in doc_ids], relevance, val_fraction, cfg, seed, should_stop,
                    validation)
@@ -335,10 +336,9 @@ def _fitted_fusion(run: _Run, held_out: DeepMemoryModel, docs: np.ndarray, lexic
     queries = run.queries[positions].numpy()
     dense = [Ranking([run.ids[r] for r in rows], scores)
              for rows, scores in held_out.scored_search(queries, docs, run.ids, FUSION_DEPTH)]
+    # Validation queries sit after the training ones (a given set) or among them (a split).
     lexical_of = [lexical[run.keep[i]] if i < run.n_queries else validation_lexical[run.val_keep[i - run.n_queries]]
-                  for i in positions] if validation_lexical is not None or max(positions) < run.n_queries else None
-    if lexical_of is None:
-        raise ValueError("validation set: lexical rankings of the validation queries are needed to fit the fusion")
+                  for i in positions]
     return fit_fusion(dense, lexical_of, run.val_relevance)
 
 
@@ -383,6 +383,25 @@ def _checked_arrays(
     assert docs.ndim == 2 and queries.ndim == 2 and docs.shape[1] == queries.shape[1]
     assert len(doc_ids) == docs.shape[0] and len(relevance) == queries.shape[0]
     return docs, queries
+
+
+def _check_lexical(lexical: Sequence[Ranking] | None, n_queries: int, validation_lexical: Sequence[Ranking] | None,
+                   validation_relevance: Sequence[Relevance] | None) -> None:
+    """Refuse BM25 rankings that are not one per query (training and validation), before any training."""
+    if lexical is None:
+        if validation_lexical is not None:
+            raise ValueError("validation_lexical_rankings given without lexical_rankings for the training queries")
+        return
+    if len(lexical) != n_queries:
+        raise ValueError(f"lexical_rankings: expected one ranking per training query ({n_queries}), got {len(lexical)}")
+    if validation_relevance is None:
+        if validation_lexical is not None:
+            raise ValueError("validation_lexical_rankings given without a validation set")
+        return
+    if validation_lexical is None or len(validation_lexical) != len(validation_relevance):
+        got = "none" if validation_lexical is None else len(validation_lexical)
+        raise ValueError(f"validation_lexical_rankings: expected one ranking per validation query "
+                         f"({len(validation_relevance)}), got {got}")
 
 
 def _checked_validation(

@@ -8,6 +8,7 @@ side's), and :mod:`~tensordb.deep_memory.fusion` merges them into the top ``k``.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,13 +45,14 @@ class HybridRequest:
             if mode != "hybrid":
                 raise SampleError(f"search: fusion, alpha and rrf_k apply to mode='hybrid', not mode={mode!r}")
             fusion = fusion or ("convex" if alpha is not None else "rrf")
-            check_fusion(fusion, 0.5 if alpha is None else alpha, rrf_k)
+            _, _, rrf_k = check_fusion(fusion, 0.5 if alpha is None else alpha, rrf_k)
             if alpha is not None and fusion != "convex":
                 raise SampleError(f"search: alpha weighs fusion='convex'; fusion={fusion!r} takes no alpha")
-        if sparse_top_k is not None and (isinstance(sparse_top_k, bool) or not isinstance(sparse_top_k, int)
-                                         or sparse_top_k < 1):
+        bad_depth = isinstance(sparse_top_k, bool) or not isinstance(sparse_top_k, numbers.Integral)
+        if sparse_top_k is not None and (bad_depth or sparse_top_k < 1):
             raise SampleError(f"search: sparse_top_k must be a positive integer, got {sparse_top_k!r}")
-        return cls(mode, fusion, None if alpha is None else float(alpha), rrf_k, sparse_top_k)
+        return cls(mode, fusion, None if alpha is None else float(alpha), rrf_k,
+                   None if sparse_top_k is None else int(sparse_top_k))
 
     def choice(self, learned: Mapping[str, Any] | None) -> FusionChoice:
         """The fusion to apply: the one asked for, else the learned one, else the default (convex, alpha 0.5)."""

@@ -491,7 +491,7 @@ class VectorStore:
         text = embedding_data if isinstance(embedding_data, str) or embedding_data is None else embedding_data[0]
         snapshot = self.dataset.snapshot()  # both sides and the rows returned come from one snapshot
         target, where = self._search_target(filter, ids, snapshot)
-        depth = max(k, request.sparse_top_k or CANDIDATES)
+        depth = k if request.mode == "text" else request.sparse_top_k or max(k, CANDIDATES)
         lexical = ranking(target.query(text_query(text, where, depth)), drop_zero=True)
         if request.mode == "text":
             chosen = Ranking(lexical.keys[:k], lexical.scores[:k])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tensordb.deep_memory import training
 from tensordb.deep_memory.fusion import ALPHA_GRID, FusionChoice, Ranking
 from tensordb.deep_memory.model import DeepMemoryModel
 from tensordb.deep_memory.training import TrainingConfig, train_model
@@ -134,9 +135,11 @@ def test_bm25_alone_is_kept_when_the_embedding_is_useless():
     assert result.fusion.validation["lexical"] == pytest.approx(1.0)
 
 
-def test_a_validation_set_without_its_lexical_rankings_is_a_clear_error():
+def test_a_validation_set_without_its_lexical_rankings_is_refused_before_training(monkeypatch):
     docs, ids, queries, relevance, lexical = _problem(80, n_docs=120, seed=4)
-    with pytest.raises(ValueError, match="lexical rankings of the validation queries"):
+    monkeypatch.setattr(training, "_select_epochs", lambda *a, **k: pytest.fail("trained before refusing"))
+    with pytest.raises(ValueError, match=r"validation_lexical_rankings: expected one ranking per validation query "
+                                         r"\(20\), got none"):
         train_model(docs, ids, queries[:60], relevance[:60], seed=0, max_seconds=30, config=CONFIG,
                     lexical_rankings=lexical[:60], validation_query_embeddings=queries[60:],
                     validation_relevance=relevance[60:])
