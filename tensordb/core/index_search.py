@@ -110,6 +110,8 @@ class IndexAccess:
         named = self._params.get("index")
         if named is not None and named not in self._state.indexes:
             raise IndexNotFoundError(f"search_params names index {named!r}; indexes are {sorted(self._state.indexes)}")
+        if named is not None and family(self._state.indexes[named].kind) != "vector":
+            named = None  # it names the text side's index (one search_params for both sides of a hybrid search)
         fitting = [ref for ref in self._refs(search.column, "vector")
                    if ref.params["metric"] == search.metric and named in (None, ref.name)]
         return fitting[0] if fitting else None

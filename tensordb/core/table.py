@@ -180,6 +180,13 @@ class Table:
         """Run several TQL queries; top-k vector searches differing only in their vector share one scan."""
         return [self._view_of(selection) for selection in run_queries(self, texts, exact, search_params)]
 
+    def with_columns(self, columns: Mapping[str, Any]) -> DatasetView:
+        """These rows with computed columns added (each one value per row), such as a fused search score."""
+        for name, values in columns.items():
+            if len(values) != len(self):
+                raise ValueError(f"with_columns: column {name!r} has {len(values)} values for {len(self)} rows")
+        return DatasetView(self, self.row_positions, virtual={**self.virtual_columns, **columns}, state=self._state)
+
     def _view_of(self, selection: Selection) -> DatasetView:
         return DatasetView(self, selection.rows, virtual=selection.virtual, state=selection.state)
 

@@ -5,8 +5,9 @@ Two fusions:
 * **rrf**, reciprocal rank fusion: ``sum over lists of 1 / (rrf_k + rank)``, ranks from 1. It needs
   no score scale, but ignores how far apart the scores are.
 * **convex**: ``alpha * dense + (1 - alpha) * lexical``, each list's scores min-max normalised to
-  [0, 1] (a list whose scores are all equal normalises to 1); a document missing from one list
-  counts 0 there. ``alpha = 1`` is the dense ranking alone, ``alpha = 0`` the lexical one alone.
+  [``LISTED_FLOOR``, 1] (a list whose scores are all equal normalises to 1); a document missing
+  from one list counts 0 there, below every listed one. ``alpha = 1`` is the dense ranking, and
+  ``alpha = 0`` the lexical one, each followed by the documents only the other list holds.
 
 :func:`fit_fusion` chooses, on labelled validation queries, between the dense ranking alone,
 the lexical one alone, RRF and convex fusion at each alpha of a grid. A fusion is adopted only
@@ -34,6 +35,8 @@ DEFAULT_ALPHA = 0.5
 ALPHA_GRID = tuple(round(a, 2) for a in np.linspace(0.0, 1.0, 21))
 #: How much a fusion must beat both single rankings by (on validation) to be adopted.
 MIN_GAIN = 1e-3
+#: What a list's lowest score normalises to: above 0, what a document the list does not hold counts.
+LISTED_FLOOR = 1e-6
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,10 @@ def _normalised(ranking: Ranking) -> dict[Hashable, float]:
         return {}
     low, high = float(np.min(scores)), float(np.max(scores))
     spread = high - low
-    values = np.ones(len(scores)) if spread <= 0 or not math.isfinite(spread) else (scores - low) / spread
+    if spread <= 0 or not math.isfinite(spread):
+        values = np.ones(len(scores))
+    else:
+        values = LISTED_FLOOR + (1 - LISTED_FLOOR) * (scores - low) / spread
     return dict(zip(ranking.keys, values.tolist(), strict=True))
 
 

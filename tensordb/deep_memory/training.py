@@ -312,11 +312,12 @@ def train_model(
         improved = bool(selection.best_epoch > 0
                         and _selection_score(selection.after) > _selection_score(before) + cfg.min_improvement)
         if improved:
-            model, refitted, held_out = _shipped_model(run, selection, budget)
+            model, refitted = _shipped_model(run, selection, budget)
+            held_out = [tr.to_model(memory) for tr, memory in selection.fold_models]
         else:
             selection.after = before
             model, refitted = DeepMemoryModel.identity(docs.shape[1]), False
-            held_out = model
+            held_out = [model] * len(run.folds)
         result = _result(run, model, before, selection, improved, refitted, budget)
         if lexical_rankings is not None and run.folds:
             result.fusion = _fitted_fusion(run, held_out, docs, lexical_rankings, validation_lexical_rankings)
@@ -328,14 +329,14 @@ def train_model(
 FUSION_DEPTH = 100
 
 
-def _fitted_fusion(run: _Run, held_out: DeepMemoryModel, docs: np.ndarray, lexical: Sequence[Ranking],
+def _fitted_fusion(run: _Run, held_out: list[DeepMemoryModel], docs: np.ndarray, lexical: Sequence[Ranking],
                    validation_lexical: Sequence[Ranking] | None) -> FusionChoice:
-    """The fusion the validation queries choose, ranking them with the held-out model (after
-    cross-validation, with the shipped one: no model is held out from every query)."""
-    positions = [int(i) for i in run.val_all]
-    queries = run.queries[positions].numpy()
-    dense = [Ranking([run.ids[r] for r in rows], scores)
-             for rows, scores in held_out.scored_search(queries, docs, run.ids, FUSION_DEPTH)]
+    """The fusion the validation queries choose, each ranked by the model held out from it (its fold's)."""
+    dense = []
+    for model, (_, fold_validation) in zip(held_out, run.folds, strict=True):
+        found = model.scored_search(run.queries[fold_validation].numpy(), docs, run.ids, FUSION_DEPTH)
+        dense += [Ranking([run.ids[r] for r in rows], scores) for rows, scores in found]
+    positions = [int(i) for i in run.val_all]  # the folds' validation queries, in fold order
     # Validation queries sit after the training ones (a given set) or among them (a split).
     lexical_of = [lexical[run.keep[i]] if i < run.n_queries else validation_lexical[run.val_keep[i - run.n_queries]]
                   for i in positions]
@@ -575,7 +576,7 @@ class _Selection:
 def _select_epochs(run: _Run, before: dict[str, float], clock: _Clock, progress: ProgressFn | None) -> _Selection:
     """Train every fold epoch by epoch, keeping the best validation epoch, with early stopping.
 
-    With one fold, its trainer is left holding the best epoch's weights.
+    Every fold's trainer is left holding the best epoch's weights.
     """
     cfg, folds = run.cfg, run.folds
     selection = _Selection([run.new_trainer(t) for t, _ in folds], before)
@@ -598,8 +599,8 @@ def _select_epochs(run: _Run, before: dict[str, float], clock: _Clock, progress:
             bad += 1
         if bad >= cfg.patience or clock.stops("selection", epoch, cfg.max_epochs):
             break
-    if best_states is not None and len(folds) == 1:
-        _restore(selection.fold_models[0][0], best_states[0])
+    for (tr, _), state in zip(selection.fold_models, best_states or [], strict=False):
+        _restore(tr, state)
     return selection
 
 
@@ -609,22 +610,20 @@ def _restore(tr: _Trainer, state: tuple[Any, Any]) -> None:
         tr.M.copy_(state[1])
 
 
-def _shipped_model(run: _Run, selection: _Selection, clock: _Clock) -> tuple[DeepMemoryModel, bool, DeepMemoryModel]:
-    """The model to ship after a successful selection, whether it was refitted on all queries, and the
-    model the validation queries judged (the held-out one; after cross-validation, the shipped one).
+def _shipped_model(run: _Run, selection: _Selection, clock: _Clock) -> tuple[DeepMemoryModel, bool]:
+    """The model to ship after a successful selection, and whether it was refitted on all queries.
 
     After cross-validation (no held-out model) always a refit on every query for the
     selected number of epochs; after a hold-out that refit when ``run.refit``, unless
     the time budget runs out first or during it, and otherwise the held-out model.
     """
     if len(run.folds) > 1:
-        refitted = _refit(run, selection.best_epoch, None)
-        return refitted, True, refitted
+        return _refit(run, selection.best_epoch, None), True
     held_out = selection.fold_models[0][0].to_model(selection.fold_models[0][1])
     if not run.refit or clock.ran_out():
-        return held_out, False, held_out
+        return held_out, False
     refitted = _refit(run, selection.best_epoch, clock)
-    return (held_out, False, held_out) if clock.cut is not None else (refitted, True, held_out)
+    return (held_out, False) if clock.cut is not None else (refitted, True)
 
 
 def _refit(run: _Run, epochs: int, clock: _Clock | None) -> DeepMemoryModel:

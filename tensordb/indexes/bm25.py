@@ -155,7 +155,9 @@ class Bm25Index:
             if term_id is None:
                 continue
             docs, counts = fresh.terms.column(term_id)
-            out[docs] += _bm25(self.idf(term, fresh), counts, fresh.lengths[docs], average, self.k1, self.b)
+            # Rounded as the index stores its scores, so a fresh row ties with its indexed twin.
+            term_scores = _bm25(self.idf(term, fresh), counts, fresh.lengths[docs], average, self.k1, self.b)
+            out[docs] += term_scores.astype(np.float32)
         return out
 
     def substring_entries(self, needle: str) -> np.ndarray | None:

@@ -25,6 +25,8 @@ STOP_WORD_LISTS = {
     "norwegian": "STOPWORDS_NORWEGIAN", "turkish": "STOPWORDS_TURKISH", "danish": "STOPWORDS_DANISH",
 }
 ANALYZER_PARAMS = ("language", "stemming", "stop_words", "token_pattern", "lowercase")
+#: Distinct query words whose stems an analyzer remembers (it forgets them all past this many).
+STEM_CACHE_WORDS = 65_536
 
 
 def text_modules() -> tuple[Any, Any]:
@@ -110,6 +112,11 @@ class Analyzer:
         self._stems: dict[str, str] = {}
         self._lock = threading.Lock()  # a PyStemmer stemmer is not safe to share between threads
 
+    @property
+    def remembered_stems(self) -> int:
+        """How many distinct words' stems the analyzer remembers now."""
+        return len(self._stems)
+
     def words(self, text: str) -> list[str]:
         """A text's words, in order (stop words included)."""
         return self.pattern.findall(text.lower() if self.lowercase else text)
@@ -119,21 +126,27 @@ class Analyzer:
         return self.terms_of_words(self.words(text))
 
     def terms_of_words(self, words: Sequence[str]) -> list[str]:
-        """The terms of a list of words (each distinct word is stemmed once per analyzer)."""
+        """The terms of a list of words (recently stemmed words are remembered, up to ``STEM_CACHE_WORDS``)."""
         kept = [w for w in words if w not in self.stop_words]
         if self._stemmer is None:
             return kept
-        stems = self._stems
-        unknown = [w for w in set(kept) if w not in stems]
-        if unknown:
-            with self._lock:
+        with self._lock:
+            stems = self._stems
+            unknown = [w for w in set(kept) if w not in stems]
+            if unknown:
+                if len(stems) + len(unknown) > STEM_CACHE_WORDS:
+                    stems = self._stems = {}
                 stems.update(zip(unknown, self._stemmer.stemWords(unknown)))
-        return [stems[w] for w in kept]
+            return [stems[w] for w in kept]
 
     def term_map(self, words: Sequence[str]) -> dict[str, str | None]:
-        """Each distinct word's term, or None for a stop word."""
+        """Each distinct word's term, or None for a stop word (a corpus's vocabulary: nothing is remembered)."""
         distinct = list(dict.fromkeys(words))
         kept = [w for w in distinct if w not in self.stop_words]
         out: dict[str, str | None] = dict.fromkeys(distinct)
-        out.update(zip(kept, self.terms_of_words(kept)))
+        if self._stemmer is None:
+            out.update(zip(kept, kept))
+        else:
+            with self._lock:
+                out.update(zip(kept, self._stemmer.stemWords(kept)))
         return out

@@ -362,8 +362,9 @@ class TensorDBVectorStore(BasePydanticVectorStore):
         """Top ``similarity_top_k`` nodes for the query, in its ``mode``.
 
         ``DEFAULT`` ranks by ``query.query_embedding``; ``HYBRID`` fuses that ranking with BM25 of
-        ``query.query_str`` (reciprocal rank fusion, or convex with ``query.alpha``: 1 vector only,
-        0 text only; ``sparse_top_k`` text candidates; ``hybrid_top_k`` results when given);
+        ``query.query_str`` (convex fusion with ``query.alpha``: 1 vector only, 0 text only; without
+        alpha the store's default, or with ``deep_memory`` the fusion it learned; ``fusion="rrf"``
+        as a keyword; ``sparse_top_k`` text candidates; ``hybrid_top_k`` results when given);
         ``TEXT_SEARCH`` and ``SPARSE`` rank by BM25 alone (``sparse_top_k`` results, else
         ``similarity_top_k``); ``MMR`` picks by maximal marginal relevance among
         ``mmr_prefetch_factor`` (default 4) × ``similarity_top_k`` vector candidates, with
@@ -381,7 +382,7 @@ class TensorDBVectorStore(BasePydanticVectorStore):
                 raise SampleError(f"TensorDBVectorStore.query: mode {mode.value!r} ranks by the query text, "
                                   f"so query.query_str must be a non-empty string, got {query.query_str!r}")
         if mode not in _TEXT_MODES and query.query_embedding is None:
-            raise ValueError(f"TensorDBVectorStore.query: mode {mode.value!r} needs query.query_embedding")
+            raise SampleError(f"TensorDBVectorStore.query: mode {mode.value!r} needs query.query_embedding")
         k = query.similarity_top_k
         if mode in _TEXT_MODES:
             k = query.sparse_top_k or k

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import SampleError
+
 __all__ = ["maximal_marginal_relevance"]
 
 
@@ -33,15 +35,15 @@ def maximal_marginal_relevance(
     Ties go to the earlier candidate, so a store's own ranking breaks them.
     """
     if not 0.0 <= float(lambda_mult) <= 1.0:
-        raise ValueError(f"maximal_marginal_relevance: lambda_mult must be in [0, 1], got {lambda_mult!r}")
+        raise SampleError(f"maximal_marginal_relevance: lambda_mult must be in [0, 1], got {lambda_mult!r}")
     vectors = np.asarray(candidates, dtype=np.float64)
     if k < 1 or vectors.size == 0:
         return []
     if vectors.ndim != 2:
-        raise ValueError(f"maximal_marginal_relevance: candidates must be a list of vectors, got shape {vectors.shape}")
+        raise SampleError(f"maximal_marginal_relevance: candidates must be vectors, got shape {vectors.shape}")
     q = np.asarray(query, dtype=np.float64).reshape(-1)
     if q.shape[0] != vectors.shape[1]:
-        raise ValueError(f"maximal_marginal_relevance: the query has {q.shape[0]} dimensions, "
+        raise SampleError(f"maximal_marginal_relevance: the query has {q.shape[0]} dimensions, "
                          f"the candidates {vectors.shape[1]}")
     unit = _unit_rows(vectors)
     relevance = unit @ _unit_rows(q[None, :])[0]

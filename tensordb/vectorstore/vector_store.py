@@ -156,6 +156,9 @@ class VectorStore:
         snapshot = self.dataset.snapshot()
         out = []
         for text in texts:
+            if not isinstance(text, str) or not text.strip():  # a blank question matches nothing
+                out.append(Ranking([], np.empty(0)))
+                continue
             found = snapshot.query(text_query(text, None, depth))
             keep = np.asarray(found.virtual_columns["score"]) > 0
             ids = np.asarray(found.id.numpy(aslist=True), dtype=object)[keep]
@@ -444,7 +447,6 @@ class VectorStore:
         request = HybridRequest.parse(mode, fusion, alpha, rrf_k, sparse_top_k)
         if len(self.dataset) == 0:
             raise TensorDBError("search on an empty vector store: add documents first")
-        scores = None
         if query is not None:
             if embedding_data is not None or embedding is not None or filter is not None or ids is not None:
                 raise SampleError(
@@ -459,22 +461,21 @@ class VectorStore:
             )
             view = found[0].query(found[1], exact=exact, search_params=search_params)
         else:
-            view, scores = self._text_or_hybrid_search(
+            view = self._text_or_hybrid_search(
                 request, embedding_data, embedding_function, embedding, k, distance_metric, filter, deep_memory, ids,
                 exact, search_params)
         if return_view:
             return view
         names = list(return_tensors) if return_tensors is not None else [t for t in DEFAULT_RETURN if t in view.tensors]
         out = {name: view[name].numpy(aslist=True) for name in names}
-        score = getattr(view, "score", None) if scores is None else scores  # a search's or a TQL query's score
+        score = getattr(view, "score", None)  # the computed column of a search or a TQL query
         if score is not None:
-            out["score"] = [float(s) for s in (score if scores is not None else score.numpy())]
+            out["score"] = [float(s) for s in score.numpy()]
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in out.items()}
 
     def _text_or_hybrid_search(self, request: HybridRequest, embedding_data, embedding_function, embedding, k,
-                               distance_metric, filter, deep_memory, ids, exact, search_params
-                               ) -> tuple[Table, np.ndarray]:
-        """The rows of a text or hybrid search (a view of one snapshot) and their fused scores."""
+                               distance_metric, filter, deep_memory, ids, exact, search_params) -> Table:
+        """The rows of a text or hybrid search, as a view of one snapshot with their (fused) ``score``."""
         if request.mode == "text" and (embedding is not None or deep_memory):
             raise SampleError("search: mode='text' ranks by the query text alone; it takes no embedding or "
                               "deep_memory (use mode='hybrid')")
@@ -485,14 +486,14 @@ class VectorStore:
             try:
                 check_text_index(self.dataset, "hybrid")
             except IndexNotFoundError as e:
-                raise IndexNotFoundError(f"{e}; it also has no embedding_function to embed the query for the "
-                                         f"dense side: pass one, or give embedding=") from None
+                raise IndexNotFoundError(f"{e}; it also has no embedding_function to embed the query text for the "
+                                         f"dense side: pass one (or the query's embedding= beside its text)") from None
         check_text_index(self.dataset, request.mode)
         text = embedding_data if isinstance(embedding_data, str) or embedding_data is None else embedding_data[0]
         snapshot = self.dataset.snapshot()  # both sides and the rows returned come from one snapshot
         target, where = self._search_target(filter, ids, snapshot)
         depth = k if request.mode == "text" else request.sparse_top_k or max(k, CANDIDATES)
-        lexical = ranking(target.query(text_query(text, where, depth)), drop_zero=True)
+        lexical = ranking(target.query(text_query(text, where, depth), search_params=search_params), drop_zero=True)
         if request.mode == "text":
             chosen = Ranking(lexical.keys[:k], lexical.scores[:k])
         else:
@@ -504,7 +505,8 @@ class VectorStore:
                 dense = Ranking(dense.keys, -dense.scores)
             learned = self._learned_fusion() if deep_memory else None
             chosen = fused_rows(dense, lexical, request.choice(learned), k)
-        return snapshot[np.asarray(chosen.keys, dtype=np.int64)], np.asarray(chosen.scores, dtype=np.float64)
+        rows = snapshot[np.asarray(chosen.keys, dtype=np.int64)]
+        return rows.with_columns({"score": np.asarray(chosen.scores, dtype=np.float64)})
 
     def _learned_fusion(self) -> dict[str, Any] | None:
         model = self.deep_memory.model()

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from tensordb.deep_memory import fusion
 from tensordb.deep_memory.fusion import (
     DEFAULT_FUSION,
+    LISTED_FLOOR,
     MIN_GAIN,
     RRF_K,
     FusionChoice,
@@ -60,14 +61,18 @@ def test_rrf_ignores_score_magnitudes():
 
 # -- convex by hand -------------------------------------------------------------------------------
 def test_convex_normalises_each_list_and_counts_a_missing_doc_as_zero():
-    dense = ranking([("a", 3.0), ("b", 2.0), ("c", 1.0)])  # -> 1, 0.5, 0
-    lexical = ranking([("c", 10.0), ("d", 5.0)])  # -> 1, 0
+    dense = ranking([("a", 3.0), ("b", 2.0), ("c", 1.0)])  # -> 1, 0.5 (nearly), the floor
+    lexical = ranking([("c", 10.0), ("d", 5.0)])  # -> 1, the floor
+    half = LISTED_FLOOR + (1 - LISTED_FLOOR) * 0.5
     fused = fuse(dense, lexical, "convex", alpha=0.5)
-    assert as_dict(fused) == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.5, "d": 0.0})
-    assert list(fused.keys) == ["a", "c", "b", "d"]  # a and c tie: a was seen first
+    assert as_dict(fused) == pytest.approx(
+        {"a": 0.5, "b": 0.5 * half, "c": 0.5 * (LISTED_FLOOR + 1), "d": 0.5 * LISTED_FLOOR}, abs=1e-12)
+    assert list(fused.keys) == ["c", "a", "b", "d"]  # c's lowest dense score still counts, above a's absence
     weighted = fuse(dense, lexical, "convex", alpha=0.2)
-    assert as_dict(weighted) == pytest.approx({"a": 0.2, "b": 0.1, "c": 0.8, "d": 0.0})
     assert list(weighted.keys) == ["c", "a", "b", "d"]
+    # A document a list holds counts above one it does not: at alpha 0 the lexical list comes first, whole.
+    assert list(fuse(dense, lexical, "convex", alpha=0.0).keys)[:2] == ["c", "d"]
+    assert list(fuse(dense, lexical, "convex", alpha=1.0).keys)[:3] == ["a", "b", "c"]
 
 
 def test_convex_all_equal_scores_normalise_to_one():
@@ -79,7 +84,8 @@ def test_convex_all_equal_scores_normalise_to_one():
 def test_negative_scores_normalise_like_any_others():
     dense = ranking([("a", -1.0), ("b", -3.0)])  # distances negated: nearer is better
     lexical = ranking([])
-    assert as_dict(fuse(dense, lexical, "convex", alpha=0.5)) == pytest.approx({"a": 0.5, "b": 0.0})
+    assert as_dict(fuse(dense, lexical, "convex", alpha=0.5)) == pytest.approx({"a": 0.5, "b": 0.5 * LISTED_FLOOR},
+                                                                               abs=1e-12)
 
 
 @pytest.mark.parametrize("method", ["rrf", "convex"])

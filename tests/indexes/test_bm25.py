@@ -336,3 +336,21 @@ def test_fewer_rows_than_the_entries_name_is_refused():
     payload, arrays = index.to_arrays()
     with pytest.raises(DataCorruptionError):
         Bm25Index.from_arrays(index.params, payload, arrays, 2, "indexes/x")
+
+
+def test_a_fresh_row_ties_exactly_with_its_indexed_twin():
+    index = index_of(["fox dog", "cat bird", "fox fox"])
+    fresh = FreshSegment(index.analyzer, ["fox dog"])
+    terms = index.query_terms("fox")
+    assert index.fresh_scores(terms, fresh)[0] == index.scores(terms)[0]  # bit for bit, not just close
+
+
+def test_the_stem_cache_stays_bounded(monkeypatch):
+    from tensordb.indexes import text
+
+    monkeypatch.setattr(text, "STEM_CACHE_WORDS", 50)
+    index = index_of(["fox dog"])
+    for i in range(40):
+        index.query_terms(" ".join(f"word{i}x{j}" for j in range(5)))
+        assert index.analyzer.remembered_stems <= 50
+    assert index.query_terms("foxes running") == ["fox", "run"]

@@ -29,7 +29,7 @@ import pytest
 import tensordb
 from tensordb.errors import StorageError, TensorDBError
 from tensordb.storage import LocalStore
-from tensordb.vectorstore.index_params import IndexPolicy
+from tensordb.vectorstore.index_params import IndexPolicy, TextIndexPolicy
 
 from .helpers import FIGURES, LONG, meta_of, text_of, vector
 
@@ -200,7 +200,7 @@ def _vector_store(ds):
     """A VectorStore over the handle under test (opening another would need the writer lock)."""
     vs = tensordb.VectorStore.__new__(tensordb.VectorStore)
     vs.embedding_function, vs.dataset, vs._id_rows, vs._deep_memory = None, ds, None, None
-    vs.index_policy = IndexPolicy()  # the default: never build an index
+    vs.index_policy, vs.text_index_policy = IndexPolicy(), TextIndexPolicy()  # the defaults: build no index
     return vs
 
 

@@ -128,7 +128,8 @@ def test_convex_alpha_one_is_the_vector_order_and_zero_the_text_order(store):
     dense_only = store.search(embedding_data=QUERY, k=n, mode="hybrid", fusion="convex", alpha=1.0)["id"]
     text_only = store.search(embedding_data=QUERY, k=n, mode="hybrid", fusion="convex", alpha=0.0)["id"]
     assert dense_only == vector
-    assert restricted(text_only, text) == text
+    # Every chunk BM25 found comes first, in BM25's order (its weakest too: above those it did not find).
+    assert text_only[: len(text)] == text
     # alpha alone means convex fusion.
     assert store.search(embedding_data=QUERY, k=n, mode="hybrid", alpha=1.0)["id"] == vector
 
@@ -176,6 +177,16 @@ def test_return_view_in_hybrid_mode_matches_the_dict(store):
     view = store.search(embedding_data=QUERY, k=6, mode="hybrid", return_view=True)
     assert view.id.numpy(aslist=True) == found["id"]
     assert view.text.numpy(aslist=True) == found["text"]
+    assert view.score.numpy().tolist() == pytest.approx(found["score"])  # the fused scores come along
+
+
+def test_search_params_choose_the_text_index_and_leave_the_vector_side_alone(store):
+    store.dataset.text.create_index("plain", kind="bm25", stemming=False, stop_words=False)
+    by_name = {name: store.search(embedding_data="flocks", k=3, mode="text", search_params={"index": name})["id"]
+               for name in (TEXT_INDEX_NAME, "plain")}
+    assert by_name[TEXT_INDEX_NAME][0] == "star" and by_name["plain"] == []  # unstemmed, "flocks" is no word here
+    hybrid = store.search(embedding_data=QUERY, k=4, mode="hybrid", search_params={"index": "plain"})
+    assert hybrid["id"] == store.search(embedding_data=QUERY, k=4, mode="hybrid")["id"]
 
 
 def test_hybrid_with_an_explicit_embedding(store):
@@ -357,6 +368,18 @@ def trained():
     status = vs.deep_memory.wait(job, timeout=120)
     assert status["status"] == "completed", status
     return vs, job, queries, relevance
+
+
+def test_a_blank_training_question_trains_beside_a_text_index():
+    docs, table, queries, relevance = _dm_corpus(seed=1)
+    table["   "] = table[queries[0]]
+    vs = VectorStore(f"mem://hybrid-dm-{uuid.uuid4().hex}", embedding_function=TableEmbedding(table),
+                     text_index="english", overwrite=True)
+    vs.add(text=docs, id=[f"d{i}" for i in range(N_DOCS)])
+    job = vs.deep_memory.train(["   ", *queries[1:]], relevance, max_seconds=30)
+    status = vs.deep_memory.wait(job, timeout=120)
+    assert status["status"] == "completed", status  # it failed: the blank question had no BM25 ranking
+    assert status["fusion"]
 
 
 def test_status_shows_the_hybrid_fusion(trained, capsys):
