@@ -310,15 +310,18 @@ class Executor:
         rows = np.arange(len(source), dtype=np.int64) if passing is None else np.flatnonzero(passing)
         keys = scores if passing is None else scores[rows]
         stop = plan.offset + plan.limit
-        if stop < len(rows) and not np.isnan(keys).any():
+        if np.isnan(keys).any():  # NaN sorts last either way: the general top-k knows how
+            topk = TopK(stop, [descending])
+            topk.push(rows, [keys])
+            return topk.result()
+        if stop < len(rows):
             # Only rows at least as good as the stop-th best can make the result (ties kept: rows break them).
             position = len(keys) - stop if descending else stop - 1
             kth = np.partition(keys, position)[position]
             keep = np.flatnonzero(keys >= kth if descending else keys <= kth)
             rows, keys = rows[keep], keys[keep]
-        topk = TopK(stop, [descending])
-        topk.push(rows, [keys])
-        return topk.result()
+        order = np.lexsort((rows, -keys if descending else keys))[:stop]  # ties: the lower row first
+        return rows[order], [keys[order]]
 
     def _indexed_topk(self, plans: list[Plan], source: ScanSource, passing: np.ndarray | None
                       ) -> tuple[list[tuple[np.ndarray, list[np.ndarray]]] | None, np.ndarray | None]:

@@ -334,8 +334,9 @@ class _Slot:
 
 
 @functools.lru_cache(maxsize=256)
-def _parse_template(compact: str, offsets: tuple[int, ...]) -> tuple[ast.Query, int]:
-    """The query of ``compact`` with each pre-parsed ARRAY list left as a :class:`_Slot`, and its depth.
+def _parse_template(compact: str, offsets: tuple[int, ...]) -> tuple[ast.Query, int, frozenset[int]]:
+    """The query of ``compact`` with each pre-parsed ARRAY list left as a :class:`_Slot`, its depth, and the
+    nodes that hold a slot or a lifted string.
 
     Vector searches differ only in their numbers, so one template serves them all.
     """
@@ -344,25 +345,39 @@ def _parse_template(compact: str, offsets: tuple[int, ...]) -> tuple[ast.Query, 
         template = _parser().parse(compact)
     finally:
         _FAST_ARRAYS.values = None
-    return template, ast.depth(template)
+    return template, ast.depth(template), frozenset(_holders(template))
 
 
-def _fill(node: Any, values: list[tuple[int | float, ...]], strings: dict[str, str]) -> Any:
+def _holders(node: Any) -> set[int]:
+    """The ids of the nodes at or above a :class:`_Slot` or a lifted string's marker: all that ``_fill`` visits."""
+    if isinstance(node, str):
+        return {id(node)} if node.startswith(_LIFT_MARK) else set()
+    if isinstance(node, _Slot):
+        return {id(node)}
+    children = node if isinstance(node, tuple) else [
+        getattr(node, name) for name in getattr(node, "__dataclass_fields__", ())]
+    found = set().union(*(_holders(child) for child in children)) if children else set()
+    return found | {id(node)} if found else found
+
+
+def _fill(node: Any, values: list[tuple[int | float, ...]], strings: dict[str, str], holders: frozenset[int]) -> Any:
     """``node`` with every :class:`_Slot` replaced by its values and every lifted string's marker by the string
-    (untouched parts are shared)."""
+    (untouched parts are shared; ``holders`` are the nodes that hold one, see :func:`_holders`)."""
+    if id(node) not in holders:
+        return node
     if isinstance(node, str):
         return strings.get(node, node)
     if isinstance(node, ast.ArrayLiteral):
         return ast.ArrayLiteral(values[node.values.index]) if isinstance(node.values, _Slot) else node
     if isinstance(node, tuple):
-        filled = tuple(_fill(x, values, strings) for x in node)
+        filled = tuple(_fill(x, values, strings, holders) for x in node)
         return node if all(a is b for a, b in zip(filled, node, strict=True)) else filled
     fields = getattr(node, "__dataclass_fields__", None)
     if fields is not None:
         changes = {}
         for name in fields:
             old = getattr(node, name)
-            new = _fill(old, values, strings)
+            new = _fill(old, values, strings, holders)
             if new is not old:
                 changes[name] = new
         return dataclasses.replace(node, **changes) if changes else node
@@ -425,8 +440,8 @@ def _parse_cached(text: str) -> ast.Query:
     if found or strings:
         offsets = tuple(found)
         try:
-            template, template_depth = _parse_template(compact, offsets)
-            query = _fill(template, [found[o] for o in offsets], strings)
+            template, template_depth, holders = _parse_template(compact, offsets)
+            query = _fill(template, [found[o] for o in offsets], strings, holders)
         except Exception:  # noqa: BLE001 - the exact parse below reports it with true positions
             pass
         else:
