@@ -79,13 +79,13 @@ def blob_lengths(blobs: Sequence[bytes | None]) -> np.ndarray:
 ENCODINGS = ("utf8", "json", "msgpack")
 
 
-def decode_blob(raw: bytes, encoding: str, what: str = "blob chunk") -> Any:
+def decode_blob(raw: bytes | memoryview, encoding: str, what: str = "blob chunk") -> Any:
     """Turn one stored object back into its Python value; a row that cannot be decoded is corruption."""
     try:
         if encoding == "msgpack":
             # JSON allows int, float, bool, None keys; tensordb writes no msgpack extension types
             return msgpack.unpackb(raw, raw=False, strict_map_key=False, ext_hook=_no_ext)
-        text = raw.decode("utf-8", "surrogatepass")  # text is encoded with surrogatepass too
+        text = str(raw, "utf-8", "surrogatepass")  # text is encoded with surrogatepass too
         return json.loads(text) if encoding == "json" else text
     except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as e:  # forged: too deep, bad bytes
         raise DataCorruptionError(f"{what}: a row cannot be decoded: {type(e).__name__}: {e}"[:500]) from None
@@ -153,14 +153,14 @@ class BlobChunk:
         return len(self.offsets) - 1
 
     def take(self, local: np.ndarray) -> list[Any]:
-        out: list[Any] = []
-        data, offsets, nulls = self.data, self.offsets, self.nulls
-        for i in local.tolist():
-            if nulls is not None and nulls[i]:
-                out.append(None)
-            else:
-                out.append(decode_blob(bytes(data[offsets[i] : offsets[i + 1]]), self.encoding, self.what))
-        return out
+        data, encoding, what = self.data, self.encoding, self.what
+        local = np.asarray(local, dtype=np.int64)
+        starts, ends = self.offsets[local].tolist(), self.offsets[local + 1].tolist()
+        if self.nulls is None:
+            return [decode_blob(data[a:b], encoding, what) for a, b in zip(starts, ends)]
+        nulls = self.nulls[local].tolist()
+        return [None if null else decode_blob(data[a:b], encoding, what)
+                for a, b, null in zip(starts, ends, nulls)]
 
 
 Chunk = FixedChunk | RaggedChunk | BlobChunk
