@@ -85,14 +85,15 @@ def check_text_index(table: Table, mode: str) -> None:
         )
 
 
-def ranking(view: Table, drop_zero: bool = False) -> Ranking:
-    """A query result's rows (dataset positions) and scores; ``drop_zero`` leaves out rows no term matched."""
-    rows = view.row_positions
+def ranking(view: Table, drop_zero: bool = False, by_id: bool = False) -> Ranking:
+    """A query result's rows (dataset positions, or ids with ``by_id``) and scores; ``drop_zero`` leaves out
+    the rows no query term matched."""
+    keys = np.asarray(view.id.numpy(aslist=True), dtype=object) if by_id else view.row_positions
     scores = np.asarray(view.virtual_columns["score"], dtype=np.float64)
     if drop_zero:
         keep = scores > 0
-        rows, scores = rows[keep], scores[keep]
-    return Ranking(rows, scores)
+        keys, scores = keys[keep], scores[keep]
+    return Ranking(keys.tolist() if by_id else keys, scores)
 
 
 def fused_rows(dense: Ranking, lexical: Ranking, choice: FusionChoice, k: int) -> Ranking:

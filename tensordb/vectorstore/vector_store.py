@@ -154,16 +154,9 @@ class VectorStore:
         if not has_text_index(self.dataset):
             return None
         snapshot = self.dataset.snapshot()
-        out = []
-        for text in texts:
-            if not isinstance(text, str) or not text.strip():  # a blank question matches nothing
-                out.append(Ranking([], np.empty(0)))
-                continue
-            found = snapshot.query(text_query(text, None, depth))
-            keep = np.asarray(found.virtual_columns["score"]) > 0
-            ids = np.asarray(found.id.numpy(aslist=True), dtype=object)[keep]
-            out.append(Ranking(ids.tolist(), np.asarray(found.virtual_columns["score"], dtype=np.float64)[keep]))
-        return out
+        blank = Ranking([], np.empty(0))  # a blank question matches nothing
+        return [ranking(snapshot.query(text_query(text, None, depth)), drop_zero=True, by_id=True)
+                if isinstance(text, str) and text.strip() else blank for text in texts]
 
     # -- writes ----------------------------------------------------------------------------------
     def add(
@@ -476,19 +469,7 @@ class VectorStore:
     def _text_or_hybrid_search(self, request: HybridRequest, embedding_data, embedding_function, embedding, k,
                                distance_metric, filter, deep_memory, ids, exact, search_params) -> Table:
         """The rows of a text or hybrid search, as a view of one snapshot with their (fused) ``score``."""
-        if request.mode == "text" and (embedding is not None or deep_memory):
-            raise SampleError("search: mode='text' ranks by the query text alone; it takes no embedding or "
-                              "deep_memory (use mode='hybrid')")
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-            raise SampleError(f"search: k must be a positive integer, got {k!r} ({type(k).__name__})")
-        k = int(k)
-        if request.mode == "hybrid" and embedding is None and self._function_or_none(embedding_function) is None:
-            try:
-                check_text_index(self.dataset, "hybrid")
-            except IndexNotFoundError as e:
-                raise IndexNotFoundError(f"{e}; it also has no embedding_function to embed the query text for the "
-                                         f"dense side: pass one (or the query's embedding= beside its text)") from None
-        check_text_index(self.dataset, request.mode)
+        k = self._check_text_or_hybrid(request, embedding_function, embedding, k, deep_memory)
         text = embedding_data if isinstance(embedding_data, str) or embedding_data is None else embedding_data[0]
         snapshot = self.dataset.snapshot()  # both sides and the rows returned come from one snapshot
         target, where = self._search_target(filter, ids, snapshot)
@@ -497,23 +478,37 @@ class VectorStore:
         if request.mode == "text":
             chosen = Ranking(lexical.keys[:k], lexical.scores[:k])
         else:
-            table, dense_query = self._vector_search(embedding_data, embedding_function, embedding, max(k, CANDIDATES),
-                                                     distance_metric, None, deep_memory, None)
-            dense_query = dataclasses.replace(dense_query, where=where)
-            dense = ranking(target.query(dense_query, exact=exact, search_params=search_params))
+            _, dense_query = self._vector_search(embedding_data, embedding_function, embedding, max(k, CANDIDATES),
+                                                 distance_metric, None, deep_memory, None)
+            dense = ranking(target.query(dataclasses.replace(dense_query, where=where), exact=exact,
+                                         search_params=search_params))
             if distance_metric in ("l2", "l1", "max"):  # distances: nearer is better, so negate for fusion
                 dense = Ranking(dense.keys, -dense.scores)
-            learned = self._learned_fusion() if deep_memory else None
-            chosen = fused_rows(dense, lexical, request.choice(learned), k)
+            chosen = fused_rows(dense, lexical, request.choice(self._learned_fusion() if deep_memory else None), k)
         rows = snapshot[np.asarray(chosen.keys, dtype=np.int64)]
         return rows.with_columns({"score": np.asarray(chosen.scores, dtype=np.float64)})
 
+    def _check_text_or_hybrid(self, request: HybridRequest, embedding_function: Any, embedding: Any, k: Any,
+                              deep_memory: bool) -> int:
+        """``k`` as an int, once the store and the arguments can serve a text or hybrid search."""
+        if request.mode == "text" and (embedding is not None or deep_memory):
+            raise SampleError("search: mode='text' ranks by the query text alone; it takes no embedding or "
+                              "deep_memory (use mode='hybrid')")
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise SampleError(f"search: k must be a positive integer, got {k!r} ({type(k).__name__})")
+        if request.mode == "hybrid" and embedding is None and (embedding_function or self.embedding_function) is None:
+            try:
+                check_text_index(self.dataset, "hybrid")
+            except IndexNotFoundError as e:
+                raise IndexNotFoundError(f"{e}; it also has no embedding_function to embed the query text for the "
+                                         f"dense side: pass one (or the query's embedding= beside its text)") from None
+        check_text_index(self.dataset, request.mode)
+        return int(k)
+
     def _learned_fusion(self) -> dict[str, Any] | None:
+        """The fusion the latest Deep Memory model learned (None: no model, or trained without a text index)."""
         model = self.deep_memory.model()
         return None if model is None else model.metadata.get("fusion")
-
-    def _function_or_none(self, override: Any) -> Any:
-        return override or self.embedding_function
 
     def _vector_search(
         self, embedding_data, embedding_function, embedding, k, distance_metric, filter, deep_memory, ids
