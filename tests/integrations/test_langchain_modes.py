@@ -1,64 +1,29 @@
-"""TensorDB's search modes (mode="vector"|"text"|"hybrid") against the real langchain-core, offline.
-
-The corpus is built so that the lexical and the dense signals disagree: the embedding knows
-synonyms (a "concept" per group of words) but not the product code "zx81", which only BM25 sees;
-BM25 knows the code but not that "automobile" means "car", which only the embedding sees.
-"""
+"""TensorDB's search modes (mode="vector"|"text"|"hybrid") against the real langchain-core, offline,
+on the shared corpus of ``concept_corpus`` (lexical and dense signals that disagree)."""
 
 from __future__ import annotations
 
-import re
 import uuid
-import zlib
 
-import numpy as np
 import pytest
+from concept_corpus import DOCS, KEYWORD_QUERY, concept_vector
 from langchain_core.embeddings import Embeddings
 
 from tensordb.errors import IndexNotFoundError, SampleError
 from tensordb.integrations.langchain import TensorDB
 from tensordb.integrations.mmr import maximal_marginal_relevance
 
-CONCEPTS = (
-    ("car", "cars", "automobile", "vehicle", "truck", "sedan"),
-    ("repair", "maintenance", "brakes", "tires", "service", "mechanic"),
-    ("bread", "pasta", "recipe", "baking", "cooking", "sourdough"),
-    ("synthesizer", "keyboard", "melody", "firmware", "piano"),
-    ("dog", "kitten", "puppy", "pet"),
-)
-_CONCEPT_OF = {word: i for i, words in enumerate(CONCEPTS) for word in words}
-_NOISE = 16
-
 
 class ConceptEmbeddings(Embeddings):
-    """One dimension per concept; other words leave a faint hashed trace, so no two texts tie exactly."""
+    """The shared concept embedding as a LangChain model."""
 
     def embed_query(self, text: str) -> list[float]:
-        v = np.zeros(len(CONCEPTS) + _NOISE + 1)
-        for word in re.findall(r"[a-z0-9]+", text.lower()):
-            if word in _CONCEPT_OF:
-                v[_CONCEPT_OF[word]] += 1.0
-            else:
-                h = zlib.crc32(word.encode("utf-8"))
-                v[len(CONCEPTS) + h % _NOISE] += 0.05 if h & 1 else -0.05
-        v[-1] = 0.01  # never the zero vector
-        return (v / np.linalg.norm(v)).tolist()
+        return concept_vector(text)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return [self.embed_query(t) for t in texts]
 
 
-DOCS = {
-    "car": ("The car needs new brakes and tires", "auto"),
-    "car_dup": ("The car needs new brakes and new tires", "auto"),
-    "truck": ("A truck mechanic, by the road", "auto"),
-    "synth": ("Firmware notes for the zx81 synthesizer", "music"),
-    "bread": ("A recipe for baking sourdough bread, with notes", "food"),
-    "pasta": ("Cooking pasta: recipe notes and more notes", "food"),
-    "dog": ("The dog and the kitten sleep", "pets"),
-    "piano": ("Piano melody notes for beginners: notes, notes", "music"),
-}
-KEYWORD_QUERY = "zx81 automobile"  # BM25 finds only "synth" (zx81); the embedding finds the car texts
 EMBEDDINGS = ConceptEmbeddings()
 
 

@@ -1,18 +1,12 @@
-"""TensorDBVectorStore's query modes (hybrid, text search, sparse, MMR) against the real llama-index-core, offline.
-
-The corpus is built so that the lexical and the dense signals disagree: the embedding knows
-synonyms (a "concept" per group of words) but not the product code "zx81", which only BM25 sees;
-BM25 knows the code but not that "automobile" means "car", which only the embedding sees.
-"""
+"""TensorDBVectorStore's query modes (hybrid, text search, sparse, MMR) against the real llama-index-core, offline,
+on the shared corpus of ``concept_corpus`` (lexical and dense signals that disagree)."""
 
 from __future__ import annotations
 
-import re
 import uuid
-import zlib
 
-import numpy as np
 import pytest
+from concept_corpus import DOCS, KEYWORD_QUERY, concept_vector
 from llama_index.core import Settings, StorageContext, VectorStoreIndex
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.embeddings import BaseEmbedding
@@ -28,29 +22,6 @@ from llama_index.core.vector_stores.types import (
 from tensordb.errors import IndexNotFoundError, SampleError
 from tensordb.integrations.llama_index import TensorDBVectorStore
 from tensordb.vectorstore import HashingEmbedding
-
-CONCEPTS = (
-    ("car", "cars", "automobile", "vehicle", "truck", "sedan"),
-    ("repair", "maintenance", "brakes", "tires", "service", "mechanic"),
-    ("bread", "pasta", "recipe", "baking", "cooking", "sourdough"),
-    ("synthesizer", "keyboard", "melody", "firmware", "piano"),
-    ("dog", "kitten", "puppy", "pet"),
-)
-_CONCEPT_OF = {word: i for i, words in enumerate(CONCEPTS) for word in words}
-_NOISE = 16
-
-
-def concept_vector(text: str) -> list[float]:
-    """One dimension per concept; other words leave a faint hashed trace, so no two texts tie exactly."""
-    v = np.zeros(len(CONCEPTS) + _NOISE + 1)
-    for word in re.findall(r"[a-z0-9]+", text.lower()):
-        if word in _CONCEPT_OF:
-            v[_CONCEPT_OF[word]] += 1.0
-        else:
-            h = zlib.crc32(word.encode("utf-8"))
-            v[len(CONCEPTS) + h % _NOISE] += 0.05 if h & 1 else -0.05
-    v[-1] = 0.01  # never the zero vector
-    return (v / np.linalg.norm(v)).tolist()
 
 
 class ConceptEmbedding(BaseEmbedding):
@@ -82,17 +53,6 @@ class HashEmbedding(BaseEmbedding):
         return self._inner.embed_documents(texts)
 
 
-DOCS = {
-    "car": ("The car needs new brakes and tires", "auto"),
-    "car_dup": ("The car needs new brakes and new tires", "auto"),
-    "truck": ("A truck mechanic, by the road", "auto"),
-    "synth": ("Firmware notes for the zx81 synthesizer", "music"),
-    "bread": ("A recipe for baking sourdough bread, with notes", "food"),
-    "pasta": ("Cooking pasta: recipe notes and more notes", "food"),
-    "dog": ("The dog and the kitten sleep", "pets"),
-    "piano": ("Piano melody notes for beginners: notes, notes", "music"),
-}
-KEYWORD_QUERY = "zx81 automobile"  # BM25 finds only "synth" (zx81); the embedding finds the car texts
 
 
 @pytest.fixture(scope="module")
