@@ -98,7 +98,7 @@ class Bm25Index:
 
     def __init__(self, params: Mapping[str, Any], entries: int, average_length: float, terms: Postings,
                  words: Postings) -> None:
-        self.params = dict(params)
+        self.params = dict(params)  # what it was built with
         self.analyzer = Analyzer({k: params[k] for k in ANALYZER_PARAMS})
         self.k1, self.b = float(params["k1"]), float(params["b"])
         self.entries, self.average_length = entries, average_length
@@ -126,6 +126,7 @@ class Bm25Index:
 
     # -- searching -----------------------------------------------------------------------------------
     def query_terms(self, text: str) -> list[str]:
+        """A query text's terms, analysed as the indexed texts were."""
         return self.analyzer.terms(text)
 
     def scores(self, terms: Sequence[str]) -> np.ndarray:
@@ -189,10 +190,6 @@ class Bm25Index:
         return mask
 
     # -- the index file ------------------------------------------------------------------------------
-    @property
-    def nbytes(self) -> int:
-        return sum(p.indptr.nbytes + p.entries.nbytes + p.values.nbytes for p in (self.terms, self.words))
-
     def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Header fields and arrays for the index file (the key lists as msgpack)."""
         arrays: dict[str, np.ndarray] = {}

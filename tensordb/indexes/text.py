@@ -103,7 +103,6 @@ class Analyzer:
     """Turns texts into terms the way one index's parameters say."""
 
     def __init__(self, params: Mapping[str, Any]) -> None:
-        self.params = dict(params)
         self.lowercase = bool(params["lowercase"])
         self.stop_words = frozenset(params["stop_words"])
         self.pattern = re.compile(params["token_pattern"])
