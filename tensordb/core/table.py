@@ -232,7 +232,8 @@ class DatasetView(Table):
         self._single = single
         self._virtual_columns = virtual or {}
         self._root = parent._root
-        self._source_repr = repr(parent) if not isinstance(parent, DatasetView) else parent._source_repr
+        # The table the rows came from, for repr (computed only when shown: a query makes a view every time).
+        self._source = parent if not isinstance(parent, DatasetView) else parent._source
 
     @property
     def _virtual(self) -> dict[str, Any]:
@@ -252,4 +253,4 @@ class DatasetView(Table):
         return False
 
     def __repr__(self) -> str:
-        return f"DatasetView(of {self._source_repr}, rows={len(self._rows)})"
+        return f"DatasetView(of {self._source!r}, rows={len(self._rows)})"
