@@ -32,7 +32,18 @@ from tensordb.indexes.bm25 import Bm25Index, bm25_params
 from .forging import decode, file_of, rebind_index, write
 from .helpers import FIGURES, guarded, scale
 from .test_forged_files_property import mutate_buffers, mutate_record
-from .test_index_files import clear_index_caches, damage, forge_index, packed_values, read_bytes, ref_of, with_array
+from .test_index_files import (
+    clear_index_caches,
+    damage,
+    forge_index,
+    index_dir,
+    kill_during_build,
+    listed_index_files,
+    packed_values,
+    read_bytes,
+    ref_of,
+    with_array,
+)
 
 ROWS = 800
 WORDS = ["fox", "dog", "river", "stone", "quick", "lazy", "the", "and", "running", "runs", "cat", "Fox"]
@@ -234,3 +245,42 @@ def test_forged_bm25_files_drawn_by_hypothesis(source, tmp_path):
             shutil.rmtree(path, ignore_errors=True)
 
     check()
+
+
+# -- SIGKILL during a bm25 build ----------------------------------------------------------------------
+KILL_ROWS = 40_000
+
+
+@pytest.fixture(scope="module")
+def big_texts(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("bm25-kill") / "ds")
+    ds = tensordb.empty(path)
+    ds.create_tensor("text", htype="text")
+    ds.extend({"text": [f"{t} row{i}" for i, t in enumerate(texts_of(KILL_ROWS))]})
+    ds.text.create_index("fts", kind="bm25")
+    ds.commit("indexed")
+    ds.close()
+    return path
+
+
+@pytest.mark.parametrize("mode, delay", [("timed", 0.05), ("stall", 0)], ids=["mid-build", "file-written"])
+def test_sigkill_during_a_bm25_build(big_texts, tmp_path, mode, delay):
+    path = str(tmp_path / "ds")
+    shutil.copytree(big_texts, path)
+    before = tensordb.load(path, read_only=True).indexes
+    completed = kill_during_build(path, "bm25", mode, delay)
+    ds = tensordb.load(path)
+    if completed or ds.indexes != before:  # the build landed before the kill: then it is whole
+        assert mode == "timed" and set(ds.indexes) == set(before) | {"fts2"}
+    else:
+        assert ds.indexes == before
+    assert ds.verify().ok
+    texts = ds.text.numpy(aslist=True)
+    ranked = ds.query("select * order by bm25_similarity(text, 'quick fox') desc limit 10")
+    assert [int(r) for r in ranked.row_positions] == exact_topk(texts)
+    orphans = index_dir(path) - listed_index_files(path)
+    if mode == "stall":
+        assert len(orphans) == 1
+    ds.vacuum(grace_seconds=0)
+    assert index_dir(path) == listed_index_files(path)
+    FIGURES["bm25: SIGKILLs during create_index"] += 1

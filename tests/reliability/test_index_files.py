@@ -179,6 +179,8 @@ if mode == "stall":  # finish writing the index file, then wait to be killed bef
 print("B", flush=True)
 if kind == "hnsw":
     ds.embedding.create_index("vec", kind="hnsw", metric="cosine", M=32, ef_construction=200)
+elif kind == "bm25":
+    ds.text.create_index("fts2", kind="bm25", language="english")
 else:
     ds.metadata.create_index("tag", kind="json", paths=["tag", ["nested", "k"]])
 print("D", flush=True)
