@@ -5,23 +5,16 @@ from tensordb.deep_memory.metrics import evaluate_rankings
 from tensordb.deep_memory.model import DeepMemoryModel
 from tensordb.deep_memory.training import TrainingCancelled, TrainingConfig, train_model
 
+from .corpora import rotated_queries
+
 # Short schedules keep the suite fast; the defaults are tuned for real corpora.
 FAST = TrainingConfig(max_epochs=40, patience=5, lr_query=3e-3, lr_memory=3e-3)
 
 
 def _problem(n_docs=500, dim=32, n_q=300, noise=0.6, seed=0):
     """Queries are noisy rotations of their relevant document: cosine ranks them poorly."""
-    rng = np.random.default_rng(seed)
-    docs = rng.standard_normal((n_docs, dim)).astype(np.float32)
-    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
-    # Partial rotation: cosine still carries some signal but is far from perfect.
-    rot, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
-    mix = 0.3 * np.eye(dim) + 0.7 * rot
-    target = rng.integers(0, n_docs, n_q)
-    q = docs[target] @ mix.T + noise * rng.standard_normal((n_q, dim)) / np.sqrt(dim)
-    ids = [f"doc{i}" for i in range(n_docs)]
-    rel = [{ids[t]: 1.0} for t in target]
-    return docs, ids, q.astype(np.float32), rel
+    docs, ids, q, target = rotated_queries(np.random.default_rng(seed), n_docs, dim, n_q, noise)
+    return docs, ids, q, [{ids[t]: 1.0} for t in target]
 
 
 def test_training_improves_over_identity():

@@ -10,6 +10,8 @@ from tensordb.deep_memory.fusion import ALPHA_GRID, FusionChoice, Ranking
 from tensordb.deep_memory.model import DeepMemoryModel
 from tensordb.deep_memory.training import TrainingConfig, train_model
 
+from .corpora import rotated_queries
+
 # Few epochs and a hold-out split from 20 queries on: small problems, a held-out model and a refit.
 CONFIG = TrainingConfig(max_epochs=20, patience=5, min_queries_for_transform=20, cv_below_queries=20)
 CV = TrainingConfig(max_epochs=20, patience=5, min_queries_for_transform=20)
@@ -19,13 +21,7 @@ def _problem(n_q: int, n_docs: int = 300, dim: int = 32, seed: int = 0):
     """Queries are noisy rotations of their document (learning helps); BM25 finds the document at a random
     rank among strong junk for half of the queries, and not at all for the rest."""
     rng = np.random.default_rng(seed)
-    docs = rng.standard_normal((n_docs, dim)).astype(np.float32)
-    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
-    rot, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
-    mix = 0.3 * np.eye(dim) + 0.7 * rot
-    target = rng.integers(0, n_docs, n_q)
-    queries = (docs[target] @ mix.T + 0.6 * rng.standard_normal((n_q, dim)) / np.sqrt(dim)).astype(np.float32)
-    ids = [f"doc{i}" for i in range(n_docs)]
+    docs, ids, queries, target = rotated_queries(rng, n_docs, dim, n_q)
     lexical = []
     for t in target:
         junk = [ids[j] for j in rng.choice(n_docs, 20, replace=False) if j != t][:15]

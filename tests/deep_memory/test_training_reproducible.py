@@ -20,7 +20,7 @@ import tensordb
 from tensordb.deep_memory.api import DeepMemory
 from tensordb.deep_memory.training import TrainingConfig, TrainingResult, train_model
 
-from .corpora import ArrayCorpus
+from .corpora import ArrayCorpus, rotated_queries
 
 SECONDS_PER_BATCH = 10.0
 SECONDS_PER_READING = 1.0
@@ -48,15 +48,8 @@ class SlowMachine:
 
 def _problem(n_q: int, n_docs: int = 300, dim: int = 32, seed: int = 0):
     """Queries are noisy partial rotations of their document, so learning keeps improving for many epochs."""
-    rng = np.random.default_rng(seed)
-    docs = rng.standard_normal((n_docs, dim)).astype(np.float32)
-    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
-    rot, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
-    mix = 0.3 * np.eye(dim) + 0.7 * rot
-    target = rng.integers(0, n_docs, n_q)
-    queries = docs[target] @ mix.T + 0.6 * rng.standard_normal((n_q, dim)) / np.sqrt(dim)
-    ids = [f"doc{i}" for i in range(n_docs)]
-    return docs, ids, queries.astype(np.float32), [{ids[t]: 1.0} for t in target]
+    docs, ids, queries, target = rotated_queries(np.random.default_rng(seed), n_docs, dim, n_q)
+    return docs, ids, queries, [{ids[t]: 1.0} for t in target]
 
 
 def _train(problem, max_seconds: float, machine: SlowMachine | None = None) -> TrainingResult:
