@@ -7,8 +7,7 @@ import uuid
 
 import pytest
 from concept_corpus import DOCS, KEYWORD_QUERY, concept_vector
-from llama_index.core import Settings, StorageContext, VectorStoreIndex
-from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core import StorageContext, VectorStoreIndex
 from llama_index.core.embeddings import BaseEmbedding
 from llama_index.core.schema import TextNode
 from llama_index.core.vector_stores.types import (
@@ -18,10 +17,10 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQuery,
     VectorStoreQueryMode,
 )
+from llama_models import HashEmbedding, global_embed_model
 
 from tensordb.errors import IndexNotFoundError, SampleError
 from tensordb.integrations.llama_index import TensorDBVectorStore
-from tensordb.vectorstore import HashingEmbedding
 
 
 class ConceptEmbedding(BaseEmbedding):
@@ -35,34 +34,12 @@ class ConceptEmbedding(BaseEmbedding):
         return concept_vector(text)
 
 
-class HashEmbedding(BaseEmbedding):
-    """tensordb's offline HashingEmbedding as a LlamaIndex model (for the Deep Memory test's real corpus)."""
-
-    _inner: HashingEmbedding = PrivateAttr(default_factory=HashingEmbedding)
-
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return self._inner.embed_query(query)
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self._inner.embed_query(text)
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self._inner.embed_documents(texts)
-
-
 
 
 @pytest.fixture(scope="module")
 def embed_model():
-    model = ConceptEmbedding()
-    saved = Settings._llm, Settings._embed_model
-    Settings.llm = None  # no LLM anywhere: retrieval only
-    Settings.embed_model = model
-    yield model
-    Settings._llm, Settings._embed_model = saved
+    with global_embed_model(ConceptEmbedding()) as model:
+        yield model
 
 
 def build(embed_model, text_index: str | None = "english") -> tuple[TensorDBVectorStore, VectorStoreIndex]:

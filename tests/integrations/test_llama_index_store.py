@@ -6,9 +6,7 @@ import asyncio
 import uuid
 
 import pytest
-from llama_index.core import Settings, StorageContext, VectorStoreIndex
-from llama_index.core.bridge.pydantic import PrivateAttr
-from llama_index.core.embeddings import BaseEmbedding
+from llama_index.core import StorageContext, VectorStoreIndex
 from llama_index.core.evaluation import RetrieverEvaluator
 from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
 from llama_index.core.vector_stores.types import (
@@ -19,38 +17,17 @@ from llama_index.core.vector_stores.types import (
     MetadataFilters,
     VectorStoreQuery,
 )
+from llama_models import HashEmbedding, global_embed_model
 
 from tensordb.errors import ReadOnlyError
 from tensordb.integrations.llama_index import TensorDBVectorStore, metadata_filters_to_tql
-from tensordb.vectorstore import HashingEmbedding, VectorStore
-
-
-class HashEmbedding(BaseEmbedding):
-    """A LlamaIndex embedding model around tensordb's offline HashingEmbedding."""
-
-    _inner: HashingEmbedding = PrivateAttr(default_factory=HashingEmbedding)
-
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return self._inner.embed_query(query)
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self._inner.embed_query(text)
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self._inner.embed_documents(texts)
+from tensordb.vectorstore import VectorStore
 
 
 @pytest.fixture(scope="module")
 def embed_model():
-    model = HashEmbedding()
-    saved = Settings._llm, Settings._embed_model
-    Settings.llm = None  # no LLM anywhere: retrieval only
-    Settings.embed_model = model
-    yield model
-    Settings._llm, Settings._embed_model = saved
+    with global_embed_model(HashEmbedding()) as model:
+        yield model
 
 
 def make_nodes(corpus, limit: int | None = None) -> list[TextNode]:
