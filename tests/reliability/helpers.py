@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+import tensordb
+
 LONG = os.environ.get("TENSORDB_LONG") == "1"
 DIM = 16
 
@@ -95,3 +97,11 @@ def guarded(fn: Callable[[], Any]) -> tuple[Any, BaseException | None]:
         tracemalloc.stop()
         faulthandler.cancel_dump_traceback_later()
         assert peak < ALLOC_LIMIT, f"reading a damaged or forged dataset allocated {peak} bytes"
+
+
+def assert_verify_finds(path: str, key: str, where: str, expected: bool = True) -> None:
+    """``verify`` of a damaged or forged dataset never raises, and (when ``expected``) names the file ``key``."""
+    report, err = guarded(lambda: tensordb.verify(path))
+    assert err is None, f"{where}: verify raised {type(err).__name__}: {err}"
+    if expected:
+        assert any(key in p for p in report.problems), f"{where}: verify missed it: {report.problems}"
