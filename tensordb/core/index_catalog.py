@@ -42,7 +42,7 @@ from ..indexes import (
     vector_dim,
 )
 from ..storage import Store
-from .chunk_io import ChunkReader, read_all_fixed
+from .chunk_io import ChunkReader, read_all_fixed, read_rows
 
 INDEX_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,127}")
 #: Bytes of loaded indexes kept per process (``TENSORDB_INDEX_CACHE_BYTES``); an index larger than this is
@@ -162,9 +162,7 @@ class TextFamily:
         return bm25_params(t.meta.name, t.meta.htype, params)
 
     def build(self, reader: ChunkReader, t: TensorState, kind: str, params: dict[str, Any]) -> IndexFile:
-        texts: list[Any] = []
-        for key, rows in zip(t.chunk_keys, t.chunk_rows):
-            texts.extend(reader.chunk(t, key).take(np.arange(rows)))
+        texts = read_rows(reader, t, np.arange(t.nrows, dtype=np.int64))
         payload, arrays = Bm25Index.build(params, texts).to_arrays()
         return IndexFile(kind, t.meta.name, params, t.nrows, payload, arrays)
 

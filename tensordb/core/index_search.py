@@ -107,11 +107,7 @@ class IndexAccess:
         """The vector index a search uses: the one named by ``search_params["index"]``, else the first that fits."""
         if self._exact:
             return None
-        named = self._params.get("index")
-        if named is not None and named not in self._state.indexes:
-            raise IndexNotFoundError(f"search_params names index {named!r}; indexes are {sorted(self._state.indexes)}")
-        if named is not None and family(self._state.indexes[named].kind) != "vector":
-            named = None  # it names the text side's index (one search_params for both sides of a hybrid search)
+        named = self._named("vector")
         fitting = [ref for ref in self._refs(search.column, "vector")
                    if ref.params["metric"] == search.metric and named in (None, ref.name)]
         return fitting[0] if fitting else None
@@ -150,10 +146,8 @@ class IndexAccess:
 
     def _text_ref(self, column: str) -> IndexRef:
         """The bm25 index a text search uses: the one ``search_params["index"]`` names, else the first."""
-        named = self._params.get("index")
-        if named is not None and named not in self._state.indexes:
-            raise IndexNotFoundError(f"search_params names index {named!r}; indexes are {sorted(self._state.indexes)}")
-        # A name of another tensor's index (one search_params for both sides of a hybrid search) falls back here.
+        named = self._named("text")
+        # A name of another tensor's bm25 index falls back to this tensor's first.
         refs = [ref for ref in self._refs(column, "text") if named in (None, ref.name)] or self._refs(column, "text")
         if not refs:
             raise IndexNotFoundError(
@@ -169,6 +163,16 @@ class IndexAccess:
             lambda: FreshSegment(index.analyzer, read_texts(fresh)),
             lambda segment: segment.terms.entries.nbytes * 3 + segment.lengths.nbytes,
         )
+
+    def _named(self, wanted: str) -> str | None:
+        """The index of family ``wanted`` that ``search_params["index"]`` names, or None; a name of another
+        family's index is no choice here (one search_params serves both sides of a hybrid search)."""
+        named = self._params.get("index")
+        if named is None:
+            return None
+        if named not in self._state.indexes:
+            raise IndexNotFoundError(f"search_params names index {named!r}; indexes are {sorted(self._state.indexes)}")
+        return named if family(self._state.indexes[named].kind) == wanted else None
 
     def _refs(self, column: str, wanted: str) -> list[IndexRef]:
         return [ref for _, ref in sorted(self._state.indexes.items())

@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import SampleError, TensorDBError, VersionError
 from . import jobs as jobmod
 from .corpus import DocumentCorpus
-from .fusion import DEFAULT_FUSION, FusionChoice, Ranking
+from .fusion import Ranking, fusion_or_default
 from .jobs import JobRecord
 from .metrics import evaluate_rankings, recall_curve
 from .model import DeepMemoryModel
@@ -254,8 +254,7 @@ class DeepMemory:
         """Each query's ranking: ``model``'s, or (given BM25's) their fusion as hybrid search makes it."""
         if lexical is None:
             return model.search(queries, docs, doc_ids, k=depth)
-        learned = model.metadata.get("fusion")
-        choice = FusionChoice.from_dict(learned) if learned else DEFAULT_FUSION
+        choice = fusion_or_default(model.metadata.get("fusion"))
         dense = [Ranking([doc_ids[r] for r in rows], scores)
                  for rows, scores in model.scored_search(queries, docs, doc_ids, max(depth, FUSION_DEPTH))]
         return [[str(k) for k in choice.apply(d, x).keys[:depth]] for d, x in zip(dense, lexical, strict=True)]

@@ -130,6 +130,11 @@ class FusionChoice:
 DEFAULT_FUSION = FusionChoice("convex", DEFAULT_ALPHA, RRF_K, {})
 
 
+def fusion_or_default(learned: Mapping[str, Any] | None) -> FusionChoice:
+    """The fusion a model's metadata holds (``model.metadata.get("fusion")``), or the default without one."""
+    return DEFAULT_FUSION if not learned else FusionChoice.from_dict(learned)
+
+
 def fit_fusion(dense: Sequence[Ranking], lexical: Sequence[Ranking], relevance: Sequence[Mapping[str, float]],
                rrf_k: int = RRF_K) -> FusionChoice:
     """The fusion that ranks these validation queries best (rankings keyed by document id)."""

@@ -7,7 +7,6 @@ side's), and :mod:`~tensordb.deep_memory.fusion` merges them into the top ``k``.
 
 from __future__ import annotations
 
-import dataclasses
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import numpy as np
 from query_lang import ast
 
 from ..core import Table
-from ..deep_memory.fusion import DEFAULT_FUSION, RRF_K, FusionChoice, Ranking, check_fusion
+from ..deep_memory.fusion import RRF_K, FusionChoice, Ranking, check_fusion, fusion_or_default
 from ..errors import IndexNotFoundError, SampleError
 
 MODES = ("vector", "text", "hybrid")
@@ -58,9 +57,7 @@ class HybridRequest:
         """The fusion to apply: the one asked for, else the learned one, else the default (convex, alpha 0.5)."""
         if self.fusion is not None:
             return FusionChoice(self.fusion, 0.5 if self.alpha is None else self.alpha, self.rrf_k, {})
-        if learned is not None:
-            return FusionChoice.from_dict(learned)
-        return dataclasses.replace(DEFAULT_FUSION, rrf_k=self.rrf_k)
+        return fusion_or_default(learned)
 
 
 def text_query(text: Any, where: ast.Expr | None, limit: int) -> ast.Query:
