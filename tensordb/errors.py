@@ -18,6 +18,22 @@ class KeyNotFoundError(StorageError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class PreconditionFailedError(StorageError):
+    """A conditional write found the object changed since it was read (another writer was first)."""
+
+
+class BucketNotFoundError(StorageError):
+    """The bucket (or container) of an object-store path does not exist."""
+
+
+class AccessDeniedError(StorageError, PermissionError):
+    """The store refused the request: missing or wrong credentials, or no permission for the path."""
+
+
+class NetworkError(StorageError, ConnectionError):
+    """The store could not be reached, even after retries with backoff; nothing half-written is visible."""
+
+
 class DataCorruptionError(TensorDBError):
     """A file failed its checksum or could not be decoded."""
 
@@ -28,6 +44,14 @@ class FormatVersionError(DataCorruptionError):
 
 class LockedError(TensorDBError):
     """Another writer holds the dataset's lock."""
+
+
+class ConflictError(TensorDBError):
+    """A commit lost a race with another writer's change to the same rows, tensors or indexes.
+
+    The other writer's change stands; this handle still holds its own change, unpublished:
+    ``ds.checkout(name, create=True)`` keeps it as a branch, ``ds.reset()`` drops it.
+    """
 
 
 class ReadOnlyError(TensorDBError):

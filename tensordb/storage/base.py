@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Protocol
 
+import xxhash
+
 
 def check_key(key: str) -> None:
     """Raise ``StorageError`` unless ``key`` is a relative ``/``-separated path without ``..`` or NUL."""
@@ -32,6 +34,9 @@ class Store(ABC):
     """A flat key-value store of bytes. Keys are ``/``-separated relative paths."""
 
     url: str
+    #: Whether writers elsewhere may publish while this store's writer lock is held. Then the lock
+    #: excludes no one, and the layer above must commit with :meth:`swap` and rebase when it fails.
+    concurrent_writers: bool = False
 
     @abstractmethod
     def get(self, key: str, max_bytes: int | None = None) -> bytes:
@@ -69,6 +74,23 @@ class Store(ABC):
     @abstractmethod
     def publish(self, key: str, data: bytes) -> None:
         """Durably and atomically replace ``key``; everything put before is durable first."""
+
+    def get_versioned(self, key: str, max_bytes: int | None = None) -> tuple[bytes, str]:
+        """The bytes under ``key`` and its version: a token that changes whenever ``key`` is replaced."""
+        data = self.get(key, max_bytes)
+        return data, content_version(data)
+
+    @abstractmethod
+    def swap(self, key: str, data: bytes, expected: str | None) -> None:
+        """Replace ``key`` atomically, only if its version is still ``expected`` (``None``: only if absent).
+
+        Raise ``PreconditionFailedError`` when another writer replaced it first; then
+        nothing was written. Everything put before is durable first, as for ``publish``.
+        """
+
+    def prefetch(self, keys: Sequence[str]) -> None:
+        """A hint that the immutable objects ``keys`` are about to be read; remote stores fetch them at once."""
+        return None  # a local store reads as fast on demand
 
     @abstractmethod
     def delete(self, key: str) -> None:
@@ -128,6 +150,11 @@ class Store(ABC):
         """Delete every key."""
         for key in self.list():
             self.delete(key)
+
+
+def content_version(data: bytes) -> str:
+    """A version token for stores whose objects carry none: the content's 128-bit hash."""
+    return xxhash.xxh3_128_hexdigest(data)
 
 
 def check_size(url: str, key: str, size: int, max_bytes: int | None) -> None:

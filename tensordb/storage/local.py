@@ -14,8 +14,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import BinaryIO
 
-from ..errors import KeyNotFoundError, LockedError, StorageError
-from .base import Store, check_key, check_size
+from ..errors import KeyNotFoundError, LockedError, PreconditionFailedError, StorageError
+from .base import Store, check_key, check_size, content_version
 
 _TMP_MARK = ".tdb-tmp-"
 _LOCK_FILE = "LOCK"
@@ -232,6 +232,18 @@ class LocalStore(Store):
         self._sync_dirs()
         self._write_file(key, data)
         self._sync_dirs()
+
+    def swap(self, key: str, data: bytes, expected: str | None) -> None:
+        # Writers on a local path exclude each other with the writer lock, so compare-then-replace is atomic.
+        try:
+            current = content_version(self.get(key))
+        except KeyNotFoundError:
+            current = None
+        if current != expected:
+            raise PreconditionFailedError(
+                f"{self.url}: {key!r} changed since it was read (expected version {expected}, found {current})"
+            )
+        self.publish(key, data)
 
     def _unlink(self, key: str) -> str | None:
         """Remove the file of ``key``; its directory, or None if there was no file."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from ..errors import KeyNotFoundError, LockedError
-from .base import Store, check_key, check_size
+from ..errors import KeyNotFoundError, LockedError, PreconditionFailedError
+from .base import Store, check_key, check_size, content_version
 
 _REGISTRY: dict[str, MemoryStore] = {}
 _REGISTRY_LOCK = threading.Lock()
@@ -42,6 +42,7 @@ class MemoryStore(Store):
         self._writer = threading.Lock()
         self._leases: set[str] = set()  # the process is the only holder: its death ends them all
         self._leases_lock = threading.Lock()
+        self._swap_lock = threading.Lock()
 
     @classmethod
     def named(cls, name: str) -> MemoryStore:
@@ -67,6 +68,17 @@ class MemoryStore(Store):
     def publish(self, key: str, data: bytes) -> None:
         check_key(key)
         self._objects[key] = bytes(data)
+
+    def swap(self, key: str, data: bytes, expected: str | None) -> None:
+        check_key(key)
+        with self._swap_lock:
+            current = self._objects.get(key)
+            found = None if current is None else content_version(current)
+            if found != expected:
+                raise PreconditionFailedError(
+                    f"{self.url}: {key!r} changed since it was read (expected version {expected}, found {found})"
+                )
+            self._objects[key] = bytes(data)
 
     def delete(self, key: str) -> None:
         check_key(key)
