@@ -1,0 +1,27 @@
+"""Fixtures for every test directory: a loopback S3 server (moto) and fresh s3:// dataset paths."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from s3_server import MotoS3
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on 127.0.0.1 with the bucket ``tensordb-test``; ``.endpoint``, ``.creds``, ``.env``."""
+    server = MotoS3().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_url(s3_server, monkeypatch, tmp_path):
+    """A fresh ``s3://tensordb-test/<uuid>``, with the AWS_* variables set and a private object cache."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TENSORDB_CACHE_DIR", str(tmp_path / "object-cache"))
+    return f"s3://{s3_server.bucket}/{uuid.uuid4().hex}"
