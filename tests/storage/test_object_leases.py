@@ -210,3 +210,36 @@ def test_a_paused_holder_whose_clock_lags_loses_it_to_a_taker():
     assert wait_for(lambda: holder.lost)
     assert record(store, "w")["holder"] == taker.holder
     taker.release()
+
+
+def test_leases_on_s3(s3_url, clock):
+    from tensordb.storage.object_store import S3Store
+
+    s3 = S3Store(s3_url)
+    leases = ObjectLeases(s3, ttl=30, clock=clock)
+    barrier = threading.Barrier(4)
+    won, refused = [], []
+
+    def take():
+        barrier.wait()
+        try:
+            won.append(leases.hold_lease("writer"))
+        except LockedError:
+            refused.append(1)
+
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and len(refused) == 3  # If-None-Match: one create wins
+    first = won[0]
+    assert leases.lease_held("writer") and json.loads(s3.get("locks/writer"))["holder"] == first.holder
+    assert first.renew()  # If-Match on the etag just read
+    clock.now += 31
+    second = leases.hold_lease("writer")  # take-over of the expired lease
+    assert not first.renew() and first.lost
+    first.release()
+    assert json.loads(s3.get("locks/writer"))["holder"] == second.holder
+    second.release()
+    assert not s3.exists("locks/writer") and not leases.lease_held("writer")
