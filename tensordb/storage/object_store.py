@@ -41,6 +41,7 @@ from ..errors import (
     NetworkError,
     PreconditionFailedError,
     StorageError,
+    TensorDBError,
 )
 from .base import Store, check_key, check_size
 from .object_location import S3Location, resolve_location
@@ -159,8 +160,9 @@ class S3Store(Store):
                     if attempt + 1 < self.attempts:
                         time.sleep(self.backoff * (2**attempt) * random.uniform(0.5, 1.0))
                         continue
+                    what = f"{_VERBS.get(kind, kind)} {key!r}" if key else _VERBS.get(kind, kind)
                     raise NetworkError(
-                        f"{self.url}: {_VERBS.get(kind, kind)} {key!r} failed after {self.attempts} attempts "
+                        f"{self.url}: {what} failed after {self.attempts} attempts "
                         f"({self._reason(e)})"
                     ) from None
                 if attempt > 0 and resolve is not None:
@@ -170,27 +172,25 @@ class S3Store(Store):
                 raise self._error(e, kind, key) from None
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    def _error(self, e: Exception, kind: str, key: str) -> StorageError:
+    def _error(self, e: Exception, kind: str, key: str) -> TensorDBError:
         """The typed error for a failed request (no credentials: only the S3 status and code are quoted)."""
         reason = self._reason(e)
-        verb = _VERBS.get(kind, kind)
+        verb = f"{_VERBS.get(kind, kind)} {key!r}" if key else _VERBS.get(kind, kind)
+        if "NoSuchBucket" in str(e):  # a 404 with that code; obstore raises FileNotFoundError or GenericError
+            return BucketNotFoundError(f"{self.url}: the bucket {self.location.bucket!r} does not exist ({verb})")
         if isinstance(e, FileNotFoundError):
-            if "NoSuchBucket" in str(e):
-                return BucketNotFoundError(
-                    f"{self.url}: the bucket {self.location.bucket!r} does not exist ({verb} {key!r})"
-                )
             return KeyNotFoundError(f"{self.url}: no object {key!r}")
         if isinstance(e, (obx.PermissionDeniedError, obx.UnauthenticatedError)) or _status(e) in (401, 403):
             return AccessDeniedError(
-                f"{self.url}: access denied {verb} {key!r} ({reason}); check the credentials and the bucket policy"
+                f"{self.url}: access denied {verb} ({reason}); check the credentials and the bucket policy"
             )
         if isinstance(e, obx.AlreadyExistsError):
             return PreconditionFailedError(f"{self.url}: {key!r} already exists; put never replaces an object")
         if isinstance(e, obx.PreconditionError):
             return PreconditionFailedError(f"{self.url}: {key!r} changed since it was read ({reason})")
-        if isinstance(e, StorageError):
+        if isinstance(e, TensorDBError):  # raised by our own code inside the request (a size check)
             return e
-        return StorageError(f"{self.url}: {verb} {key!r} failed ({reason})")
+        return StorageError(f"{self.url}: {verb} failed ({reason})")
 
     def _reason(self, e: Exception) -> str:
         """A short account of ``e``: the HTTP status and S3 error code if any, else its first line."""
@@ -465,7 +465,7 @@ def _status(e: Exception) -> int | None:
 
 def _transient(e: Exception) -> bool:
     """Whether retrying ``e`` may succeed: connection failures, timeouts, 5xx and 429 answers."""
-    if isinstance(e, (FileNotFoundError, ValueError, StorageError)) or isinstance(
+    if isinstance(e, (FileNotFoundError, ValueError, TensorDBError)) or isinstance(
         e, (obx.PermissionDeniedError, obx.UnauthenticatedError, obx.AlreadyExistsError, obx.PreconditionError)
     ):
         return False
