@@ -171,15 +171,15 @@ class ChunkWriter:
         if error is not None:
             raise error
 
-    def discard(self, since: int = 0) -> None:
-        """Delete the chunks written since position ``since`` of ``written`` (best effort)."""
+    def discard(self, since: int = 0, until: int | None = None) -> None:
+        """Delete the chunks at positions ``since`` to ``until`` of ``written`` (best effort)."""
         self.wait_quietly()
-        for key in self.written[since:]:
+        for key in self.written[since:until]:
             try:
                 self.store.delete(key)
             except TensorDBError:
                 pass  # an orphan is harmless; vacuum() removes it
-        del self.written[since:]
+        del self.written[since:until]
 
     def wait_quietly(self) -> None:
         try:

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import functools
 import os
+import random
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
 
 from ..errors import (
+    ConflictError,
     IndexNotFoundError,
     InvalidNameError,
     LockedError,
+    PreconditionFailedError,
     ReadOnlyError,
     SampleError,
     TensorDBError,
@@ -31,10 +34,13 @@ from .arguments import refuse_unknown_keywords
 from .chunk_io import ChunkReader, ChunkWriter
 from .htypes import DEFAULT_DTYPE, encode_rows, validate_meta
 from .indexing import normalize_index
+from .rebase import APPEND, Footprint, Write, replay
 from .table import DatasetView, Table, unknown_tensor
 from .versions import Checkout, VersionStore
 
 DEFAULT_CHUNK_BYTES = 16 << 20
+#: How often a commit that keeps losing the race for ``refs`` is rebased and tried again.
+MAX_PUBLISH_ATTEMPTS = 12
 _BRANCH_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 
 Method = TypeVar("Method", bound=Callable[..., Any])
@@ -47,16 +53,31 @@ IGNORED_CREATE_TENSOR_ARGUMENTS = frozenset({
 
 @dataclass
 class _Batch:
-    """An open ``with ds:`` block: the thread that owns it and the snapshot it has built so far."""
+    """An open ``with ds:`` block: the thread that owns it, the snapshot it has built so far, and its writes.
+
+    ``base`` is the head the writes were computed on; with them it is what a rebase replays.
+    """
 
     thread: int
     state: mf.DatasetState
+    base: mf.DatasetState
+    writes: list[Write] = field(default_factory=list)
     depth: int = 0
 
 
 def _build_params(ref: mf.IndexRef) -> dict[str, Any]:
     """The parameters ``ref`` was built with, as ``create_index`` takes them (a rebuild keeps them all)."""
     return {k: v for k, v in ref.params.items() if k != "dim"}
+
+
+def _index_footprint(name: str, tensor: str) -> Footprint:
+    """Setting index ``name`` over ``tensor`` needs the index as it was, and the tensor still there."""
+    return Footprint.on_rows({tensor: np.empty(0, dtype=np.int64)}, indexes=frozenset({name}))
+
+
+def _back_off(attempt: int) -> None:
+    """Wait before retrying a lost swap of ``refs``: exponential with jitter, so racing writers spread out."""
+    time.sleep(random.uniform(0.0, min(1.0, 0.005 * 2**attempt)))
 
 
 def _serialized(method: Method) -> Method:
@@ -89,6 +110,8 @@ class Dataset(Table):
         self._checkout = checkout
         self._head = self._versions.state(checkout.state_key)
         self._batch: _Batch | None = None
+        self._conflict: str | None = None  # why this handle's last write lost a race; it holds that write
+        self._attempted: mf.BranchRef | None = None  # the ref the last publish tried to install
         # Writes through one handle serialize on this lock; reads take no lock (snapshots are immutable).
         self._write_lock = threading.RLock()
         self._chunks = ChunkWriter(store)
@@ -174,7 +197,7 @@ class Dataset(Table):
         try:
             self._as_writable("start a batch")
             if self._batch is None:
-                self._batch = _Batch(threading.get_ident(), self._head)
+                self._batch = _Batch(threading.get_ident(), self._head, self._head)
                 self._chunks.written.clear()
             self._batch.depth += 1
         except BaseException:
@@ -198,22 +221,23 @@ class Dataset(Table):
             self._chunks.discard()
             return
         try:
-            self._publish(batch.state)
+            self._head = self._publish(batch.state, batch.writes, batch.base)
+        except ConflictError:
+            raise
         except BaseException:
             if not self._published_anyway():
                 self._chunks.discard()
             else:
                 self._head = batch.state
             raise
-        self._head = batch.state
 
     @_serialized
     def flush(self) -> None:
         """Inside ``with ds:``, make the writes so far durable now; outside, writes already are."""
         batch = self._batch
         if batch is not None:
-            self._publish(batch.state)
-            self._head = batch.state
+            batch.state = batch.base = self._head = self._publish(batch.state, batch.writes, batch.base)
+            batch.writes = []
 
     # -- write machinery ------------------------------------------------------------------------
     def _refuse_forked_writer(self) -> None:
@@ -248,13 +272,26 @@ class Dataset(Table):
         if self._lock is None:
             raise ReadOnlyError(f"cannot {operation}: {self.path} is open read-only")
         self._refuse_forked_writer()
+        if self._conflict is not None:
+            raise ConflictError(
+                f"cannot {operation}: this handle holds a write that conflicted with another writer's "
+                f"({self._conflict}); ds.checkout('<new branch>', create=True) keeps it as a branch, "
+                f"ds.reset() drops it"
+            )
         return self
 
     @_serialized
-    def _apply(self, operation: str, change: Callable[[mf.DatasetState], mf.DatasetState]) -> None:
-        """Run one public write: compute the new snapshot, then make it visible atomically."""
+    def _apply(
+        self, operation: str, change: Callable[[mf.DatasetState], mf.DatasetState], footprint: Footprint = APPEND
+    ) -> None:
+        """Run one public write: compute the new snapshot, then make it visible atomically.
+
+        ``footprint`` says what of the snapshot the change depends on, so that it can be
+        replayed on a head another writer moved meanwhile (see :mod:`.rebase`).
+        """
         self._as_writable(operation)
         batch = self._batch
+        write = Write(operation, change, footprint)
         before = batch.state if batch is not None else self._head
         mark = len(self._chunks.written)
         new = before
@@ -267,9 +304,11 @@ class Dataset(Table):
             # outside a batch, its refs) are on disk: never a chunk still being written.
             if batch is not None:
                 batch.state = new
+                batch.writes.append(write)
                 return
-            self._publish(new)
-            self._head = new
+            self._head = self._publish(new, [write], before, mark)
+        except ConflictError:
+            raise  # the handle holds the write, unpublished, with its chunks
         except BaseException:
             if batch is None and self._published_anyway():
                 self._head = new
@@ -278,24 +317,82 @@ class Dataset(Table):
             raise
 
     def _published_anyway(self) -> bool:
-        """After a failed publish: did the rename land before the failure (e.g. in the final fsync)?"""
+        """After a failed publish: did the refs it tried to install land before the failure (e.g. in the fsync)?"""
+        attempted, self._attempted = self._attempted, None
         try:
-            ref = self._versions.refs().get(self.branch)
+            landed = attempted is not None and self._versions.refs().get(self.branch) == attempted
         except TensorDBError:
             return False
-        if ref is None or ref.state == self._checkout.state_key:
-            return False
-        self._checkout = replace(self._checkout, state_key=ref.state)
-        self._chunks.written.clear()
-        return True
+        if landed:
+            self._checkout = replace(self._checkout, state_key=attempted.state)
+            self._chunks.written.clear()
+        return landed
 
-    def _publish(self, state: mf.DatasetState) -> None:
+    def _publish(
+        self, state: mf.DatasetState, writes: list[Write], base: mf.DatasetState, mark: int = 0
+    ) -> mf.DatasetState:
+        """Install ``state`` as the branch head with a compare-and-swap of ``refs``; returns what was installed.
+
+        When another writer moved the branch since ``base``, ``writes`` are replayed on its head
+        first (``ConflictError`` if they cannot be), and the swap is tried again, a bounded number of times.
+        """
+        for attempt in range(MAX_PUBLISH_ATTEMPTS):
+            refs, version = self._versions.refs_versioned()
+            ref = refs.get(self.branch)
+            if ref is None:
+                raise VersionError(f"{self.path}: branch {self.branch!r} no longer exists")
+            if ref != mf.BranchRef(self._checkout.commit, self._checkout.state_key):
+                state, base = self._rebase(state, writes, base, ref, mark)
+            key = self._versions.put_state(state)
+            refs[self.branch] = self._attempted = mf.BranchRef(self._checkout.commit, key)
+            try:
+                self._versions.swap_refs(refs, version)
+            except PreconditionFailedError:
+                _back_off(attempt)  # another writer swapped first: read its head and rebase
+                continue
+            self._attempted = None
+            self._checkout = replace(self._checkout, state_key=key)
+            self._chunks.written.clear()
+            return state
+        self._chunks.discard(mark)
+        raise ConflictError(
+            f"{self.path}: gave up publishing to branch {self.branch!r} after {MAX_PUBLISH_ATTEMPTS} attempts, "
+            f"each lost to another writer; nothing of this write was published, try it again"
+        )
+
+    def _rebase(
+        self, state: mf.DatasetState, writes: list[Write], base: mf.DatasetState, ref: mf.BranchRef, mark: int
+    ) -> tuple[mf.DatasetState, mf.DatasetState]:
+        """``writes`` replayed on the head ``ref`` names, and that head; or ``ConflictError``, keeping ``state``."""
+        head = self._versions.state(ref.state)
+        replayed_from = len(self._chunks.written)
+        try:
+            try:
+                rebased, reason = replay(writes, base, head)
+            finally:
+                self._chunks.wait()
+        except TensorDBError as e:  # e.g. the head's tensors no longer take these values
+            rebased, reason = head, f"{writes[-1].operation}: {e}"
+        if reason is not None:
+            self._chunks.discard(replayed_from)
+            self._hold_rejected(state, ref, reason)
+        self._chunks.discard(mark, replayed_from)  # the first attempt's chunks: nothing refers to them now
+        self._checkout = Checkout(self.branch, ref.head, ref.state)
+        return rebased, head
+
+    def _hold_rejected(self, state: mf.DatasetState, ref: mf.BranchRef, reason: str) -> None:
+        """Keep a write that lost the race in this handle, saved as a snapshot, and raise ``ConflictError``."""
         key = self._versions.put_state(state)
-        refs = self._versions.refs()
-        refs[self.branch] = mf.BranchRef(self._checkout.commit, key)
-        self._versions.publish_refs(refs)
         self._checkout = replace(self._checkout, state_key=key)
+        self._head = state
         self._chunks.written.clear()
+        self._conflict = reason
+        raise ConflictError(
+            f"{self.path}: another writer changed branch {self.branch!r} (now at snapshot {ref.state!r}) in a way "
+            f"this write conflicts with ({reason}). Its change stands; yours is still in this handle, unpublished: "
+            f"ds.checkout('<new branch>', create=True) keeps it as a branch, ds.reset() drops it and moves to "
+            f"the branch's latest head"
+        )
 
     # -- schema ---------------------------------------------------------------------------------
     @_serialized
@@ -348,7 +445,7 @@ class Dataset(Table):
         def change(state: mf.DatasetState) -> mf.DatasetState:
             return state.with_tensors({**state.tensors, name: mf.TensorState(meta)})
 
-        self._apply(f"create tensor {name!r}", change)
+        self._apply(f"create tensor {name!r}", change, Footprint(tensors=frozenset({name})))
         return self._tensor(name)
 
     @_serialized
@@ -358,6 +455,7 @@ class Dataset(Table):
         self._apply(
             f"delete tensor {name!r}",
             lambda s: s.with_tensors({k: v for k, v in s.tensors.items() if k != name}),
+            Footprint(tensors=frozenset({name})),
         )
 
     # -- row writes -----------------------------------------------------------------------------
@@ -416,13 +514,13 @@ class Dataset(Table):
                 tensors[name] = writes.append(self._chunks, self._reader, state.tensors[name], meta, rows)
             return state.with_tensors(tensors)
 
-        self._apply("extend", change)
+        self._apply("extend", change, Footprint(same_tensor_set=True) if require_all else APPEND)
 
     @_serialized
     def _update_tensor(self, name: str, rows: np.ndarray, values: Any) -> None:
         change = self._update_change(name, rows, values)
         if len(rows):
-            self._apply(f"update tensor {name!r}", change)
+            self._apply(f"update tensor {name!r}", change, Footprint.on_rows({name: rows}))
 
     def _update_change(
         self, name: str, rows: np.ndarray, values: Any
@@ -467,7 +565,7 @@ class Dataset(Table):
             return state
 
         if len(rows) and changes:
-            self._apply("update", change)
+            self._apply("update", change, Footprint.on_rows({name: rows for name in values}))
 
     @_serialized
     def pop(self, index: int | Sequence[int] | None = None) -> None:
@@ -489,7 +587,8 @@ class Dataset(Table):
             return state.with_tensors(tensors)
 
         if len(rows):
-            self._apply("pop", change)
+            touched = {name: rows[rows < t.nrows] for name, t in self._state.tensors.items()}
+            self._apply("pop", change, Footprint.on_rows(touched, shifts_rows=True))
 
     delete = pop
 
@@ -500,17 +599,41 @@ class Dataset(Table):
         self._as_writable("commit")
         if self._batch is not None:
             raise VersionError("commit inside a 'with ds:' block is not allowed; commit after the block")
-        record = self._versions.new_commit(self._checkout.commit, self.branch, str(message), self._checkout.state_key)
-        refs = self._versions.refs()
-        ref = refs[self.branch] = mf.BranchRef(record.id, self._checkout.state_key)
-        try:
-            self._versions.publish_refs(refs)
-        except BaseException:
-            if self._ref_landed(self.branch, ref):  # only the final fsync failed: the commit is visible
-                self._checkout = replace(self._checkout, commit=record.id)
-            raise
-        self._checkout = replace(self._checkout, commit=record.id)
-        return record.id
+        for attempt in range(MAX_PUBLISH_ATTEMPTS):
+            refs, version = self._versions.refs_versioned()
+            self._follow(refs)
+            record = self._versions.new_commit(
+                self._checkout.commit, self.branch, str(message), self._checkout.state_key
+            )
+            ref = refs[self.branch] = mf.BranchRef(record.id, self._checkout.state_key)
+            try:
+                self._versions.swap_refs(refs, version)
+            except PreconditionFailedError:
+                _back_off(attempt)
+                continue
+            except BaseException:
+                if self._ref_landed(self.branch, ref):  # only the final fsync failed: the commit is visible
+                    self._checkout = replace(self._checkout, commit=record.id)
+                raise
+            self._checkout = replace(self._checkout, commit=record.id)
+            return record.id
+        raise ConflictError(
+            f"{self.path}: gave up committing branch {self.branch!r} after {MAX_PUBLISH_ATTEMPTS} attempts, "
+            f"each lost to another writer; try again"
+        )
+
+    def _follow(self, refs: dict[str, mf.BranchRef]) -> None:
+        """Move the handle to its branch's head in ``refs`` when other writers moved it.
+
+        Every write of this handle is in that head already (theirs were rebased onto
+        it, or it onto theirs), so a commit there records them all.
+        """
+        ref = refs.get(self.branch)
+        if ref is None:
+            raise VersionError(f"{self.path}: branch {self.branch!r} no longer exists")
+        if ref != mf.BranchRef(self._checkout.commit, self._checkout.state_key):
+            self._head = self._versions.state(ref.state)
+            self._checkout = Checkout(self.branch, ref.head, ref.state)
 
     def _ref_landed(self, branch: str, ref: mf.BranchRef) -> bool:
         """After a failed ``publish_refs``: does the refs file on disk already hold ``ref`` for ``branch``?"""
@@ -525,25 +648,61 @@ class Dataset(Table):
         if self._batch is not None:
             raise VersionError("checkout inside a 'with ds:' block is not allowed")
         if create:
-            self._as_writable(f"create branch {address!r}")
-            if not isinstance(address, str) or not _BRANCH_NAME.fullmatch(address):
-                raise VersionError(f"invalid branch name {address!r}: use letters, digits, '_', '.', '-'")
-            refs = self._versions.refs()
-            if address in refs:
-                raise VersionError(f"branch {address!r} already exists; checkout it without create=True")
-            ref = refs[address] = mf.BranchRef(self._checkout.commit, self._checkout.state_key)
-            try:
-                self._versions.publish_refs(refs)
-            except BaseException:
-                if self._ref_landed(address, ref):  # the branch exists on disk: the handle follows it
-                    self._checkout = Checkout(address, self._checkout.commit, self._checkout.state_key)
-                raise
-            self._checkout = Checkout(address, self._checkout.commit, self._checkout.state_key)
+            self._create_branch(address)
         else:
+            if self._conflict is not None:
+                raise ConflictError(
+                    f"cannot checkout {address!r}: this handle holds a write that conflicted with another "
+                    f"writer's ({self._conflict}); checkout('<new branch>', create=True) keeps it, reset() drops it"
+                )
             checkout = self._versions.resolve(address)
             head = self._versions.state(checkout.state_key)
             self._checkout, self._head = checkout, head
         return self.commit_id
+
+    def _create_branch(self, name: str) -> None:
+        """Start branch ``name`` at this handle's state (a write that lost a race included) and move to it."""
+        held, self._conflict = self._conflict, None  # a new branch is where a conflicting write may go
+        try:
+            self._as_writable(f"create branch {name!r}")
+        except BaseException:
+            self._conflict = held
+            raise
+        if not isinstance(name, str) or not _BRANCH_NAME.fullmatch(name):
+            self._conflict = held
+            raise VersionError(f"invalid branch name {name!r}: use letters, digits, '_', '.', '-'")
+        ref = mf.BranchRef(self._checkout.commit, self._checkout.state_key)
+        for attempt in range(MAX_PUBLISH_ATTEMPTS):
+            refs, version = self._versions.refs_versioned()
+            if name in refs:
+                self._conflict = held
+                raise VersionError(f"branch {name!r} already exists; checkout it without create=True")
+            refs[name] = ref
+            try:
+                self._versions.swap_refs(refs, version)
+            except PreconditionFailedError:
+                _back_off(attempt)
+                continue
+            except BaseException:
+                if self._ref_landed(name, ref):  # the branch exists on disk: the handle follows it
+                    self._checkout = Checkout(name, ref.head, ref.state)
+                else:
+                    self._conflict = held
+                raise
+            self._checkout = Checkout(name, ref.head, ref.state)
+            return
+        self._conflict = held
+        raise ConflictError(f"{self.path}: gave up creating branch {name!r}: other writers kept changing refs")
+
+    @_serialized
+    def reset(self) -> None:
+        """Drop what this handle holds unpublished (a write that lost a race) and move to its branch's head."""
+        if self._batch is not None:
+            raise VersionError("reset inside a 'with ds:' block is not allowed; reset after the block")
+        if self._checkout.detached:
+            return
+        self._conflict = None
+        self._follow(self._versions.refs())
 
     def log(self, show: bool = True) -> list[dict[str, Any]]:
         """The commits of the current branch or commit, newest first; printed unless ``show=False``."""
@@ -619,7 +778,8 @@ class Dataset(Table):
         index_catalog.check_name(name, state.indexes)
         definition = index_catalog.define(t, kind, params)
         ref = index_catalog.build(self._store, self._reader, t, name, kind, definition)
-        self._apply(f"create index {name!r}", lambda s: s.with_indexes({**s.indexes, name: ref}))
+        self._apply(f"create index {name!r}", lambda s: s.with_indexes({**s.indexes, name: ref}),
+                    _index_footprint(name, tensor))
 
     @_serialized
     def rebuild_index(self, name: str) -> None:
@@ -629,7 +789,8 @@ class Dataset(Table):
         t = self._tensor_state(old.tensor)
         definition = index_catalog.define(t, old.kind, _build_params(old))
         ref = index_catalog.build(self._store, self._reader, t, name, old.kind, definition)
-        self._apply(f"rebuild index {name!r}", lambda s: s.with_indexes({**s.indexes, name: ref}))
+        self._apply(f"rebuild index {name!r}", lambda s: s.with_indexes({**s.indexes, name: ref}),
+                    _index_footprint(name, old.tensor))
 
     @_serialized
     def drop_index(self, name: str) -> None:
@@ -637,7 +798,8 @@ class Dataset(Table):
         self._refuse_in_batch(f"drop index {name!r}")
         self._index_ref(name)
         self._apply(f"drop index {name!r}",
-                    lambda s: s.with_indexes({k: v for k, v in s.indexes.items() if k != name}))
+                    lambda s: s.with_indexes({k: v for k, v in s.indexes.items() if k != name}),
+                    Footprint(indexes=frozenset({name})))
 
     def _index_ref(self, name: str) -> mf.IndexRef:
         ref = self._state.indexes.get(name)

@@ -41,7 +41,15 @@ class VersionStore:
             raise DataCorruptionError(f"{self.store.url}: {what} is missing (file {key!r})") from None
 
     def refs(self) -> dict[str, mf.BranchRef]:
-        return mf.decode_refs(self._get(mf.REFS_KEY, "the refs file"), f"{self.store.url}/{mf.REFS_KEY}")
+        return self.refs_versioned()[0]
+
+    def refs_versioned(self) -> tuple[dict[str, mf.BranchRef], str]:
+        """The branches and the version of the refs file they were read from (for :meth:`swap_refs`)."""
+        try:
+            data, version = self.store.get_versioned(mf.REFS_KEY, max_bytes=envelope.MAX_RECORD_BYTES)
+        except KeyNotFoundError:
+            raise DataCorruptionError(f"{self.store.url}: the refs file is missing (file {mf.REFS_KEY!r})") from None
+        return mf.decode_refs(data, f"{self.store.url}/{mf.REFS_KEY}"), version
 
     def state(self, key: str) -> mf.DatasetState:
         return mf.decode_state(self._get(key, f"snapshot {key!r}"), f"{self.store.url}/{key}")
@@ -64,6 +72,10 @@ class VersionStore:
 
     def publish_refs(self, refs: dict[str, mf.BranchRef]) -> None:
         self.store.publish(mf.REFS_KEY, mf.encode_refs(refs))
+
+    def swap_refs(self, refs: dict[str, mf.BranchRef], expected: str | None) -> None:
+        """Replace the refs file only if it is still at version ``expected``; else ``PreconditionFailedError``."""
+        self.store.swap(mf.REFS_KEY, mf.encode_refs(refs), expected)
 
     def resolve(self, address: str) -> Checkout:
         """A branch name or a commit id (or a unique prefix of one) to a checkout."""

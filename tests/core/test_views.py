@@ -169,8 +169,8 @@ def test_batch_publishes_once(path, monkeypatch):
     ds.create_tensor("x", max_chunk_size=1024)
     ds.create_tensor("t", htype="text")
     calls = []
-    original = ds._store.publish
-    monkeypatch.setattr(ds._store, "publish", lambda k, d: (calls.append(k), original(k, d)))
+    original = ds._store.swap  # a commit swaps refs: compare-and-swap, as on object storage
+    monkeypatch.setattr(ds._store, "swap", lambda k, d, expected: (calls.append(k), original(k, d, expected)))
     ds.extend({"x": [1], "t": ["a"]})
     assert calls == ["refs"]
     calls.clear()
