@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 
 from tqdm.auto import tqdm
 
@@ -13,6 +14,7 @@ from ..errors import (
     ForeignFilesError,
     InvalidNameError,
     KeyNotFoundError,
+    PreconditionFailedError,
     TensorDBError,
 )
 from ..format import envelope
@@ -22,6 +24,9 @@ from . import attachments, maintenance
 from .dataset import Dataset
 from .maintenance import VerifyReport
 from .versions import DEFAULT_BRANCH, Checkout, VersionStore
+
+#: Object-storage credentials (see ``empty``); ``None`` reads them from the environment.
+Creds = Mapping[str, str] | None
 
 #: The top-level entries a dataset is made of; anything else in its folder belongs to someone else.
 OWN_ENTRIES = frozenset(
@@ -48,18 +53,26 @@ def _split_address(path: str | Store) -> tuple[str | Store, str | None]:
     return path, None
 
 
-def exists(path: str | Store) -> bool:
+def _open(location: str | Store, creds: Creds) -> Store:
+    """The store at ``location``; on object storage, the dataset's immutable files are cached locally."""
+    return open_store(location, creds, immutable_prefixes=mf.IMMUTABLE_PREFIXES)
+
+
+def exists(path: str | Store, creds: Creds = None) -> bool:
     """Whether a dataset lives at ``path``."""
-    store = open_store(_split_address(path)[0])
+    store = _open(_split_address(path)[0], creds)
     return store.exists(mf.DATASET_KEY)
 
 
-def empty(path: str | Store, overwrite: bool = False, lock_timeout: float = 0.0) -> Dataset:
-    """Create a new, empty dataset at ``path`` (a directory or ``mem://name``).
+def empty(path: str | Store, overwrite: bool = False, lock_timeout: float = 0.0, creds: Creds = None) -> Dataset:
+    """Create a new, empty dataset at ``path``: a directory, ``s3://bucket/prefix`` or ``mem://name``.
 
     ``overwrite=True`` replaces a tensordb dataset; a folder holding anything else is never touched.
+    ``creds`` (``s3://`` only): ``aws_access_key_id``, ``aws_secret_access_key``, ``aws_session_token``,
+    ``endpoint_url``, ``aws_region``; without it the AWS environment variables and profile files are used.
+    Credentials are never written into the dataset.
     """
-    store = _store_to_create(path)
+    store = _store_to_create(path, creds)
     _check_replaceable(store, overwrite)  # before locking: a folder that is not ours gets no LOCK file
     lock = store.acquire_writer_lock(lock_timeout)
     try:
@@ -75,7 +88,7 @@ def empty(path: str | Store, overwrite: bool = False, lock_timeout: float = 0.0)
         raise
 
 
-def _store_to_create(path: str | Store) -> Store:
+def _store_to_create(path: str | Store, creds: Creds) -> Store:
     """The store for a new dataset; refuses a path that ``load`` would read as ``path@version``."""
     location, address = _split_address(path)
     if address is not None:
@@ -83,7 +96,7 @@ def _store_to_create(path: str | Store) -> Store:
             f"cannot create a dataset at {path!r}: its last part holds '@', so opening it again would read "
             f"{location!r} at version {address!r}; choose a path without '@' in its last part"
         )
-    return open_store(path)
+    return _open(path, creds)
 
 
 def _check_replaceable(store: Store, overwrite: bool) -> None:
@@ -128,15 +141,23 @@ def _interrupted_creation(store: Store) -> bool:
 def _initialise(store: Store) -> None:
     versions = VersionStore(store)
     state_key = versions.put_state(mf.DatasetState())
-    versions.publish_refs({DEFAULT_BRANCH: mf.BranchRef(None, state_key)})
+    try:
+        # Created only if absent: of two processes creating one dataset on object storage, one wins.
+        versions.swap_refs({DEFAULT_BRANCH: mf.BranchRef(None, state_key)}, None)
+    except PreconditionFailedError:
+        raise DatasetExistsError(f"{store.url}: another process created a dataset here at the same time") from None
     # The marker goes last: a dataset whose creation was interrupted does not exist.
     store.publish(mf.DATASET_KEY, mf.encode_dataset_marker(time.time()))
 
 
-def load(path: str | Store, read_only: bool = False, lock_timeout: float = 0.0) -> Dataset:
-    """Open an existing dataset. ``path@branch`` or ``path@commit_id`` opens that version."""
+def load(path: str | Store, read_only: bool = False, lock_timeout: float = 0.0, creds: Creds = None) -> Dataset:
+    """Open an existing dataset. ``path@branch`` or ``path@commit_id`` opens that version.
+
+    On object storage several processes may write at once: each commit is a compare-and-swap,
+    rebased onto the other writers' commits where it does not conflict with them.
+    """
     location, address = _split_address(path)
-    store = open_store(location)
+    store = _open(location, creds)
     try:
         marker = store.get(mf.DATASET_KEY, max_bytes=envelope.MAX_RECORD_BYTES)
     except KeyNotFoundError:
@@ -158,19 +179,28 @@ def load(path: str | Store, read_only: bool = False, lock_timeout: float = 0.0) 
         raise
 
 
-def dataset(path: str | Store, read_only: bool = False, overwrite: bool = False, lock_timeout: float = 0.0) -> Dataset:
+def dataset(
+    path: str | Store, read_only: bool = False, overwrite: bool = False, lock_timeout: float = 0.0, creds: Creds = None
+) -> Dataset:
     """Open the dataset at ``path``, creating it when there is none."""
-    if overwrite or not exists(path):
-        return empty(path, overwrite=overwrite, lock_timeout=lock_timeout)
-    return load(path, read_only=read_only, lock_timeout=lock_timeout)
+    if overwrite or not exists(path, creds):
+        return empty(path, overwrite=overwrite, lock_timeout=lock_timeout, creds=creds)
+    return load(path, read_only=read_only, lock_timeout=lock_timeout, creds=creds)
 
 
-def deepcopy(src: str | Store, dest: str | Store, overwrite: bool = False, progress: bool = True) -> Dataset:
-    """Copy a dataset with its whole history; returns the copy, open for writing."""
-    source = open_store(_split_address(src)[0])
+def deepcopy(
+    src: str | Store,
+    dest: str | Store,
+    overwrite: bool = False,
+    progress: bool = True,
+    src_creds: Creds = None,
+    dest_creds: Creds = None,
+) -> Dataset:
+    """Copy a dataset with its whole history, between any two stores; returns the copy, open for writing."""
+    source = _open(_split_address(src)[0], src_creds)
     if not source.exists(mf.DATASET_KEY):
         raise DatasetNotFoundError(f"no tensordb dataset at {source.url!r}")
-    target = _store_to_create(dest)
+    target = _store_to_create(dest, dest_creds)
     _refuse_overlap(source, target)
     _check_replaceable(target, overwrite)
     lock = target.acquire_writer_lock()
@@ -208,9 +238,9 @@ def _location(store: Store) -> str:
     return store.url if "://" in store.url else os.path.realpath(store.url)
 
 
-def verify(path: str | Store) -> VerifyReport:
+def verify(path: str | Store, creds: Creds = None) -> VerifyReport:
     """Check every checksum of the dataset at ``path``, even one too damaged to open."""
-    store = open_store(_split_address(path)[0])
+    store = _open(_split_address(path)[0], creds)
     if not store.list():
         raise DatasetNotFoundError(f"no tensordb dataset at {store.url!r}")
     return maintenance.verify(store)

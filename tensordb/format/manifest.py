@@ -33,6 +33,8 @@ STATE_PREFIX = "states/"
 COMMIT_PREFIX = "commits/"
 CHUNK_PREFIX = "chunks/"
 INDEX_PREFIX = "indexes/"
+#: Files that never change once written (each key names new content): remote stores may cache them.
+IMMUTABLE_PREFIXES = (CHUNK_PREFIX, STATE_PREFIX, COMMIT_PREFIX, INDEX_PREFIX)
 
 
 @dataclass(frozen=True)

@@ -50,21 +50,24 @@ METRICS: dict[str, tuple[str, bool, bool]] = {
 #: Deep Lake v3 ``VectorStore(...)`` arguments accepted, and ignored, so its tutorials run unchanged:
 #: they choose credentials, a compute backend, parallelism or logging, which an embedded store has no use for.
 IGNORED_INIT_ARGUMENTS = (
-    "token", "creds", "org_id", "exec_option", "runtime", "num_workers", "ingestion_batch_size", "verbose", "logger",
+    "token", "org_id", "exec_option", "runtime", "num_workers", "ingestion_batch_size", "verbose", "logger",
 )
 #: Deep Lake v3 ``search(...)`` arguments accepted, and ignored (the search always runs here, in process).
 IGNORED_SEARCH_ARGUMENTS = ("exec_option", "token")
 
 
 class VectorStore:
-    """A store of document chunks at ``path`` (a directory or ``mem://name``).
+    """A store of document chunks at ``path``: a directory, ``s3://bucket/prefix`` or ``mem://name``.
+
+    ``creds`` are the object-storage credentials of ``s3://`` paths (see ``tensordb.empty``);
+    without them the AWS environment variables and profile files are used.
 
     ``embedding_function`` embeds text for ``add`` and ``search``: a callable from a
     list of strings to vectors, or an object with ``embed_documents``/``embed_query``.
     Without one, ``add`` and ``search`` need explicit embeddings.
 
     For Deep Lake v3 compatibility these keyword arguments are accepted and ignored:
-    ``token``, ``creds``, ``org_id``, ``exec_option``, ``runtime``, ``num_workers``,
+    ``token``, ``org_id``, ``exec_option``, ``runtime``, ``num_workers``,
     ``ingestion_batch_size``, ``verbose``, ``logger``. Any other unknown keyword
     argument is a :class:`TypeError` naming it.
     """
@@ -77,6 +80,7 @@ class VectorStore:
         overwrite: bool = False,
         index_params: Mapping[str, Any] | None = None,
         text_index: str | Mapping[str, Any] | None = None,
+        creds: Mapping[str, str] | None = None,
         **deeplake_v3_arguments: Any,
     ):
         refuse_unknown_keywords(VectorStore.__init__, deeplake_v3_arguments, IGNORED_INIT_ARGUMENTS)
@@ -84,11 +88,11 @@ class VectorStore:
         self.text_index_policy = TextIndexPolicy.parse(text_index)
         self.embedding_function = embedding_function
         if overwrite:
-            self.dataset: Dataset = empty(path, overwrite=True)
+            self.dataset: Dataset = empty(path, overwrite=True, creds=creds)
         elif read_only:
-            self.dataset = load(path, read_only=True)
+            self.dataset = load(path, read_only=True, creds=creds)
         else:
-            self.dataset = dataset(path)
+            self.dataset = dataset(path, creds=creds)
         if not read_only:
             self._ensure_tensors()
             self._maintain_index()
