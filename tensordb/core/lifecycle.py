@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from tqdm.auto import tqdm
 
@@ -211,8 +212,7 @@ def deepcopy(
         # Refs are read first and written last, so the copy is one consistent version of the source.
         refs = source.get(mf.REFS_KEY)
         keys = [k for k in source.list() if k not in (mf.REFS_KEY, mf.DATASET_KEY)]
-        for key in tqdm(keys, desc="deepcopy", unit="file", disable=not progress):
-            target.put(key, source.get(key))
+        _copy_files(source, target, keys, progress)
         target.publish(mf.REFS_KEY, refs)
         target.publish(mf.DATASET_KEY, source.get(mf.DATASET_KEY))
         ref = VersionStore(target).refs()[DEFAULT_BRANCH]
@@ -220,6 +220,20 @@ def deepcopy(
     except BaseException:
         lock.release()
         raise
+
+
+#: Files copied at once by ``deepcopy``: object stores answer each request after a round trip.
+COPY_IN_FLIGHT = 8
+
+
+def _copy_files(source: Store, target: Store, keys: list[str], progress: bool) -> None:
+    """Copy ``keys`` from ``source`` to ``target``, several at a time, with a progress bar."""
+    with ThreadPoolExecutor(COPY_IN_FLIGHT, thread_name_prefix="tensordb-copy") as pool, tqdm(
+        total=len(keys), desc="deepcopy", unit="file", disable=not progress
+    ) as bar:
+        for done in as_completed([pool.submit(lambda k=key: target.put(k, source.get(k))) for key in keys]):
+            done.result()
+            bar.update(1)
 
 
 def _refuse_overlap(source: Store, target: Store) -> None:

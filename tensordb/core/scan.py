@@ -132,6 +132,8 @@ class TableSource:
         if self._base is None and tensors and rows is None:
             # Whole table: walk the primary tensor's chunks without a per-row position array.
             primary = max(tensors, key=lambda c: self._row_bytes(self._state.tensors[c]))
+            # A remote store streams the chunks, several requests in flight, while the first ones are scanned.
+            self._reader.store.prefetch([k for c in tensors for k in self._state.tensors[c].chunk_keys])
             start = 0
             for count in self._state.tensors[primary].chunk_rows:
                 stop = min(start + int(count), self._length)
@@ -147,6 +149,8 @@ class TableSource:
             return
         primary = max(tensors, key=lambda c: self._row_bytes(self._state.tensors[c]))
         chunk_no, _, _ = locate(self._state.tensors[primary], positions)
+        keys = self._state.tensors[primary].chunk_keys
+        self._reader.store.prefetch([keys[int(c)] for c in np.unique(chunk_no)])
         bounds = np.flatnonzero(np.diff(chunk_no)) + 1
         for group in np.split(positions, bounds) if len(positions) else []:
             yield self._batch(columns, group)
