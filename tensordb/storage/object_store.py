@@ -139,7 +139,8 @@ class S3Store(Store):
         self._leases_impl: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._in_flight: dict[str, Future] = {}
-        self._in_flight_lock = threading.Lock()
+        # re-entrant: a prefetch that has already failed runs its done callback inside prefetch()
+        self._in_flight_lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"

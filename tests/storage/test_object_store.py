@@ -459,3 +459,16 @@ def test_prefetch_fetches_concurrently_into_the_cache(s3):
     s3.prefetch(keys)  # all cached: nothing to do
     s3.close()
     assert s3.requests.total == 0
+
+
+def test_a_failing_prefetch_is_only_a_hint(s3):
+    keys = [f"chunks/{i}" for i in range(40)]
+    s3.intercept = Faults("get", 10**6, error=obstore_error("Server returned non-2xx status code: 400 Bad Request"))
+    worker = threading.Thread(target=s3.prefetch, args=(keys,))  # fetches failing at once must not deadlock it
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    s3.close()
+    s3.intercept = None
+    s3.put("chunks/0", b"later")
+    assert s3.get("chunks/0") == b"later"  # the reader fetches it itself
