@@ -336,15 +336,22 @@ class Dataset(Table):
         When another writer moved the branch since ``base``, ``writes`` are replayed on its head
         first (``ConflictError`` if they cannot be), and the swap is tried again, a bounded number of times.
         """
+        self._attempted = None
         for attempt in range(MAX_PUBLISH_ATTEMPTS):
             refs, version = self._versions.refs_versioned()
             ref = refs.get(self.branch)
             if ref is None:
                 raise VersionError(f"{self.path}: branch {self.branch!r} no longer exists")
             if ref != mf.BranchRef(self._checkout.commit, self._checkout.state_key):
+                if self._attempted is not None and self._attempted.state in (ref.state, *ref.recent):
+                    # The last swap landed though its answer was lost, and others wrote on top since.
+                    self._attempted = None
+                    self._chunks.written.clear()
+                    self._follow(refs)
+                    return self._head
                 state, base = self._rebase(state, writes, base, ref, mark)
             key = self._versions.put_state(state)
-            refs[self.branch] = self._attempted = mf.BranchRef(self._checkout.commit, key)
+            refs[self.branch] = self._attempted = ref.installing(self._checkout.commit, key)
             try:
                 self._versions.swap_refs(refs, version)
             except PreconditionFailedError:
@@ -605,7 +612,7 @@ class Dataset(Table):
             record = self._versions.new_commit(
                 self._checkout.commit, self.branch, str(message), self._checkout.state_key
             )
-            ref = refs[self.branch] = mf.BranchRef(record.id, self._checkout.state_key)
+            ref = refs[self.branch] = refs[self.branch].installing(record.id, self._checkout.state_key)
             try:
                 self._versions.swap_refs(refs, version)
             except PreconditionFailedError:

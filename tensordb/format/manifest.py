@@ -262,12 +262,26 @@ class CommitRecord:
     state: str
 
 
+#: How many of a branch's last installed snapshots ``refs`` remembers (see ``BranchRef.recent``).
+RECENT_STATES = 32
+
+
 @dataclass(frozen=True)
 class BranchRef:
-    """Where a branch stands: its last commit and its working (uncommitted) state."""
+    """Where a branch stands: its last commit and its working (uncommitted) state.
+
+    ``recent`` lists the snapshots last installed on the branch, newest first. A writer whose
+    swap of ``refs`` landed but whose answer was lost finds its snapshot there, and so never
+    applies its write twice. It is an optional field that readers of 0.4.0 ignore.
+    """
 
     head: str | None
     state: str
+    recent: tuple[str, ...] = field(default=(), compare=False)
+
+    def installing(self, head: str | None, state: str) -> BranchRef:
+        """The ref after installing ``state`` (at commit ``head``), remembering it among the recent ones."""
+        return BranchRef(head, state, (state, *self.recent)[:RECENT_STATES])
 
 
 def encode_state(state: DatasetState) -> bytes:
@@ -390,7 +404,12 @@ def decode_commit(data: bytes, what: str) -> CommitRecord:
 
 
 def encode_refs(branches: dict[str, BranchRef]) -> bytes:
-    record = {"branches": {name: {"head": b.head, "state": b.state} for name, b in branches.items()}}
+    record = {
+        "branches": {
+            name: {"head": b.head, "state": b.state, **({"recent": list(b.recent)} if b.recent else {})}
+            for name, b in branches.items()
+        }
+    }
     return envelope.pack_record(envelope.MAGIC_REFS, record)
 
 
@@ -402,7 +421,11 @@ def decode_refs(data: bytes, what: str) -> dict[str, BranchRef]:
             _typed(name, str, "a branch name")
             _typed(b, dict, f"branch {name!r}")
             head = _typed(b["head"], (str, type(None)), f"branch {name!r}: head")
-            refs[name] = BranchRef(head, _typed(b["state"], str, f"branch {name!r}: state"))
+            recent = _typed(b.get("recent", []), list, f"branch {name!r}: recent")
+            for key in recent:
+                _typed(key, str, f"branch {name!r}: a recent snapshot")
+            refs[name] = BranchRef(head, _typed(b["state"], str, f"branch {name!r}: state"),
+                                   tuple(recent[:RECENT_STATES]))
         return refs
     except (KeyError, TypeError, AttributeError) as e:
         raise _corrupt(what, e) from e

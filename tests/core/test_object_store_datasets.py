@@ -117,3 +117,33 @@ def test_first_query_costs_a_constant_plus_one_request_per_chunk(s3_url, tmp_pat
     before = store.requests.total
     cold.query(query)
     assert store.requests.total == before  # warm: every chunk is cached
+
+
+def test_a_swap_whose_answer_was_lost_is_not_applied_twice_after_others_wrote_on_top(s3_url):
+    """A's swap of refs lands but its answer is lost; B appends on top before A retries.
+
+    A's retry then meets B's refs (412), so the store cannot tell that A's write landed. A finds its
+    snapshot among the branch's recent ones and stops; before, it rebased and appended its rows twice.
+    """
+    ds = tensordb.empty(s3_url)
+    ds.create_tensor("text", htype="text")
+    ds.extend({"text": ["base"]})
+    a = tensordb.load(s3_url)
+    b = tensordb.load(s3_url)
+    lost = []
+
+    def lose_the_answer(kind, key, send):
+        result = send()
+        if key == mf.REFS_KEY and kind == "put" and not lost:
+            lost.append(key)
+            b.extend({"text": ["from b"]})  # lands on top of A's write
+            raise ConnectionError("connection reset after the request was applied")
+        return result
+
+    a._store.intercept = lose_the_answer
+    a.extend({"text": ["from a"]})
+    a._store.intercept = None
+    assert lost
+    rows = tensordb.load(s3_url, read_only=True).text.numpy().tolist()
+    assert sorted(rows) == ["base", "from a", "from b"]
+    assert len(a) == 3  # A follows the head, which holds both writes
