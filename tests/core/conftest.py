@@ -4,11 +4,17 @@ import pytest
 
 from .helpers import mem_path
 
+LOCATIONS = ["local", "memory", "s3"]
 
-@pytest.fixture(params=["local", "memory"])
+
+@pytest.fixture(params=LOCATIONS)
 def path(request, tmp_path):
-    """A fresh dataset location: a local directory or a unique mem:// name."""
-    return str(tmp_path / "ds") if request.param == "local" else mem_path()
+    """A fresh dataset location: a local directory, a unique mem:// name, or a fresh s3:// prefix on moto."""
+    if request.param == "local":
+        return str(tmp_path / "ds")
+    if request.param == "s3":
+        return request.getfixturevalue("s3_url")
+    return mem_path()
 
 
 @pytest.fixture(autouse=True)

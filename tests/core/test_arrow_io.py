@@ -84,10 +84,8 @@ def test_arrow_types(full):
     )
 
 
-@pytest.mark.parametrize("where", ["local", "memory"])
-def test_round_trip_all_htypes(full, tmp_path, where):
-    dest = str(tmp_path / "dest") if where == "local" else mem_path()
-    back = tensordb.from_arrow(full.to_arrow(), dest, progress=False, batch_size=7)
+def test_round_trip_all_htypes(full, path):
+    back = tensordb.from_arrow(full.to_arrow(), path, progress=False, batch_size=7)
     assert _schema(back) == _schema(full)
     assert snapshot(back) == snapshot(full)
 

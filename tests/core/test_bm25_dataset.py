@@ -177,8 +177,7 @@ def test_rebuild_folds_fresh_rows_in(ds, texts):
         assert topk(ds, query, 10) == brute_topk(s, 10)
 
 
-def test_an_old_commit_uses_its_own_index(tmp_path, texts):
-    path = str(tmp_path / "ds")
+def test_an_old_commit_uses_its_own_index(path, texts):
     ds = make_ds(path, texts)
     first = ds.commit("indexed")
     ds.extend({"text": ["zebrafish fox"] * 5, "id": np.arange(N, N + 5), "n": np.zeros(5, np.int64)})

@@ -54,8 +54,7 @@ def test_tensor_exists_and_bad_names():
             ds.create_tensor(bad)
 
 
-def test_dataset_exists_and_not_found(tmp_path):
-    path = str(tmp_path / "ds")
+def test_dataset_exists_and_not_found(path):
     with pytest.raises(errors.DatasetNotFoundError):
         tensordb.load(path)
     assert not tensordb.exists(path)
@@ -69,6 +68,9 @@ def test_dataset_exists_and_not_found(tmp_path):
     ds = tensordb.empty(path, overwrite=True)
     assert list(ds.tensors) == []
     ds.close()
+
+
+def test_a_directory_of_other_files_is_not_a_dataset(tmp_path):
     other = tmp_path / "files"
     other.mkdir()
     (other / "note.txt").write_text("hi")
@@ -95,8 +97,7 @@ def test_writer_lock_between_handles(tmp_path):
     again.close()
 
 
-def test_dataset_helper_creates_or_opens(tmp_path):
-    path = str(tmp_path / "ds")
+def test_dataset_helper_creates_or_opens(path):
     ds = tensordb.dataset(path)
     ds.create_tensor("x")
     ds.x.append(5)

@@ -463,8 +463,8 @@ def test_bad_update_leaves_dataset_unchanged(path):
 
 
 @pytest.mark.parametrize("storage", STORAGE)
-def test_many_chunks_roundtrip_all_htypes(storage, tmp_path):
-    ds = _multi(str(tmp_path / "ds"), storage)
+def test_many_chunks_roundtrip_all_htypes(storage, path):
+    ds = _multi(path, storage)
     for _ in range(30):
         ds.extend(_good_rows(3))
     assert len(ds) == 50 + 90
@@ -473,7 +473,7 @@ def test_many_chunks_roundtrip_all_htypes(storage, tmp_path):
         assert len(ds._state.tensors["e"].chunk_keys) > 1
     snap = snapshot(ds)
     ds.close()
-    again = tensordb.load(str(tmp_path / "ds"), read_only=True)
+    again = tensordb.load(path, read_only=True)
     assert snapshot(again) == snap
     assert again.verify().ok
     assert again.t.numpy(aslist=True)[:2] == ["text 0", "text 1"]

@@ -287,8 +287,7 @@ def test_index_writes_are_refused_inside_with_block():
     assert state_of(ds, "mem://") == before  # the whole block is discarded
 
 
-def test_index_writes_are_refused_on_read_only_handles(tmp_path):
-    path = str(tmp_path / "ds")
+def test_index_writes_are_refused_on_read_only_handles(path):
     ds = make_ds(path)
     ds.embedding.create_index("h", kind="hnsw")
     first = ds.commit("with h")
@@ -360,8 +359,7 @@ def test_old_commits_keep_their_indexes(path, searches):
     assert list(ds.indexes) == ["y"]
 
 
-def test_index_persists_across_close_and_load(tmp_path, searches):
-    path = str(tmp_path / "ds")
+def test_index_persists_across_close_and_load(path, searches):
     ds = make_ds(path)
     ds.embedding.create_index("h", kind="hnsw", metric="cosine", M=16)
     ds.metadata.create_index("m", kind="json", paths=["group"])

@@ -76,8 +76,7 @@ def test_branches_are_isolated(path):
     assert [e["message"] for e in ds.log(show=False)] == ["dev work", "base"]
 
 
-def test_uncommitted_branch_state_survives_reopen(tmp_path):
-    path = str(tmp_path / "ds")
+def test_uncommitted_branch_state_survives_reopen(path):
     ds = _ds(path)
     _add(ds, 0, 4)
     ds.checkout("feature", create=True)
@@ -156,8 +155,7 @@ def test_commit_checkout_is_read_only(path):
     _add(ds, 8, 1)  # writable again
 
 
-def test_read_only_open(tmp_path):
-    path = str(tmp_path / "ds")
+def test_read_only_open(path):
     ds = _ds(path)
     _add(ds, 0, 3)
     ds.commit("c")
