@@ -281,7 +281,8 @@ class BranchRef:
 
     def installing(self, head: str | None, state: str) -> BranchRef:
         """The ref after installing ``state`` (at commit ``head``), remembering it among the recent ones."""
-        return BranchRef(head, state, (state, *self.recent)[:RECENT_STATES])
+        recent = self.recent if self.recent[:1] == (state,) else (state, *self.recent)[:RECENT_STATES]
+        return BranchRef(head, state, recent)
 
 
 def encode_state(state: DatasetState) -> bytes:
