@@ -56,9 +56,9 @@ TABLE = {text: vec for text, vec, _ in DOCS.values()} | {QUERY: unit((0, 1.0)), 
                                                           "   ": unit((1, 1.0))}
 
 
-def make_store(text_index="english", embedding_function=True, explicit=False) -> VectorStore:
+def make_store(text_index="english", embedding_function=True, explicit=False, path=None) -> VectorStore:
     fn = TableEmbedding(TABLE) if embedding_function else None
-    vs = VectorStore(f"mem://hybrid-{uuid.uuid4().hex}", embedding_function=fn, text_index=text_index,
+    vs = VectorStore(path or f"mem://hybrid-{uuid.uuid4().hex}", embedding_function=fn, text_index=text_index,
                      overwrite=True)
     texts = [t for t, _, _ in DOCS.values()]
     extra = {"embedding": np.stack([v for _, v, _ in DOCS.values()])} if explicit or fn is None else {}
@@ -68,8 +68,8 @@ def make_store(text_index="english", embedding_function=True, explicit=False) ->
 
 
 @pytest.fixture
-def store() -> VectorStore:
-    return make_store()
+def store(vs_path) -> VectorStore:
+    return make_store(path=vs_path)
 
 
 def bm25_ranking(vs: VectorStore, text: str) -> list[tuple[str, float]]:
@@ -147,13 +147,13 @@ def test_deleted_chunks_are_gone_from_both_sides(store):
     assert "star" not in store.search(embedding_data=QUERY, k=20, mode="hybrid")["id"]
 
 
-def test_a_read_only_store_searches_in_every_mode(tmp_path):
-    path = str(tmp_path / "store")
-    vs = VectorStore(path, embedding_function=TableEmbedding(TABLE), text_index="english", overwrite=True)
+@pytest.mark.parametrize("vs_path", ["local", "s3"], indirect=True)
+def test_a_read_only_store_searches_in_every_mode(vs_path):
+    vs = VectorStore(vs_path, embedding_function=TableEmbedding(TABLE), text_index="english", overwrite=True)
     vs.add(text=[t for t, _, _ in DOCS.values()], id=list(DOCS))
     expected = {mode: vs.search(embedding_data=QUERY, k=4, mode=mode)["id"] for mode in ("text", "hybrid")}
     vs.close()
-    again = VectorStore(path, embedding_function=TableEmbedding(TABLE), read_only=True)
+    again = VectorStore(vs_path, embedding_function=TableEmbedding(TABLE), read_only=True)
     assert {mode: again.search(embedding_data=QUERY, k=4, mode=mode)["id"] for mode in expected} == expected
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
 import pytest
 
@@ -20,8 +18,8 @@ def vec(seed: int) -> np.ndarray:
 
 
 @pytest.fixture
-def store() -> VectorStore:
-    vs = VectorStore(f"mem://{uuid.uuid4().hex}", overwrite=True)
+def store(vs_path) -> VectorStore:
+    vs = VectorStore(vs_path, overwrite=True)
     vs.add(text=[f"t{i}" for i in range(5)], metadata=[{"i": i} for i in range(5)],
            embedding=np.stack([vec(i) for i in range(5)]), id=[f"d{i}" for i in range(5)])
     return vs
@@ -95,12 +93,12 @@ def test_failed_upsert_of_new_and_existing_ids_adds_nothing(store: VectorStore) 
     assert snapshot(store) == before
 
 
-def test_upsert_on_a_read_only_store_is_refused(store: VectorStore, tmp_path) -> None:
-    path = str(tmp_path / "vs")
-    writer = VectorStore(path)
+@pytest.mark.parametrize("vs_path", ["local", "s3"], indirect=True)
+def test_upsert_on_a_read_only_store_is_refused(vs_path) -> None:
+    writer = VectorStore(vs_path)
     writer.add(text=["a"], embedding=[vec(1)], id=["a"])
     writer.close()
-    reader = VectorStore(path, read_only=True)
+    reader = VectorStore(vs_path, read_only=True)
     with pytest.raises(ReadOnlyError):
         reader.upsert(text=["b"], embedding=[vec(2)], id=["a"])
     assert reader.dataset.text.numpy(aslist=True) == ["a"]

@@ -21,8 +21,8 @@ DOCS = [
 
 
 @pytest.fixture
-def store() -> VectorStore:
-    vs = VectorStore(f"mem://{uuid.uuid4().hex}", embedding_function=HashingEmbedding(64), overwrite=True)
+def store(vs_path) -> VectorStore:
+    vs = VectorStore(vs_path, embedding_function=HashingEmbedding(64), overwrite=True)
     vs.add(text=DOCS, metadata=[{"source": f"{i % 3}.md", "i": i} for i in range(len(DOCS))],
            id=[f"d{i}" for i in range(len(DOCS))])
     return vs
@@ -79,8 +79,8 @@ def test_delete_and_update_embedding(store: VectorStore) -> None:
     assert len(store) == 0
 
 
-def test_explicit_embeddings_and_generated_ids() -> None:
-    vs = VectorStore(f"mem://{uuid.uuid4().hex}", overwrite=True)
+def test_explicit_embeddings_and_generated_ids(vs_path) -> None:
+    vs = VectorStore(vs_path, overwrite=True)
     ids = vs.add(text=["a", "b"], embedding=np.eye(2, 4, dtype=np.float32))
     assert len(set(ids)) == 2 and all(isinstance(i, str) for i in ids)
     assert vs.search(embedding=[0, 1, 0, 0], k=1)["text"] == ["b"]
@@ -117,12 +117,12 @@ def test_search_on_empty_store_is_a_clear_error() -> None:
         vs.search(embedding_data="anything")
 
 
-def test_reopen_local_store_keeps_data(tmp_path) -> None:
-    path = str(tmp_path / "vs")
-    vs = VectorStore(path, embedding_function=HashingEmbedding(32), overwrite=True)
+@pytest.mark.parametrize("vs_path", ["local", "s3"], indirect=True)
+def test_reopen_store_keeps_data(vs_path) -> None:
+    vs = VectorStore(vs_path, embedding_function=HashingEmbedding(32), overwrite=True)
     vs.add(text=DOCS[:3], id=["a", "b", "c"])
     vs.close()
-    again = VectorStore(path, embedding_function=HashingEmbedding(32), read_only=True)
+    again = VectorStore(vs_path, embedding_function=HashingEmbedding(32), read_only=True)
     assert again.dataset.id.numpy(aslist=True) == ["a", "b", "c"]
     with pytest.raises(TensorDBError):
         again.add(text=["z"])
