@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
 import pytest
 
@@ -14,8 +12,8 @@ DIM = 4
 
 
 @pytest.fixture
-def store() -> VectorStore:
-    vs = VectorStore(f"mem://{uuid.uuid4().hex}", overwrite=True)
+def store(vs_path) -> VectorStore:
+    vs = VectorStore(vs_path, overwrite=True)
     vs.add(text=[f"t{i}" for i in range(10)], metadata=[{"even": i % 2 == 0, "i": i} for i in range(10)],
            embedding=np.arange(1, 41, dtype=np.float32).reshape(10, DIM), id=[f"d{i}" for i in range(10)])
     return vs

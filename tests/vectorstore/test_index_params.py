@@ -27,9 +27,10 @@ def add(vs: VectorStore, start: int, n: int) -> np.ndarray:
     return x
 
 
-def test_the_index_is_built_once_the_store_reaches_the_threshold(tmp_path):
-    vs = VectorStore(str(tmp_path / "vs"), index_params={"threshold": 300, "distance_metric": "COS",
-                                                         "additional_params": {"M": 8, "efConstruction": 40}})
+@pytest.mark.parametrize("vs_path", ["local", "s3"], indirect=True)
+def test_the_index_is_built_once_the_store_reaches_the_threshold(vs_path):
+    vs = VectorStore(vs_path, index_params={"threshold": 300, "distance_metric": "COS",
+                                            "additional_params": {"M": 8, "efConstruction": 40}})
     add(vs, 0, 200)
     assert vs.dataset.embedding.indexes == {}
     add(vs, 200, 200)
@@ -41,8 +42,9 @@ def test_the_index_is_built_once_the_store_reaches_the_threshold(tmp_path):
     assert found["id"] == exact["id"]
 
 
-def test_a_stale_index_is_rebuilt_and_a_fresh_one_kept(tmp_path):
-    vs = VectorStore(str(tmp_path / "vs"), index_params={"threshold": 100, "distance_metric": "L2"})
+@pytest.mark.parametrize("vs_path", ["local", "s3"], indirect=True)
+def test_a_stale_index_is_rebuilt_and_a_fresh_one_kept(vs_path):
+    vs = VectorStore(vs_path, index_params={"threshold": 100, "distance_metric": "L2"})
     add(vs, 0, 400)
     built = vs.dataset.embedding.indexes[INDEX_NAME]
     assert built["metric"] == "l2" and built["rows"] == 400
