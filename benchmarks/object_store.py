@@ -12,8 +12,8 @@ each worker gets an empty private ``TENSORDB_CACHE_DIR``):
 - ingest: ``ds.extend`` per batch + one ``commit`` (as ingest.py), on S3 and on a local directory;
   ``--repeats`` runs each, the systems taking turns, the median run counts;
 - the floor: plain obstore puts (``If-None-Match``, as tensordb writes) of objects of exactly the sizes
-  tensordb stored, to the same server, with as many in flight as tensordb's chunk writer uses;
-  then the same objects read back with 8 in flight (the read floor);
+  tensordb stored, to the same server, with as many in flight as tensordb's ingest had at most (observed
+  by wrapping its store's ``put``); then the same objects read back with 8 in flight (the read floor);
 - LanceDB: the same rows into ``s3://<bucket>/lance-*`` on the same server;
 - cold open + first top-10 query (``order by cosine_similarity(embedding, ARRAY[...]) desc limit 10``,
   the ids fetched) in a fresh process with an empty cache, with its requests: counted by the S3Store
@@ -163,17 +163,16 @@ def open_location(path: str, endpoint: str) -> tuple[Any, Any]:
     """What to hand ``tensordb.empty/load`` for ``path``, and the S3Store whose request log counts (or None).
 
     For ``s3://`` the store is opened through ``tensordb.storage.open_store`` with the dataset's own
-    immutable prefixes, so the request log is reachable; a local path goes in as is.
+    immutable prefixes (as ``tensordb.load(path, creds=...)`` opens it), so the request log is reachable;
+    a local path goes in as is.
     """
     if not path.startswith("s3://"):
         return path, None
+    from tensordb.format.manifest import IMMUTABLE_PREFIXES
     from tensordb.storage import open_store
 
     store = open_store(path, creds=s3_creds(endpoint), immutable_prefixes=IMMUTABLE_PREFIXES)
     return store, store
-
-
-IMMUTABLE_PREFIXES = ("chunks/", "states/", "commits/", "indexes/")
 
 
 def request_counts(store: Any) -> dict[str, int]:
