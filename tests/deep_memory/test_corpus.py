@@ -16,12 +16,12 @@ from .corpora import ArrayCorpus
 DIM = 16
 
 
-def _corpus() -> ArrayCorpus:
+def _corpus(path: str | None = None) -> ArrayCorpus:
     rng = np.random.default_rng(0)
     docs = rng.standard_normal((40, DIM)).astype(np.float32)
     ids = [f"d{i}" for i in range(40)]
     queries = {f"q{i}": docs[i] + 0.1 * rng.standard_normal(DIM).astype(np.float32) for i in range(10)}
-    ds = tensordb.empty(f"mem://{uuid.uuid4().hex}", overwrite=True)
+    ds = tensordb.empty(path or f"mem://{uuid.uuid4().hex}", overwrite=True)
     return ArrayCorpus(ds, ids, docs, queries)
 
 
@@ -29,8 +29,8 @@ def test_an_array_corpus_satisfies_the_protocol() -> None:
     assert isinstance(_corpus(), DocumentCorpus)
 
 
-def test_deep_memory_trains_and_evaluates_on_a_plain_corpus() -> None:
-    corpus = _corpus()
+def test_deep_memory_trains_and_evaluates_on_a_plain_corpus(vs_path) -> None:
+    corpus = _corpus(vs_path)
     dm = DeepMemory(corpus)
     queries = [f"q{i}" for i in range(10)]
     relevance = [[(f"d{i}", 1.0)] for i in range(10)]
@@ -41,8 +41,8 @@ def test_deep_memory_trains_and_evaluates_on_a_plain_corpus() -> None:
     assert out["without model"]["recall@10"] == 1.0
 
 
-def test_vector_store_embeds_queries_publicly_and_is_a_corpus() -> None:
-    vs = VectorStore(f"mem://{uuid.uuid4().hex}", embedding_function=HashingEmbedding(DIM), overwrite=True)
+def test_vector_store_embeds_queries_publicly_and_is_a_corpus(vs_path) -> None:
+    vs = VectorStore(vs_path, embedding_function=HashingEmbedding(DIM), overwrite=True)
     vs.add(text=["alpha beta", "gamma delta"], id=["a", "b"])
     assert isinstance(vs, DocumentCorpus)
     vectors = vs.embed_queries(["alpha beta"])

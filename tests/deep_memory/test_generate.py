@@ -27,8 +27,8 @@ def question_for(prompt: str) -> str:
 
 
 @pytest.fixture
-def store():
-    vs = tensordb.VectorStore(f"mem://{uuid.uuid4().hex}", embedding_function=tensordb.HashingEmbedding(dim=16))
+def store(vs_path):
+    vs = tensordb.VectorStore(vs_path, embedding_function=tensordb.HashingEmbedding(dim=16))
     vs.add(text=TEXTS, id=IDS)
     vs.dataset.commit("chunks")
     return vs

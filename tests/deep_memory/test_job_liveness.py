@@ -20,14 +20,16 @@ import pytest
 
 import tensordb
 from tensordb.deep_memory.jobs import FAILED, JOB_PREFIX, PENDING, RUNNING, JobRecord, JobStore, new_job_id
-from tensordb.storage import LocalStore
+from tensordb.storage import open_store
+
+#: Job leases on a local disk (flock) and on S3 (heartbeat objects, ObjectLeases).
+ON_DISK = pytest.mark.parametrize("vs_path", ["local", "s3"], indirect=True)
 
 
 @pytest.fixture
-def path(tmp_path):
-    p = str(tmp_path / "ds")
-    tensordb.empty(p).close()
-    return p
+def path(vs_path):
+    tensordb.empty(vs_path).close()
+    return vs_path
 
 
 def save_record(path: str, status: str, owner: str) -> str:
@@ -44,6 +46,7 @@ def status_of(path: str, job_id: str) -> JobRecord:
     return JobStore(tensordb.load(path, read_only=True)).load(job_id)
 
 
+@ON_DISK
 @pytest.mark.parametrize("owner", [f"{os.getpid()}:deadbeef", "1:deadbeef", "2:deadbeef"])
 @pytest.mark.parametrize("status", [PENDING, RUNNING])
 def test_a_job_whose_pid_now_belongs_to_a_live_process_reads_failed(path, owner, status):
@@ -54,6 +57,9 @@ def test_a_job_whose_pid_now_belongs_to_a_live_process_reads_failed(path, owner,
     assert record.owner == owner  # kept for information
 
 
+# Local only: the kernel ends a flock lease the moment its holder dies; an S3 lease ends ttl (30 s) after its
+# last heartbeat, which tests/storage covers with a fake clock.
+@pytest.mark.parametrize("vs_path", ["local"], indirect=True)
 def test_a_job_leased_by_a_live_process_reads_running_until_it_is_killed(path):
     job_id = save_record(path, RUNNING, "999999:cafecafe")
     code = textwrap.dedent(f"""
@@ -73,6 +79,7 @@ def test_a_job_leased_by_a_live_process_reads_running_until_it_is_killed(path):
     assert status_of(path, job_id).status == FAILED
 
 
+@ON_DISK
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the target fails on purpose
 def test_the_running_thread_holds_the_lease_and_drops_it_when_it_ends_even_on_failure(path):
     ds = tensordb.load(path)
@@ -80,7 +87,7 @@ def test_the_running_thread_holds_the_lease_and_drops_it_when_it_ends_even_on_fa
     record = JobRecord(id=new_job_id(), status=PENDING, created=time.time(), commit_id=None, n_queries=3)
     jobs.save(record)
     lease = JOB_PREFIX + record.id
-    outside = LocalStore(path)
+    outside = open_store(path)
     # Between save and start the job is already leased: no reader may see it as dead.
     assert outside.lease_held(lease)
     assert status_of(path, record.id).status == PENDING
@@ -100,6 +107,7 @@ def test_the_running_thread_holds_the_lease_and_drops_it_when_it_ends_even_on_fa
     ds.close()
 
 
+@ON_DISK
 def test_a_job_run_to_completion_reads_completed(path):
     ds = tensordb.load(path)
     jobs = JobStore(ds)
@@ -115,5 +123,5 @@ def test_a_job_run_to_completion_reads_completed(path):
     jobs.start(record.id, target)
     assert jobs.wait(record.id, 30)
     assert jobs.load(record.id).status == "completed"
-    assert not LocalStore(path).lease_held(JOB_PREFIX + record.id)
+    assert not open_store(path).lease_held(JOB_PREFIX + record.id)
     ds.close()

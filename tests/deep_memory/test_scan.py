@@ -65,14 +65,15 @@ def fresh_cache(monkeypatch: pytest.MonkeyPatch) -> FoldedBlocks:
     return cache
 
 
+@pytest.mark.parametrize("vs_path", ["local", "s3"], indirect=True)
 @pytest.mark.parametrize("unit_rows", [False, True])
-def test_search_ranks_and_scores_like_the_model(tmp_path, fresh_cache: FoldedBlocks, unit_rows: bool) -> None:
+def test_search_ranks_and_scores_like_the_model(vs_path, fresh_cache: FoldedBlocks, unit_rows: bool) -> None:
     rng = np.random.default_rng(0)
     docs = rng.standard_normal((N_DOCS, DIM)).astype(np.float32) * rng.uniform(0.3, 3, (N_DOCS, 1)).astype(np.float32)
     if unit_rows:
         docs /= np.linalg.norm(docs, axis=1, keepdims=True)
     ids = [f"doc{i}" for i in range(N_DOCS)]
-    vs = _store(str(tmp_path / "vs"), docs, ids)
+    vs = _store(vs_path, docs, ids)
     model = _model(ids, rng)
     _install(vs.dataset, model)
     for q in rng.standard_normal((5, DIM)).astype(np.float32):
@@ -84,11 +85,12 @@ def test_search_ranks_and_scores_like_the_model(tmp_path, fresh_cache: FoldedBlo
     assert len(fresh_cache) == -(-N_DOCS // 20)
 
 
-def test_sparse_path_gives_the_folded_results(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("vs_path", ["local", "s3"], indirect=True)
+def test_sparse_path_gives_the_folded_results(vs_path, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(1)
     docs = rng.standard_normal((N_DOCS, DIM)).astype(np.float32)
     ids = [f"doc{i}" for i in range(N_DOCS)]
-    vs = _store(str(tmp_path / "vs"), docs, ids)
+    vs = _store(vs_path, docs, ids)
     _install(vs.dataset, _model(ids, rng))
     queries = rng.standard_normal((4, DIM)).astype(np.float32)
     folded_cache = FoldedBlocks()
@@ -104,11 +106,12 @@ def test_sparse_path_gives_the_folded_results(tmp_path, monkeypatch: pytest.Monk
         np.testing.assert_allclose(a["score"], b["score"], rtol=1e-5, atol=1e-6)
 
 
-def test_changed_rows_and_a_new_model_are_never_served_stale(tmp_path, fresh_cache: FoldedBlocks) -> None:
+@pytest.mark.parametrize("vs_path", ["local", "s3"], indirect=True)
+def test_changed_rows_and_a_new_model_are_never_served_stale(vs_path, fresh_cache: FoldedBlocks) -> None:
     rng = np.random.default_rng(2)
     docs = rng.standard_normal((N_DOCS, DIM)).astype(np.float32)
     ids = [f"doc{i}" for i in range(N_DOCS)]
-    vs = _store(str(tmp_path / "vs"), docs, ids)
+    vs = _store(vs_path, docs, ids)
     model = _model(ids, rng)
     _install(vs.dataset, model)
     q = rng.standard_normal(DIM).astype(np.float32)
@@ -136,12 +139,13 @@ def test_changed_rows_and_a_new_model_are_never_served_stale(tmp_path, fresh_cac
     assert got["id"] == _expected(newer, q, docs[keep], [ids[i] for i in keep])[0][:5]
 
 
-def test_a_tensor_without_stored_norms_scores_like_the_model(tmp_path, fresh_cache: FoldedBlocks) -> None:
+@pytest.mark.parametrize("vs_path", ["local", "s3"], indirect=True)
+def test_a_tensor_without_stored_norms_scores_like_the_model(vs_path, fresh_cache: FoldedBlocks) -> None:
     """A generic float tensor has no stored row norms: the fold must not score with its own."""
     rng = np.random.default_rng(4)
     docs = rng.standard_normal((N_DOCS, DIM)).astype(np.float32) * rng.uniform(0.3, 3, (N_DOCS, 1)).astype(np.float32)
     ids = [f"doc{i}" for i in range(N_DOCS)]
-    ds = tensordb.empty(str(tmp_path / "ds"), overwrite=True)
+    ds = tensordb.empty(vs_path, overwrite=True)
     with ds:
         ds.create_tensor("vec", dtype="float32", max_chunk_size=20 * DIM * 4)
         ds.create_tensor("id", htype="id")
