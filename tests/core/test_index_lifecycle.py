@@ -7,6 +7,7 @@ a query's result and (on disk) its files.
 from __future__ import annotations
 
 import os
+import uuid
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from tensordb.errors import (
     VersionError,
 )
 from tensordb.indexes import vector as vector_indexes
+from tensordb.storage import open_store
 
 from .helpers import mem_path
 
@@ -86,6 +88,8 @@ def probe(ds) -> np.ndarray:
 def files_of(path: str) -> list[str] | None:
     if path.startswith("mem://"):
         return None
+    if path.startswith("s3://"):
+        return open_store(path).list()  # every object under the prefix, less the store's leases
     return sorted(os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs
                   if "locks" not in os.path.relpath(d, path).split(os.sep))
 
@@ -251,16 +255,25 @@ REFUSED = {
 }
 
 
-@pytest.fixture(scope="module", params=["local", "memory"])
+@pytest.fixture(scope="module", params=["local", "memory", "s3"])
 def indexed(request, tmp_path_factory):
     """One dataset with an hnsw and a json index, shared by the refusal cases (none may change it)."""
-    path = str(tmp_path_factory.mktemp("refusals") / "ds") if request.param == "local" else mem_path("refusals")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TENSORDB_NUM_THREADS", "1")
+        if request.param == "local":
+            path = str(tmp_path_factory.mktemp("refusals") / "ds")
+        elif request.param == "memory":
+            path = mem_path("refusals")
+        else:  # the module's own s3:// prefix; the AWS variables and the object cache stay set while it is used
+            server = request.getfixturevalue("s3_server")
+            for name, value in server.env.items():
+                patch.setenv(name, value)
+            patch.setenv("TENSORDB_CACHE_DIR", str(tmp_path_factory.mktemp("refusals-cache")))
+            path = f"s3://{server.bucket}/refusals-{uuid.uuid4().hex}"
         ds = make_ds(path)
         ds.embedding.create_index("h", kind="hnsw")
         ds.metadata.create_index("m", kind="json", paths=["group"])
-    return ds, path
+        yield ds, path
 
 
 @pytest.mark.parametrize("case", list(REFUSED))
