@@ -331,11 +331,11 @@ def _check_declared_sizes(reader: ChunkReader, state: TensorState) -> None:
 def read_all_fixed(reader: ChunkReader, state: TensorState, threads: int = 4) -> np.ndarray:
     """A whole fixed-shape tensor as one array, reading chunks in parallel threads."""
     meta = state.meta
+    reader.store.prefetch(state.chunk_keys)  # remote stores: whole chunks, several in flight
     _check_declared_sizes(reader, state)
     out = np.empty((state.nrows, *meta.shape), dtype=np.dtype(meta.dtype))
     starts = np.concatenate([[0], np.cumsum(state.chunk_rows)]).astype(np.int64)
     jobs = [(k, int(a), int(b)) for k, a, b in zip(state.chunk_keys, starts[:-1], starts[1:]) if b > a]
-    reader.store.prefetch([key for key, _, _ in jobs])  # remote stores: whole chunks, several in flight
     if len(jobs) <= 1 or threads <= 1:
         for key, a, b in jobs:
             reader.read_fixed_into(state, key, out[a:b])

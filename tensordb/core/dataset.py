@@ -225,10 +225,11 @@ class Dataset(Table):
         except ConflictError:
             raise
         except BaseException:
-            if not self._published_anyway():
-                self._chunks.discard()
-            else:
+            landed = self._published_anyway()
+            if landed:
                 self._head = batch.state
+            elif landed is not None:  # unknown: the chunks stay (an orphan is harmless, vacuum removes it)
+                self._chunks.discard()
             raise
 
     @_serialized
@@ -310,19 +311,24 @@ class Dataset(Table):
         except ConflictError:
             raise  # the handle holds the write, unpublished, with its chunks
         except BaseException:
-            if batch is None and self._published_anyway():
+            landed = self._published_anyway() if batch is None else False
+            if landed:
                 self._head = new
                 raise  # the new refs reached the disk: keep them and their chunks
-            self._chunks.discard(mark)
+            if landed is not None:  # unknown: the chunks stay (an orphan is harmless, vacuum removes it)
+                self._chunks.discard(mark)
             raise
 
-    def _published_anyway(self) -> bool:
-        """After a failed publish: did the refs it tried to install land before the failure (e.g. in the fsync)?"""
+    def _published_anyway(self) -> bool | None:
+        """After a failed publish: did the refs it tried to install land (e.g. before a failed fsync, or
+        with the store's answer lost)? ``None`` when that cannot be told now: the refs cannot be read."""
         attempted, self._attempted = self._attempted, None
+        if attempted is None:
+            return False  # it failed before trying to swap
         try:
-            landed = attempted is not None and self._versions.refs().get(self.branch) == attempted
+            landed = self._versions.refs().get(self.branch) == attempted
         except TensorDBError:
-            return False
+            return None
         if landed:
             self._checkout = replace(self._checkout, state_key=attempted.state)
             self._chunks.written.clear()
@@ -384,7 +390,8 @@ class Dataset(Table):
             self._chunks.discard(replayed_from)
             self._hold_rejected(state, ref, reason)
         self._chunks.discard(mark, replayed_from)  # the first attempt's chunks: nothing refers to them now
-        self._checkout = Checkout(self.branch, ref.head, ref.state)
+        # Head and checkout move together: should this publish still fail, the next write starts from here.
+        self._checkout, self._head = Checkout(self.branch, ref.head, ref.state), head
         return rebased, head
 
     def _hold_rejected(self, state: mf.DatasetState, ref: mf.BranchRef, reason: str) -> None:

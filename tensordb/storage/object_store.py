@@ -101,6 +101,10 @@ class _NoLock:
         return None
 
 
+#: Immutable objects up to this size are cached as they are written (see ``S3Store._keep``).
+WRITE_THROUGH_BYTES = 1 << 20
+
+
 class S3Store(Store):
     """Objects under ``s3://bucket/prefix``. ``url`` (and ``repr``) never shows credentials."""
 
@@ -332,6 +336,10 @@ class S3Store(Store):
         return True
 
     def size(self, key: str) -> int:
+        if self._immutable(key):
+            view = self._cached(key)  # a cached (or prefetched) copy answers without a request
+            if view is not None:
+                return len(view)
         return int(self._head(key)["size"])
 
     def modified_time(self, key: str) -> float:
@@ -372,6 +380,15 @@ class S3Store(Store):
         self._request(
             "put", key, lambda: obstore.put(self._client, key, body, mode="create", use_multipart=False), resolve
         )
+        if length <= WRITE_THROUGH_BYTES and self._immutable(key):
+            self._keep(key, body)
+
+    def _keep(self, key: str, body: Any) -> None:
+        """Cache what was just written: small chunks are read back soon (appends merge them), states on open."""
+        try:
+            self.cache.put(self._identity(key), body)
+        except (OSError, StorageError):  # a full or unwritable cache costs speed, never the write
+            pass
 
     def publish(self, key: str, data: bytes) -> None:
         check_key(key)

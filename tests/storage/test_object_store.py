@@ -22,7 +22,7 @@ from tensordb.errors import (
 )
 from tensordb.storage import open_store
 from tensordb.storage.object_location import parse_s3_url, resolve_location
-from tensordb.storage.object_store import S3Store
+from tensordb.storage.object_store import WRITE_THROUGH_BYTES, S3Store
 
 IMMUTABLE = ("chunks/", "states/")
 SECRET = "very-secret-key-4f1d"
@@ -89,6 +89,7 @@ def test_put_refuses_to_overwrite(s3):
 def test_range_reads_of_uncached_keys_are_one_request_and_do_not_fill_the_cache(s3):
     data = bytes(range(256)) * 40
     s3.put("chunks/c", data)
+    s3.cache.clear()  # as if another process wrote it: this machine has nothing cached
     s3.requests.reset()
     assert s3.get_range("chunks/c", 100, 50) == data[100:150]
     assert s3.get_range("chunks/c", len(data) - 3, 10) == data[-3:]
@@ -106,6 +107,7 @@ def test_range_reads_of_uncached_keys_are_one_request_and_do_not_fill_the_cache(
 def test_immutable_keys_are_fetched_once_mutable_keys_every_time(s3):
     s3.put("chunks/a", b"x" * 1000)
     s3.publish("refs", b"head")
+    s3.cache.clear()  # as if another process wrote it: this machine has nothing cached
     s3.requests.reset()
     for _ in range(2):
         assert bytes(s3.map("chunks/a")) == b"x" * 1000
@@ -114,6 +116,18 @@ def test_immutable_keys_are_fetched_once_mutable_keys_every_time(s3):
     s3.requests.reset()
     assert s3.get("refs") == b"head" and bytes(s3.map("refs")) == b"head"
     assert s3.requests.counts() == {"get": 2}
+
+
+def test_small_immutable_objects_are_cached_as_they_are_written(s3):
+    small, large = b"s" * 1000, b"L" * (WRITE_THROUGH_BYTES + 1)
+    s3.put("chunks/small", small)
+    s3.put("chunks/large", large)
+    s3.publish("attachments/record", b"mutable")
+    s3.requests.reset()
+    assert s3.get("chunks/small") == small and s3.size("chunks/small") == len(small)
+    assert s3.requests.total == 0  # read back from the cache: appends merge small chunks soon after
+    assert s3.get("chunks/large") == large and s3.get("attachments/record") == b"mutable"
+    assert s3.requests.counts() == {"get": 2}  # large and mutable objects are not kept on write
 
 
 def test_a_second_store_shares_the_cache_by_identity(s3, s3_url):
@@ -283,6 +297,7 @@ def test_transient_faults_are_retried(s3):
     s3.intercept = Faults("put", 2)
     s3.put("chunks/a", b"data")
     assert s3.requests["put"] == 3
+    s3.cache.clear()  # as if another process wrote it: this machine has nothing cached
     s3.intercept = Faults("get", 3, error=obstore_error("Server returned non-2xx status code: 503 Slow Down"))
     assert s3.get("chunks/a") == b"data"
     assert s3.requests["get"] == 4
@@ -428,6 +443,7 @@ def test_prefetch_fetches_concurrently_into_the_cache(s3):
     for key in keys:
         s3.put(key, key.encode() * 100)
     s3.publish("refs", b"mutable")
+    s3.cache.clear()  # as if another process wrote it: this machine has nothing cached
     in_flight, peak, lock = [0], [0], threading.Lock()
 
     def slow_gets(kind, key, send):
