@@ -309,9 +309,25 @@ class S3Store(Store):
                     continue
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(PREFETCH_IN_FLIGHT, thread_name_prefix="tensordb-s3-prefetch")
-                future = self._pool.submit(self._fill, key)
-                self._in_flight[key] = future
-                future.add_done_callback(lambda _f, key=key: self._prefetched(key))
+                fetched: Future = Future()  # resolved once the bytes arrive, before the cache has them on disk
+                self._in_flight[key] = fetched
+                self._pool.submit(self._prefetch_one, key, fetched)
+
+    def _prefetch_one(self, key: str, fetched: Future) -> None:
+        """Fetch ``key`` for a prefetch: readers waiting on ``fetched`` get the bytes, then the cache keeps them."""
+        try:
+            data, _ = self._fetch(key)
+        except BaseException as e:  # a prefetch is only a hint: the reader fetches it itself and says why
+            fetched.set_exception(e)
+            self._prefetched(key)
+            return
+        fetched.set_result(memoryview(data))
+        try:
+            self.cache.put(self._identity(key), memoryview(data))
+        except (OSError, StorageError):  # a full or unwritable cache costs speed, never the read
+            pass
+        finally:
+            self._prefetched(key)
 
     def _prefetched(self, key: str) -> None:
         with self._in_flight_lock:
