@@ -226,9 +226,7 @@ class Dataset(Table):
             raise
         except BaseException:
             landed = self._published_anyway()
-            if landed:
-                self._head = batch.state
-            elif landed is not None:  # unknown: the chunks stay (an orphan is harmless, vacuum removes it)
+            if landed is False:  # unknown: the chunks stay (an orphan is harmless, vacuum removes it)
                 self._chunks.discard()
             raise
 
@@ -311,28 +309,32 @@ class Dataset(Table):
         except ConflictError:
             raise  # the handle holds the write, unpublished, with its chunks
         except BaseException:
-            landed = self._published_anyway() if batch is None else False
-            if landed:
-                self._head = new
-                raise  # the new refs reached the disk: keep them and their chunks
-            if landed is not None:  # unknown: the chunks stay (an orphan is harmless, vacuum removes it)
+            # Landed (the new refs reached the store: the handle follows them) or unknown: the chunks stay.
+            if batch is not None or self._published_anyway() is False:
                 self._chunks.discard(mark)
             raise
 
     def _published_anyway(self) -> bool | None:
         """After a failed publish: did the refs it tried to install land (e.g. before a failed fsync, or
-        with the store's answer lost)? ``None`` when that cannot be told now: the refs cannot be read."""
+        with the store's answer lost)? Then the handle follows the branch, which holds the write (and
+        maybe others' writes on top). ``None`` when that cannot be told now: the refs cannot be read."""
         attempted, self._attempted = self._attempted, None
         if attempted is None:
             return False  # it failed before trying to swap
         try:
-            landed = self._versions.refs().get(self.branch) == attempted
+            refs = self._versions.refs()
+            if not self._landed(attempted, refs.get(self.branch)):
+                return False
+            self._follow(refs)
         except TensorDBError:
             return None
-        if landed:
-            self._checkout = replace(self._checkout, state_key=attempted.state)
-            self._chunks.written.clear()
-        return landed
+        self._chunks.written.clear()
+        return True
+
+    @staticmethod
+    def _landed(attempted: mf.BranchRef | None, ref: mf.BranchRef | None) -> bool:
+        """Whether the snapshot ``attempted`` installed is, or was recently, the head of the branch ``ref``."""
+        return attempted is not None and ref is not None and attempted.state in (ref.state, *ref.recent)
 
     def _publish(
         self, state: mf.DatasetState, writes: list[Write], base: mf.DatasetState, mark: int = 0
@@ -343,18 +345,20 @@ class Dataset(Table):
         first (``ConflictError`` if they cannot be), and the swap is tried again, a bounded number of times.
         """
         self._attempted = None
-        for attempt in range(MAX_PUBLISH_ATTEMPTS):
+        for attempt in range(MAX_PUBLISH_ATTEMPTS + 1):
             refs, version = self._versions.refs_versioned()
             ref = refs.get(self.branch)
             if ref is None:
                 raise VersionError(f"{self.path}: branch {self.branch!r} no longer exists")
+            if self._landed(self._attempted, ref):
+                # The last swap landed though its answer was lost, and others wrote on top since.
+                self._attempted = None
+                self._chunks.written.clear()
+                self._follow(refs)
+                return self._head
+            if attempt == MAX_PUBLISH_ATTEMPTS:
+                break
             if ref != mf.BranchRef(self._checkout.commit, self._checkout.state_key):
-                if self._attempted is not None and self._attempted.state in (ref.state, *ref.recent):
-                    # The last swap landed though its answer was lost, and others wrote on top since.
-                    self._attempted = None
-                    self._chunks.written.clear()
-                    self._follow(refs)
-                    return self._head
                 state, base = self._rebase(state, writes, base, ref, mark)
             key = self._versions.put_state(state)
             refs[self.branch] = self._attempted = ref.installing(self._checkout.commit, key)
@@ -367,6 +371,7 @@ class Dataset(Table):
             self._checkout = replace(self._checkout, state_key=key)
             self._chunks.written.clear()
             return state
+        self._attempted = None
         self._chunks.discard(mark)
         raise ConflictError(
             f"{self.path}: gave up publishing to branch {self.branch!r} after {MAX_PUBLISH_ATTEMPTS} attempts, "
@@ -384,8 +389,8 @@ class Dataset(Table):
                 rebased, reason = replay(writes, base, head)
             finally:
                 self._chunks.wait()
-        except TensorDBError as e:  # e.g. the head's tensors no longer take these values
-            rebased, reason = head, f"{writes[-1].operation}: {e}"
+        except (TensorDBError, KeyError, ValueError, TypeError) as e:  # e.g. the head's tensors take no such values
+            rebased, reason = head, f"{writes[-1].operation}: {type(e).__name__}: {e}"
         if reason is not None:
             self._chunks.discard(replayed_from)
             self._hold_rejected(state, ref, reason)
@@ -519,6 +524,10 @@ class Dataset(Table):
             raise SampleError(f"extend: tensors have different lengths {counts}; extend them one by one")
 
         def change(state: mf.DatasetState) -> mf.DatasetState:
+            # Checked again here, on the snapshot the rows land on: a rebase replays this on another head.
+            if require_all and len({state.tensors[n].nrows for n in columns}) > 1:
+                counts = {n: state.tensors[n].nrows for n in columns}
+                raise SampleError(f"extend: tensors have different lengths {counts}; extend them one by one")
             encoded = {}
             for name, values in columns.items():
                 t = state.tensors[name]
@@ -528,7 +537,8 @@ class Dataset(Table):
                 tensors[name] = writes.append(self._chunks, self._reader, state.tensors[name], meta, rows)
             return state.with_tensors(tensors)
 
-        self._apply("extend", change, Footprint(same_tensor_set=True) if require_all else APPEND)
+        needs = {name: np.empty(0, dtype=np.int64) for name in columns}  # each tensor must still be there
+        self._apply("extend", change, Footprint.on_rows(needs, same_tensor_set=require_all))
 
     @_serialized
     def _update_tensor(self, name: str, rows: np.ndarray, values: Any) -> None:
@@ -686,6 +696,8 @@ class Dataset(Table):
             self._conflict = held
             raise VersionError(f"invalid branch name {name!r}: use letters, digits, '_', '.', '-'")
         ref = mf.BranchRef(self._checkout.commit, self._checkout.state_key)
+        if held is not None:
+            self._check_held_snapshot(held)
         for attempt in range(MAX_PUBLISH_ATTEMPTS):
             refs, version = self._versions.refs_versioned()
             if name in refs:
@@ -707,6 +719,17 @@ class Dataset(Table):
             return
         self._conflict = held
         raise ConflictError(f"{self.path}: gave up creating branch {name!r}: other writers kept changing refs")
+
+    def _check_held_snapshot(self, held: str) -> None:
+        """A held write is named by no branch, so a vacuum past its grace period may have removed it."""
+        try:
+            self._versions.state(self._checkout.state_key)
+        except TensorDBError as e:
+            self._conflict = held
+            raise ConflictError(
+                f"{self.path}: the write this handle held is gone ({e}); a vacuum removed it after its grace "
+                f"period. ds.reset() moves to the branch's head"
+            ) from None
 
     @_serialized
     def reset(self) -> None:

@@ -410,3 +410,89 @@ def test_random_interleavings_lose_no_acknowledged_write(ops):
         ids, values = load_rows(store)
         assert ids.tolist() == list(expected), f"after {op}"  # every acknowledged row once, in publish order
         assert dict(zip(ids.tolist(), values.tolist())) == expected, f"after {op}"
+
+
+class AnswerLosingStore(ConcurrentMemoryStore):
+    """Runs ``after_swap`` once right after a swap landed: it may write through another handle, then raise."""
+
+    after_swap = None
+
+    def swap(self, key: str, data: bytes, expected: str | None) -> None:
+        super().swap(key, data, expected)
+        hook, self.after_swap = self.after_swap, None
+        if hook is not None:
+            hook()
+
+
+@pytest.mark.parametrize("in_batch", [False, True])
+def test_a_landed_write_whose_answer_was_lost_keeps_its_chunks_when_another_writer_builds_on_it(in_batch):
+    """Before: the failed call judged "not landed" (refs no longer named its snapshot) and deleted chunks
+    that the live head, the other writer's, still used; the handle kept a head without the other's rows."""
+    from tensordb.errors import NetworkError
+
+    store = AnswerLosingStore()
+    a = new_dataset(store, rows=2)
+    b = tensordb.load(store)
+
+    def lose_the_answer():
+        b.append({"x": 20})  # reads refs holding A's snapshot and builds on it
+        raise NetworkError(f"{store.url}: writing 'refs' failed (simulated lost answer)")
+
+    store.after_swap = lose_the_answer
+    with pytest.raises(NetworkError):
+        if in_batch:
+            with a:
+                a.append({"x": 10})
+        else:
+            a.append({"x": 10})
+    assert fresh(store) == [0, 1, 10, 20]
+    assert tensordb.load(store, read_only=True).verify().ok
+    assert ids_of(a) == [0, 1, 10, 20]  # the handle follows the branch: both writes
+    a.append({"x": 30})
+    assert fresh(store) == [0, 1, 10, 20, 30]
+
+
+def test_a_whole_row_append_never_rebases_onto_tensors_of_unequal_length():
+    """Before: the equal-length check ran on the stale snapshot only, so the replayed row was split."""
+    store = ConcurrentMemoryStore()
+    a = tensordb.empty(store)
+    a.create_tensor("x", dtype="int64")
+    a.create_tensor("y", dtype="int64")
+    a.extend({"x": [0, 1], "y": [0, 1]})
+    b = tensordb.load(store)
+    a.x.append(10)  # x is one row longer than y until y catches up
+    with pytest.raises(ConflictError, match="different lengths"):
+        b.append({"x": 20, "y": 20})
+    a.y.append(10)
+    reader = tensordb.load(store, read_only=True)
+    assert reader.x.numpy().tolist() == [0, 1, 10] and reader.y.numpy().tolist() == [0, 1, 10]
+
+
+def test_an_append_to_a_tensor_another_writer_deleted_is_a_held_conflict():
+    """Before: the replay raised a bare KeyError and the write was not held."""
+    store = ConcurrentMemoryStore()
+    a = tensordb.empty(store)
+    a.create_tensor("x", dtype="int64")
+    a.create_tensor("y", dtype="int64")
+    b = tensordb.load(store)
+    a.delete_tensor("y")
+    with pytest.raises(ConflictError, match="'y'"):
+        b.y.append(5)
+    assert b.y.numpy().tolist() == [5]  # held in the handle
+    b.checkout("rescue", create=True)
+    assert tensordb.load(store, read_only=True).tensors.keys() == {"x"}
+
+
+def test_a_held_write_that_a_vacuum_removed_is_a_clear_conflict_not_a_broken_branch():
+    store = ConcurrentMemoryStore()
+    a = new_dataset(store, rows=3)
+    b = tensordb.load(store)
+    a.x[0] = 100
+    with pytest.raises(ConflictError):
+        b.x[1] = 200  # same chunk: conflicts, held
+    a.vacuum(grace_seconds=0)  # the held snapshot is named by no branch
+    with pytest.raises(ConflictError, match="vacuum"):
+        b.checkout("rescue", create=True)
+    assert "rescue" not in tensordb.load(store, read_only=True).branches
+    b.reset()
+    assert ids_of(b) == [100, 1, 2]
