@@ -80,17 +80,20 @@ class ObjectLeases:
         return record is not None and not self._expired(record)
 
     def drop_lease(self, name: str) -> None:
-        """Delete the lease ``name`` if it has expired; a live lease is left alone."""
+        """Mark the expired lease ``name`` as given up for good; a live lease is left alone.
+
+        The record stays, expired (an object store cannot delete on a condition, and an unconditional
+        delete could remove a lease that a taker swapped in just before): it reads as free.
+        """
         key = self._key(name)
         record, version = self._read(key)
         if version is None or (record is not None and not self._expired(record)):
             return
-        # Expire it by swap first: a holder that renewed meanwhile makes the swap fail and keeps its lease.
+        # A holder that renewed meanwhile makes the swap fail and keeps its lease.
         try:
             self.objects.swap(key, _encode("", 0.0), version)
         except PreconditionFailedError:
             return
-        self.objects.delete(key)
 
     # -- helpers ------------------------------------------------------------------------------
     def _key(self, name: str) -> str:

@@ -114,16 +114,43 @@ def test_a_lease_whose_record_vanished_is_lost(store, clock):
     assert not lease.renew() and lease.lost
 
 
-def test_drop_lease_deletes_only_an_expired_lease(store, clock):
+def test_drop_lease_gives_up_only_an_expired_lease(store, clock):
     leases = ObjectLeases(store, ttl=30, clock=clock)
     leases.drop_lease("gone")  # absent: nothing to do
+    assert not store.exists("locks/gone")
     lease = leases.hold_lease("job")
     leases.drop_lease("job")
-    assert store.exists("locks/job") and leases.lease_held("job")
+    assert leases.lease_held("job")
     clock.now += 31
     leases.drop_lease("job")
-    assert not store.exists("locks/job")
+    assert not leases.lease_held("job")
     assert not lease.renew() and lease.lost
+    taker = leases.hold_lease("job")  # the given-up record reads as free
+    leases.drop_lease("job")
+    assert leases.lease_held("job") and taker.active
+
+
+def test_drop_lease_never_removes_a_lease_taken_while_it_runs(store, clock):
+    """Before: drop_lease expired the record by swap, then deleted it unconditionally, so a taker that
+    swapped in between lost its lease to the delete and a third taker could hold it at the same time."""
+    leases = ObjectLeases(store, ttl=30, clock=clock)
+    leases.hold_lease("job")
+    clock.now += 31
+    original_swap = store.swap
+    taken = []
+
+    def swap_then_a_taker_arrives(key, data, expected):
+        original_swap(key, data, expected)
+        if not taken:
+            taken.append(None)  # once: the taker's own swap passes through here too
+            taken[0] = ObjectLeases(store, ttl=30, clock=clock).hold_lease("job")  # another process
+
+    store.swap = swap_then_a_taker_arrives
+    leases.drop_lease("job")
+    store.swap = original_swap
+    assert taken[0].active and leases.lease_held("job")
+    with pytest.raises(LockedError):
+        ObjectLeases(store, ttl=30, clock=clock).hold_lease("job")  # a third process
 
 
 def test_unreadable_record_counts_as_expired(store, clock):
@@ -136,7 +163,8 @@ def test_unreadable_record_counts_as_expired(store, clock):
     store.put("locks/x", json.dumps({"format": 1, "holder": "h", "expires": "soon"}).encode())
     assert not leases.lease_held("x")
     leases.drop_lease("x")
-    assert not store.exists("locks/x")
+    assert not leases.lease_held("x")
+    leases.hold_lease("x")
 
 
 def test_lease_names_are_checked_and_ttl_positive(store):
