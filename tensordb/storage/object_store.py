@@ -161,20 +161,22 @@ class S3Store(Store):
             try:
                 return send() if self.intercept is None else self.intercept(kind, key, send)
             except Exception as e:  # obstore raises builtins (FileNotFoundError, ValueError) and its own
-                if _transient(e):
-                    if attempt + 1 < self.attempts:
-                        time.sleep(self.backoff * (2**attempt) * random.uniform(0.5, 1.0))
-                        continue
-                    what = f"{_VERBS.get(kind, kind)} {key!r}" if key else _VERBS.get(kind, kind)
-                    raise NetworkError(
-                        f"{self.url}: {what} failed after {self.attempts} attempts "
-                        f"({self._reason(e)})"
-                    ) from None
-                if attempt > 0 and resolve is not None:
-                    outcome = resolve(e)
-                    if outcome is not _UNRESOLVED:
-                        return outcome
-                raise self._error(e, kind, key) from None
+                failure = e
+            # Decided outside the ``except``: the typed error must not carry the client's error as its
+            # context (its text holds the endpoint and the server's answer, which may name the key id).
+            if _transient(failure):
+                if attempt + 1 < self.attempts:
+                    time.sleep(self.backoff * (2**attempt) * random.uniform(0.5, 1.0))
+                    continue
+                what = f"{_VERBS.get(kind, kind)} {key!r}" if key else _VERBS.get(kind, kind)
+                raise NetworkError(
+                    f"{self.url}: {what} failed after {self.attempts} attempts ({self._reason(failure)})"
+                )
+            if attempt > 0 and resolve is not None:
+                outcome = resolve(failure)
+                if outcome is not _UNRESOLVED:
+                    return outcome
+            raise self._error(failure, kind, key)
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def _error(self, e: Exception, kind: str, key: str) -> TensorDBError:
@@ -238,9 +240,9 @@ class S3Store(Store):
 
         return self._request("get", key, send)
 
-    def _fill(self, key: str) -> memoryview:
-        """Fetch an immutable ``key`` whole into the cache."""
-        data, _ = self._fetch(key)
+    def _fill(self, key: str, max_bytes: int | None = None) -> memoryview:
+        """Fetch an immutable ``key`` whole into the cache (refused unread if larger than ``max_bytes``)."""
+        data, _ = self._fetch(key, max_bytes)
         try:
             return self.cache.put(self._identity(key), memoryview(data))
         except (OSError, StorageError):  # a full or unwritable cache costs speed, never the read
@@ -251,7 +253,7 @@ class S3Store(Store):
         if self._immutable(key):
             view = self._cached(key)
             if view is None:
-                view = self._fill(key)
+                view = self._fill(key, max_bytes)
             check_size(self.url, key, len(view), max_bytes)
             return bytes(view)
         data, _ = self._fetch(key, max_bytes)

@@ -488,3 +488,23 @@ def test_a_failing_prefetch_is_only_a_hint(s3):
     s3.intercept = None
     s3.put("chunks/0", b"later")
     assert s3.get("chunks/0") == b"later"  # the reader fetches it itself
+
+
+def test_typed_errors_carry_no_client_error_as_their_context(s3, s3_server):
+    """The client's error text holds the endpoint and the server's answer; a real S3 answer to a bad
+    signature names the access key id. Before, it stayed reachable as ``__context__``."""
+    with s3_server.auth_enforced(), pytest.raises(AccessDeniedError) as info:
+        s3.get("refs")
+    assert info.value.__context__ is None and info.value.__cause__ is None
+    with pytest.raises(KeyNotFoundError) as missing:
+        s3.get("no/such/key")
+    assert missing.value.__context__ is None
+
+
+def test_an_oversized_immutable_object_is_refused_before_it_is_read_or_cached(s3):
+    s3.put("states/forged", b"x" * 5000)
+    s3.cache.clear()
+    s3.requests.reset()
+    with pytest.raises(DataCorruptionError, match="at most 100 bytes"):
+        s3.get("states/forged", max_bytes=100)
+    assert s3.cache.get(f"{s3.url}/states/forged") is None
