@@ -158,8 +158,17 @@ def test_memory_dataset_and_worker_error():
         ds.pytorch(num_workers=2)
 
 
-def test_snapshot_isolation_and_pickling(tmp_path):
-    ds = _fill(str(tmp_path / "ds"), n=300)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_s3_dataset_streams_every_row_once(s3_url, workers):
+    """Each worker opens its own store: a forked worker must not use the parent's S3 client."""
+    ds = _fill(s3_url, n=1500)
+    timeout = {"timeout": 15} if workers else {}  # a worker that hangs fails this test, not the whole suite
+    loader = ds.pytorch(batch_size=64, shuffle=True, num_workers=workers, shuffle_buffer=500, seed=1, **timeout)
+    assert sorted(_ids(loader)) == list(range(1500))
+
+
+def test_snapshot_isolation_and_pickling(path):
+    ds = _fill(path, n=300)
     loader = ds.pytorch(tensors=["x"], batch_size=1000)
     ds.extend({"x": [300], "emb": [[0, 0, 0, 1.0]], "text": ["t"], "meta": [None], "ragged": [[1.0]], "label": [0]})
     assert next(iter(loader))["x"].tolist() == list(range(300))  # the loader reads the snapshot it was made from
