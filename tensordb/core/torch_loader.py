@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..format import chunk as chunkfmt
 from ..format.manifest import TensorState
-from ..storage import MEMORY_SCHEME, open_store
+from ..storage import MEMORY_SCHEME, Store, open_store
 from .chunk_io import ChunkReader, read_rows
 from .htypes import OBJECT_HTYPES
 
@@ -261,8 +261,10 @@ class TensorDBIterable(IterableDataset):
         collate_fn: Callable[[list[Any]], Any] | None,
         drop_last: bool,
         reader: ChunkReader | None = None,
+        store: Store | None = None,
     ):
         self.path = path
+        self.store = store  # given when workers cannot open the path themselves: it travels to them pickled
         self.states = states
         self.rows = rows
         self.nrows = nrows
@@ -291,7 +293,7 @@ class TensorDBIterable(IterableDataset):
     def _open(self) -> ChunkReader:
         # A forked worker inherits the parent's reader (its lock, cache and maps): open a fresh one.
         if self._reader is None or self._reader_pid != os.getpid():
-            self._reader = ChunkReader(open_store(self.path))
+            self._reader = ChunkReader(self.store if self.store is not None else open_store(self.path))
             self._reader_pid = os.getpid()
         return self._reader
 
@@ -417,11 +419,15 @@ def make_dataloader(
         nrows = len(rows)
     else:
         rows, nrows = None, min(s.nrows for s in states.values())
+    store = root._store
     iterable = TensorDBIterable(
         path, states, rows, nrows, batch_size, shuffle, shuffle_buffer, seed, transform, collate_fn, drop_last,
-        reader=table._reader,
+        reader=table._reader, store=None if store.fork_safe else store,
     )
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     if num_workers > 0:
         loader_kwargs.setdefault("persistent_workers", False)
+        if not store.fork_safe:
+            # Forked workers would hang in the store's client: start them from a clean process instead.
+            loader_kwargs.setdefault("multiprocessing_context", "forkserver")
     return DataLoader(iterable, batch_size=None, num_workers=num_workers, generator=generator, **loader_kwargs)

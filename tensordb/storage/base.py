@@ -37,6 +37,10 @@ class Store(ABC):
     #: Whether writers elsewhere may publish while this store's writer lock is held. Then the lock
     #: excludes no one, and the layer above must commit with :meth:`swap` and rebase when it fails.
     concurrent_writers: bool = False
+    #: Whether a forked child process may use this store (or open another like it). A client whose
+    #: runtime does not survive ``fork`` says no: worker processes are then started afresh and get the
+    #: store by pickling, which must open a new store on the same location.
+    fork_safe: bool = True
 
     @abstractmethod
     def get(self, key: str, max_bytes: int | None = None) -> bytes:

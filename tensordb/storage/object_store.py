@@ -101,6 +101,19 @@ class _NoLock:
         return None
 
 
+def _reopened(location: S3Location, immutable_prefixes: tuple[str, ...], attempts: int, backoff: float) -> S3Store:
+    """The store ``S3Store.__reduce__`` describes: the same location and settings, a new client."""
+    creds = {
+        "aws_access_key_id": location.access_key_id,
+        "aws_secret_access_key": location.secret_access_key,
+        "aws_session_token": location.session_token,
+        "endpoint_url": location.endpoint,
+        "aws_region": location.region,
+    }
+    given = {name: value for name, value in creds.items() if value is not None}
+    return S3Store(location.url, given, immutable_prefixes=immutable_prefixes, attempts=attempts, backoff=backoff)
+
+
 #: Immutable objects up to this size are cached as they are written (see ``S3Store._keep``).
 WRITE_THROUGH_BYTES = 1 << 20
 
@@ -109,6 +122,7 @@ class S3Store(Store):
     """Objects under ``s3://bucket/prefix``. ``url`` (and ``repr``) never shows credentials."""
 
     concurrent_writers = True
+    fork_safe = False  # obstore's runtime hangs in a forked child once the parent used it
 
     def __init__(
         self,
@@ -148,6 +162,10 @@ class S3Store(Store):
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"
+
+    def __reduce__(self) -> tuple:
+        # A worker process gets a new store on the same location, with none of this one's threads or state.
+        return (_reopened, (self.location, self.immutable_prefixes, self.attempts, self.backoff))
 
     # -- the request seam ---------------------------------------------------------------------------
     def _request(self, kind: str, key: str, send: Callable[[], T], resolve: Callable | None = None) -> T:

@@ -508,3 +508,14 @@ def test_an_oversized_immutable_object_is_refused_before_it_is_read_or_cached(s3
     with pytest.raises(DataCorruptionError, match="at most 100 bytes"):
         s3.get("states/forged", max_bytes=100)
     assert s3.cache.get(f"{s3.url}/states/forged") is None
+
+
+def test_a_store_sent_to_a_worker_process_opens_anew_on_the_same_location(s3):
+    """Worker processes cannot be forked from a process that used obstore (its runtime hangs there):
+    they are started afresh and get the store pickled, which must give a new, working store."""
+    import pickle
+
+    s3.put("chunks/a", b"payload")
+    copy = pickle.loads(pickle.dumps(s3))
+    assert copy is not s3 and copy.url == s3.url and copy.immutable_prefixes == s3.immutable_prefixes
+    assert copy.get("chunks/a") == b"payload" and not copy.fork_safe
