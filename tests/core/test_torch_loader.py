@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,13 +163,37 @@ def test_memory_dataset_and_worker_error():
         ds.pytorch(num_workers=2)
 
 
+READ_ON_S3 = """
+import sys
+import tensordb
+path, workers, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ds = tensordb.load(path, read_only=True)
+timeout = {"timeout": 10} if workers else {}  # a hung worker fails the read instead of waiting forever
+loader = ds.pytorch(tensors=["x"], batch_size=64, shuffle=True, num_workers=workers, shuffle_buffer=500, **timeout)
+ids = sorted(i for batch in loader for i in batch["x"].tolist())
+assert ids == list(range(n)), f"{len(ids)} rows, {len(set(ids))} distinct, expected {n}"
+print("ok")
+"""
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_an_s3_dataset_streams_every_row_once(s3_url, workers):
-    """Each worker opens its own store: a forked worker must not use the parent's S3 client."""
-    ds = _fill(s3_url, n=1500)
-    timeout = {"timeout": 15} if workers else {}  # a worker that hangs fails this test, not the whole suite
-    loader = ds.pytorch(batch_size=64, shuffle=True, num_workers=workers, shuffle_buffer=500, seed=1, **timeout)
-    assert sorted(_ids(loader)) == list(range(1500))
+    """Each worker opens its own store: a forked worker must not use the parent's S3 client.
+
+    The loader runs in a fresh interpreter (its own process group): a worker that hangs, or a client left
+    broken by the fork, must not stall this process and the tests after it.
+    """
+    _fill(s3_url, n=1500).close()
+    child = subprocess.Popen([sys.executable, "-c", READ_ON_S3, s3_url, str(workers), "1500"],
+                             cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = child.communicate(timeout=90)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    assert child.returncode == 0 and out.strip().endswith("ok"), out[-2000:]
 
 
 def test_snapshot_isolation_and_pickling(path):
