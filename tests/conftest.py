@@ -25,3 +25,17 @@ def s3_url(s3_server, monkeypatch, tmp_path):
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("TENSORDB_CACHE_DIR", str(tmp_path / "object-cache"))
     return f"s3://{s3_server.bucket}/{uuid.uuid4().hex}"
+
+
+@pytest.fixture(params=["memory", "s3"])
+def vs_path(request, tmp_path):
+    """A fresh VectorStore or dataset location: a unique mem:// name or a fresh s3:// prefix.
+
+    Tests that reopen a store from disk choose ``local`` and ``s3`` with
+    ``@pytest.mark.parametrize("vs_path", ["local", "s3"], indirect=True)``.
+    """
+    if request.param == "s3":
+        return request.getfixturevalue("s3_url")
+    if request.param == "local":
+        return str(tmp_path / "vs")
+    return f"mem://vs-{uuid.uuid4().hex}"
