@@ -602,7 +602,7 @@ def run(args: argparse.Namespace, scratch: str, endpoint: str, counter: RequestC
     s3 = not args.no_tensordb_s3
     data = ["--rows", str(args.rows), "--batch", str(args.batch), "--endpoint", endpoint]
     local_path = os.path.join(scratch, "tensordb-local")
-    runs: dict[str, list[dict]] = {"s3": [], "local": [], "floor": [], "lancedb": []}
+    runs: dict[str, list[dict]] = {"s3": [], "local": [], "floor": [], "floor_serial": [], "lancedb": []}
     s3_path = lance_path = ""
     for r in range(args.repeats):
         # The systems take turns, each run in a fresh process on a fresh location; earlier runs'
@@ -626,6 +626,11 @@ def run(args: argparse.Namespace, scratch: str, endpoint: str, counter: RequestC
         runs["floor"].append(run_phased(counter, "--worker", "floor", "--path", f"floor-{r}", "--sizes-file",
                                         sizes_file, "--endpoint", endpoint, "--threads", str(threads)))
         delete_prefix(endpoint, f"floor-{r}")
+        # The same puts one at a time: each extend is durable when it returns, so its chunks, which are
+        # few and one of them large, are all the uploads that can overlap.
+        runs["floor_serial"].append(run_phased(counter, "--worker", "floor", "--path", f"floor-serial-{r}",
+                                               "--sizes-file", sizes_file, "--endpoint", endpoint, "--threads", "1"))
+        delete_prefix(endpoint, f"floor-serial-{r}")
         if lance_path:
             delete_prefix(endpoint, lance_path.split("/", 3)[3])
         lance_path = f"s3://{BUCKET}/lance-{r}"
@@ -668,7 +673,8 @@ def report(args: argparse.Namespace, results: dict) -> None:
     rows, mb = results["rows"], 2**20
     ingest, query, read, writers = (results[k] for k in ("ingest", "query", "read_embedding", "writers"))
     names = {"s3": "tensordb, S3 (moto)", "local": "tensordb, local dir", "lancedb": "lancedb, S3 (moto)",
-             "floor": f"plain puts, {ingest['floor']['threads']} in flight (floor)"}
+             "floor": f"plain puts, {ingest['floor']['threads']} in flight (floor)",
+             "floor_serial": "plain puts, one at a time"}
     print_table(
         f"Ingest of {rows:,} rows ({results['stored_bytes'] / mb:,.1f} MiB stored), median of {args.repeats}",
         [{"system": names[n], "rows/s": rows / r["seconds"], "seconds": r["seconds"],
@@ -719,6 +725,7 @@ def report(args: argparse.Namespace, results: dict) -> None:
     if "s3" in ingest:
         s3q = query["s3"]
         ratios["ingest_s3_time_vs_floor"] = ingest["s3"]["seconds"] / floor["seconds"]
+        ratios["ingest_s3_time_vs_serial_floor"] = ingest["s3"]["seconds"] / ingest["floor_serial"]["seconds"]
         ratios["ingest_s3_vs_local_time"] = ingest["s3"]["seconds"] / ingest["local"]["seconds"]
         ratios["warm_query_s3_vs_local"] = s3q["warm_median_s"] / query["local"]["warm_median_s"]
         ratios["first_query_requests"] = s3q["cold_requests"].get("total", float("nan"))
