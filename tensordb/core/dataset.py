@@ -362,11 +362,8 @@ class Dataset(Table):
                 state, base = self._rebase(state, writes, base, ref, mark)
             key = self._versions.put_state(state)
             refs[self.branch] = self._attempted = ref.installing(self._checkout.commit, key)
-            try:
-                self._versions.swap_refs(refs, version)
-            except PreconditionFailedError:
-                _back_off(attempt)  # another writer swapped first: read its head and rebase
-                continue
+            if not self._swap_refs(refs, version, attempt):
+                continue  # another writer swapped first: read its head and rebase
             self._attempted = None
             self._checkout = replace(self._checkout, state_key=key)
             self._chunks.written.clear()
@@ -377,6 +374,15 @@ class Dataset(Table):
             f"{self.path}: gave up publishing to branch {self.branch!r} after {MAX_PUBLISH_ATTEMPTS} attempts, "
             f"each lost to another writer; nothing of this write was published, try it again"
         )
+
+    def _swap_refs(self, refs: dict[str, mf.BranchRef], version: str, attempt: int) -> bool:
+        """Swap ``refs`` in over ``version``; ``False``, after a back-off, when another writer swapped first."""
+        try:
+            self._versions.swap_refs(refs, version)
+        except PreconditionFailedError:
+            _back_off(attempt)
+            return False
+        return True
 
     def _rebase(
         self, state: mf.DatasetState, writes: list[Write], base: mf.DatasetState, ref: mf.BranchRef, mark: int
@@ -631,10 +637,8 @@ class Dataset(Table):
             )
             ref = refs[self.branch] = refs[self.branch].installing(record.id, self._checkout.state_key)
             try:
-                self._versions.swap_refs(refs, version)
-            except PreconditionFailedError:
-                _back_off(attempt)
-                continue
+                if not self._swap_refs(refs, version, attempt):
+                    continue
             except BaseException:
                 if self._ref_landed(self.branch, ref):  # only the final fsync failed: the commit is visible
                     self._checkout = replace(self._checkout, commit=record.id)
@@ -705,10 +709,8 @@ class Dataset(Table):
                 raise VersionError(f"branch {name!r} already exists; checkout it without create=True")
             refs[name] = ref
             try:
-                self._versions.swap_refs(refs, version)
-            except PreconditionFailedError:
-                _back_off(attempt)
-                continue
+                if not self._swap_refs(refs, version, attempt):
+                    continue
             except BaseException:
                 if self._ref_landed(name, ref):  # the branch exists on disk: the handle follows it
                     self._checkout = Checkout(name, ref.head, ref.state)

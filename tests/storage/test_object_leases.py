@@ -54,24 +54,30 @@ def test_hold_is_exclusive_and_release_deletes_it(store, clock):
     leases.hold_lease("jobs/a").release()
 
 
-def test_one_winner_among_racing_threads(store, clock):
-    leases = ObjectLeases(store, ttl=30, clock=clock)
-    barrier = threading.Barrier(8)
+def race_for(leases: ObjectLeases, name: str, threads: int) -> tuple[list, int]:
+    """``threads`` threads try to take the lease ``name`` at once: the leases won, and how many were refused."""
+    barrier = threading.Barrier(threads)
     won, refused = [], []
 
     def take():
         barrier.wait()
         try:
-            won.append(leases.hold_lease("writer"))
+            won.append(leases.hold_lease(name))
         except LockedError:
             refused.append(1)
 
-    threads = [threading.Thread(target=take) for _ in range(8)]
-    for t in threads:
+    racers = [threading.Thread(target=take) for _ in range(threads)]
+    for t in racers:
         t.start()
-    for t in threads:
+    for t in racers:
         t.join()
-    assert len(won) == 1 and len(refused) == 7
+    return won, len(refused)
+
+
+def test_one_winner_among_racing_threads(store, clock):
+    leases = ObjectLeases(store, ttl=30, clock=clock)
+    won, refused = race_for(leases, "writer", 8)
+    assert len(won) == 1 and refused == 7
     assert record(store, "writer")["holder"] == won[0].holder
     won[0].release()
 
@@ -245,22 +251,8 @@ def test_leases_on_s3(s3_url, clock):
 
     s3 = S3Store(s3_url)
     leases = ObjectLeases(s3, ttl=30, clock=clock)
-    barrier = threading.Barrier(4)
-    won, refused = [], []
-
-    def take():
-        barrier.wait()
-        try:
-            won.append(leases.hold_lease("writer"))
-        except LockedError:
-            refused.append(1)
-
-    threads = [threading.Thread(target=take) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(won) == 1 and len(refused) == 3  # If-None-Match: one create wins
+    won, refused = race_for(leases, "writer", 4)
+    assert len(won) == 1 and refused == 3  # If-None-Match: one create wins
     first = won[0]
     assert leases.lease_held("writer") and json.loads(s3.get("locks/writer"))["holder"] == first.holder
     assert first.renew()  # If-Match on the etag just read
