@@ -224,11 +224,13 @@ class Dataset(Table):
             self._head = self._publish(batch.state, batch.writes, batch.base)
         except ConflictError:
             raise
-        except BaseException:
+        except BaseException as e:
             landed = self._published_anyway()
-            if landed is False:  # unknown: the chunks stay (an orphan is harmless, vacuum removes it)
+            if landed is False:
                 self._chunks.discard()
-            raise
+            elif landed and self._done_despite(e):
+                return
+            raise  # landed but not surely durable, or unknown (the chunks stay: an orphan is harmless)
 
     @_serialized
     def flush(self) -> None:
@@ -308,11 +310,18 @@ class Dataset(Table):
             self._head = self._publish(new, [write], before, mark)
         except ConflictError:
             raise  # the handle holds the write, unpublished, with its chunks
-        except BaseException:
-            # Landed (the new refs reached the store: the handle follows them) or unknown: the chunks stay.
-            if batch is not None or self._published_anyway() is False:
+        except BaseException as e:
+            landed = False if batch is not None else self._published_anyway()
+            if landed is False:
                 self._chunks.discard(mark)
-            raise
+            elif landed and self._done_despite(e):
+                return
+            raise  # landed but not surely durable, or unknown (the chunks stay: an orphan is harmless)
+
+    def _done_despite(self, error: BaseException) -> bool:
+        """Whether a write that readers already see is done although ``error`` ended its publish: on stores
+        where visible means durable, the error was only the lost answer (an interrupt still propagates)."""
+        return isinstance(error, Exception) and self._store.durable_once_visible
 
     def _published_anyway(self) -> bool | None:
         """After a failed publish: did the refs it tried to install land (e.g. before a failed fsync, or

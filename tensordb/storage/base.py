@@ -41,6 +41,9 @@ class Store(ABC):
     #: runtime does not survive ``fork`` says no: worker processes are then started afresh and get the
     #: store by pickling, which must open a new store on the same location.
     fork_safe: bool = True
+    #: Whether an object is durable as soon as readers can see it (object stores). Then a write whose
+    #: answer was lost, but which readers see, is done; on a local disk a failed fsync leaves it in doubt.
+    durable_once_visible: bool = False
 
     @abstractmethod
     def get(self, key: str, max_bytes: int | None = None) -> bytes:

@@ -123,6 +123,7 @@ class S3Store(Store):
 
     concurrent_writers = True
     fork_safe = False  # obstore's runtime hangs in a forked child once the parent used it
+    durable_once_visible = True
 
     def __init__(
         self,

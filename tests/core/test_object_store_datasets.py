@@ -147,3 +147,30 @@ def test_a_swap_whose_answer_was_lost_is_not_applied_twice_after_others_wrote_on
     rows = tensordb.load(s3_url, read_only=True).text.numpy().tolist()
     assert sorted(rows) == ["base", "from a", "from b"]
     assert len(a) == 3  # A follows the head, which holds both writes
+
+
+def test_a_write_that_landed_with_every_answer_lost_is_done_not_an_error(s3_url):
+    """Each try of the swap of refs is applied but its answer lost, until the store gives up with a
+    NetworkError. Readers see the write, and on S3 what readers see is durable: before, the call raised,
+    and a caller retrying on the error wrote the rows twice."""
+    ds = tensordb.empty(s3_url)
+    ds.create_tensor("text", htype="text")
+    ds.extend({"text": ["base"]})
+
+    tries = []
+
+    def apply_then_lose_the_answer(kind, key, send):
+        if key != mf.REFS_KEY or kind != "put":
+            return send()
+        tries.append(key)
+        if len(tries) == 1:
+            send()  # applied; then the connection drops, and so does every retry
+        raise ConnectionError("connection reset")
+
+    ds._store.intercept = apply_then_lose_the_answer
+    ds._store.backoff = 0.001
+    ds.extend({"text": ["once"]})  # no error: the write is in the store
+    ds._store.intercept = None
+    assert len(tries) == ds._store.attempts  # the store gave up (NetworkError); the dataset saw it landed
+    assert tensordb.load(s3_url, read_only=True).text.numpy().tolist() == ["base", "once"]
+    assert ds.text.numpy().tolist() == ["base", "once"]
