@@ -221,7 +221,7 @@ class Dataset(Table):
             self._chunks.discard()
             return
         try:
-            self._head = self._publish(batch.state, batch.writes, batch.base)
+            self._head = self._publish(batch.state, batch.writes, batch.base, batch=batch)
         except ConflictError:
             raise
         except BaseException as e:
@@ -236,9 +236,22 @@ class Dataset(Table):
     def flush(self) -> None:
         """Inside ``with ds:``, make the writes so far durable now; outside, writes already are."""
         batch = self._batch
-        if batch is not None:
-            batch.state = batch.base = self._head = self._publish(batch.state, batch.writes, batch.base)
+        if batch is None:
+            return
+        try:
+            installed = self._publish(batch.state, batch.writes, batch.base, batch=batch)
+        except ConflictError:
+            raise
+        except BaseException as e:
+            if not self._published_anyway():  # not landed (or unknown): the batch keeps its writes for its end
+                raise
+            batch.state = batch.base = self._head  # landed: the batch goes on from the branch's head
             batch.writes = []
+            if self._done_despite(e):
+                return
+            raise
+        batch.state = batch.base = self._head = installed
+        batch.writes = []
 
     # -- write machinery ------------------------------------------------------------------------
     def _refuse_forked_writer(self) -> None:
@@ -346,12 +359,18 @@ class Dataset(Table):
         return attempted is not None and ref is not None and attempted.state in (ref.state, *ref.recent)
 
     def _publish(
-        self, state: mf.DatasetState, writes: list[Write], base: mf.DatasetState, mark: int = 0
+        self,
+        state: mf.DatasetState,
+        writes: list[Write],
+        base: mf.DatasetState,
+        mark: int = 0,
+        batch: _Batch | None = None,
     ) -> mf.DatasetState:
         """Install ``state`` as the branch head with a compare-and-swap of ``refs``; returns what was installed.
 
         When another writer moved the branch since ``base``, ``writes`` are replayed on its head
         first (``ConflictError`` if they cannot be), and the swap is tried again, a bounded number of times.
+        The ``batch`` being published follows each rebase, so that it stays whole should the publish fail.
         """
         self._attempted = None
         for attempt in range(MAX_PUBLISH_ATTEMPTS + 1):
@@ -368,7 +387,9 @@ class Dataset(Table):
             if attempt == MAX_PUBLISH_ATTEMPTS:
                 break
             if ref != mf.BranchRef(self._checkout.commit, self._checkout.state_key):
-                state, base = self._rebase(state, writes, base, ref, mark)
+                state, base = self._rebase(state, writes, base, ref, mark, keep_superseded=batch is not None)
+                if batch is not None:
+                    batch.state, batch.base = state, base
             key = self._versions.put_state(state)
             refs[self.branch] = self._attempted = ref.installing(self._checkout.commit, key)
             if not self._swap_refs(refs, version, attempt):
@@ -394,9 +415,19 @@ class Dataset(Table):
         return True
 
     def _rebase(
-        self, state: mf.DatasetState, writes: list[Write], base: mf.DatasetState, ref: mf.BranchRef, mark: int
+        self,
+        state: mf.DatasetState,
+        writes: list[Write],
+        base: mf.DatasetState,
+        ref: mf.BranchRef,
+        mark: int,
+        keep_superseded: bool = False,
     ) -> tuple[mf.DatasetState, mf.DatasetState]:
-        """``writes`` replayed on the head ``ref`` names, and that head; or ``ConflictError``, keeping ``state``."""
+        """``writes`` replayed on the head ``ref`` names, and that head; or ``ConflictError``, keeping ``state``.
+
+        The chunks of ``state`` that the replay superseded are deleted, unless ``keep_superseded``: views
+        taken inside an open batch may still read them (vacuum removes them later).
+        """
         head = self._versions.state(ref.state)
         replayed_from = len(self._chunks.written)
         try:
@@ -409,7 +440,8 @@ class Dataset(Table):
         if reason is not None:
             self._chunks.discard(replayed_from)
             self._hold_rejected(state, ref, reason)
-        self._chunks.discard(mark, replayed_from)  # the first attempt's chunks: nothing refers to them now
+        if not keep_superseded:
+            self._chunks.discard(mark, replayed_from)  # the first attempt's chunks: nothing refers to them now
         # Head and checkout move together: should this publish still fail, the next write starts from here.
         self._checkout, self._head = Checkout(self.branch, ref.head, ref.state), head
         return rebased, head
@@ -638,8 +670,12 @@ class Dataset(Table):
         self._as_writable("commit")
         if self._batch is not None:
             raise VersionError("commit inside a 'with ds:' block is not allowed; commit after the block")
+        record: mf.CommitRecord | None = None
         for attempt in range(MAX_PUBLISH_ATTEMPTS):
             refs, version = self._versions.refs_versioned()
+            if record is not None and self._commit_landed(record.id, refs.get(self.branch)):
+                self._follow(refs)  # the last try landed though its answer said otherwise
+                return record.id
             self._follow(refs)
             record = self._versions.new_commit(
                 self._checkout.commit, self.branch, str(message), self._checkout.state_key
@@ -649,7 +685,7 @@ class Dataset(Table):
                 if not self._swap_refs(refs, version, attempt):
                     continue
             except BaseException:
-                if self._ref_landed(self.branch, ref):  # only the final fsync failed: the commit is visible
+                if self._ref_landed(self.branch, ref) or self._commit_landed(record.id):  # e.g. the final fsync failed
                     self._checkout = replace(self._checkout, commit=record.id)
                 raise
             self._checkout = replace(self._checkout, commit=record.id)
@@ -671,6 +707,20 @@ class Dataset(Table):
         if ref != mf.BranchRef(self._checkout.commit, self._checkout.state_key):
             self._head = self._versions.state(ref.state)
             self._checkout = Checkout(self.branch, ref.head, ref.state)
+
+    def _commit_landed(self, commit_id: str, ref: mf.BranchRef | None = None) -> bool:
+        """Whether commit ``commit_id`` is the head of this branch, or among its last commits (others may
+        have committed on top since); ``ref`` is the branch as read, else it is read now."""
+        try:
+            ref = ref if ref is not None else self._versions.refs().get(self.branch)
+            head = ref.head if ref is not None else None
+            for _ in range(mf.RECENT_STATES):
+                if head is None or head == commit_id:
+                    return head == commit_id
+                head = self._versions.commit_record(head, "the branch's history").parent
+        except TensorDBError:
+            return False
+        return False
 
     def _ref_landed(self, branch: str, ref: mf.BranchRef) -> bool:
         """After a failed ``publish_refs``: does the refs file on disk already hold ``ref`` for ``branch``?"""
@@ -713,6 +763,10 @@ class Dataset(Table):
             self._check_held_snapshot(held)
         for attempt in range(MAX_PUBLISH_ATTEMPTS):
             refs, version = self._versions.refs_versioned()
+            if name in refs and attempt > 0 and refs[name] == ref:
+                # The last try landed though its answer said otherwise (snapshot keys are unique).
+                self._checkout = Checkout(name, ref.head, ref.state)
+                return
             if name in refs:
                 self._conflict = held
                 raise VersionError(f"branch {name!r} already exists; checkout it without create=True")

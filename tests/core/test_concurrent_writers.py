@@ -9,6 +9,7 @@ the other's.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import threading
 import uuid
@@ -496,3 +497,100 @@ def test_a_held_write_that_a_vacuum_removed_is_a_clear_conflict_not_a_broken_bra
     assert "rescue" not in tensordb.load(store, read_only=True).branches
     b.reset()
     assert ids_of(b) == [100, 1, 2]
+
+
+class HookedSwapStore(AnswerLosingStore):
+    """Also runs ``before_swap`` once, before a swap: it may raise, so that the swap never happens."""
+
+    before_swap = None
+
+    def swap(self, key: str, data: bytes, expected: str | None) -> None:
+        hook, self.before_swap = self.before_swap, None
+        if hook is not None:
+            hook()
+        super().swap(key, data, expected)
+
+
+def live_head(store) -> tuple[list[int], list[str]]:
+    """The branch head's rows, and the chunk files it names that are missing."""
+    from tensordb.core.versions import VersionStore
+
+    versions = VersionStore(store)
+    tensor = versions.state(versions.refs()["main"].state).tensors["x"]
+    return fresh(store), [key for key in tensor.chunk_keys if not store.exists(key)]
+
+
+def network_error():
+    from tensordb.errors import NetworkError
+
+    raise NetworkError("writing 'refs' failed (simulated)")
+
+
+@pytest.mark.parametrize("caught", [False, True])
+def test_a_flush_that_landed_with_its_answer_lost_keeps_the_batch_whole(caught):
+    """Before: flush did not see that its swap landed, so the block's exit deleted the chunks the live refs
+    named, or (error caught, block continued) the block's end published the batch's writes a second time."""
+    from tensordb.errors import NetworkError
+
+    store = HookedSwapStore()
+    a = new_dataset(store, rows=2)
+    with pytest.raises(NetworkError) if not caught else contextlib.nullcontext():
+        with a:
+            a.append({"x": 10})
+            store.after_swap = network_error
+            try:
+                a.flush()
+            except NetworkError:
+                if not caught:
+                    raise
+            a.append({"x": 11})
+    expected = [0, 1, 10] if not caught else [0, 1, 10, 11]
+    assert live_head(store) == (expected, [])
+
+
+def test_a_flush_rebased_then_failed_leaves_no_acknowledged_row_out():
+    """Before: the rebase moved the handle to the other writer's head but the batch kept its old base,
+    so the block's end published over B's acknowledged row, naming chunks the rebase had deleted."""
+    from tensordb.errors import NetworkError
+
+    store = HookedSwapStore()
+    a = new_dataset(store, rows=2)
+    b = tensordb.load(store)
+    with a:
+        a.append({"x": 10})
+        b.append({"x": 20})
+        store.before_swap = network_error
+        with pytest.raises(NetworkError):
+            a.flush()
+        a.append({"x": 11})
+    assert live_head(store) == ([0, 1, 20, 10, 11], [])
+
+
+def test_a_snapshot_taken_in_a_batch_survives_the_batch_being_rebased():
+    store = ConcurrentMemoryStore()
+    a = new_dataset(store, rows=2)
+    b = tensordb.load(store)
+    with a:
+        a.append({"x": 10})
+        snap = a.snapshot()
+        b.append({"x": 20})
+        a.flush()  # rebased onto B's row
+        assert ids_of(snap) == [0, 1, 10]  # before: its chunk had been deleted
+    assert fresh(store) == [0, 1, 20, 10]
+
+
+def test_a_commit_or_branch_whose_swap_landed_with_a_refused_retry_is_not_made_twice():
+    """The swap lands, its answer is lost, and the retry is refused (412) as refs moved: before, commit made
+    a second commit and checkout(create=True) said the branch it had just made already existed."""
+    store = AnswerLosingStore()
+    a = new_dataset(store, rows=2)
+
+    def refused_retry():
+        raise PreconditionFailedError("refs changed (the retry of a swap that landed)")
+
+    store.after_swap = refused_retry
+    commit = a.commit("one")
+    assert [entry["message"] for entry in a.log(show=False)] == ["one"] and a.commit_id == commit
+    store.after_swap = refused_retry
+    a.checkout("side", create=True)
+    assert a.branch == "side" and sorted(tensordb.load(store, read_only=True).branches) == ["main", "side"]

@@ -88,3 +88,33 @@ def test_close_from_another_thread_waits_for_the_open_batch(tmp_path):
     closer.join(10)
     assert closed.is_set()
     assert tensordb.load(path, read_only=True).n.numpy().reshape(-1).tolist() == [1, 2]
+
+
+def test_a_flush_whose_refs_landed_before_a_failed_fsync_keeps_their_chunks(tmp_path):
+    """The refs rename of a flush lands, then the directory fsync fails, and the error leaves the block.
+    Before: the block's exit discarded the batch's chunks, which the refs on disk named: a damaged dataset."""
+    from tensordb.errors import StorageError
+    from tensordb.storage import LocalStore
+
+    class FsyncFailsAfterRefs(LocalStore):
+        fail_next_refs = False
+
+        def publish(self, key, data):
+            super().publish(key, data)
+            if key == "refs" and self.fail_next_refs:
+                self.fail_next_refs = False
+                raise StorageError(f"{self.url}: fsync of the directory of 'refs' failed (simulated)")
+
+    store = FsyncFailsAfterRefs(str(tmp_path / "ds"))
+    ds = tensordb.empty(store)
+    ds.create_tensor("x", dtype="int64")
+    ds.extend({"x": [0, 1]})
+    with pytest.raises(StorageError, match="fsync"):
+        with ds:
+            ds.append({"x": 10})
+            store.fail_next_refs = True
+            ds.flush()
+    ds.close()
+    reopened = tensordb.load(str(tmp_path / "ds"), read_only=True)
+    assert reopened.verify().ok
+    assert reopened.x.numpy().tolist() == [0, 1, 10]
