@@ -21,17 +21,14 @@ they can never be stale, so a cached copy is always good (its checksum is verifi
 from __future__ import annotations
 
 import random
-import re
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import obstore
 from obstore import exceptions as obx
-from obstore.store import S3Store as _ObstoreS3
 
 from ..errors import (
     AccessDeniedError,
@@ -45,53 +42,25 @@ from ..errors import (
 )
 from .base import Store, check_key, check_size
 from .object_location import S3Location, resolve_location
+from .object_requests import (
+    S3_CODE,
+    STATUS,
+    VERBS,
+    RequestLog,
+    is_transient,
+    obstore_client,
+    request_body,
+    status_of,
+)
 
 T = TypeVar("T")
 #: ``intercept(kind, key, send)`` sees every request; it returns ``send()`` or raises in its place.
 Interceptor = Callable[[str, str, Callable[[], Any]], Any]
 
-REQUEST_KINDS = ("get", "get_range", "head", "put", "list", "delete")
 LEASE_PREFIX = "locks/"  # the store's own bookkeeping: never listed
 PREFETCH_IN_FLIGHT = 8
 DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
-_STATUS = re.compile(r"status code: (\d{3})")
-_S3_CODE = re.compile(r"<Code>([A-Za-z0-9.]+)</Code>")
-_TRANSIENT_TEXT = ("error sending request", "connection", "timed out", "timeout", "broken pipe", "reset by peer")
 _UNRESOLVED = object()
-
-
-class RequestLog:
-    """Counts of the requests a store sent, by kind (``get``, ``get_range``, ``head``, ``put``, ``list``,
-    ``delete``); each retry attempt counts. Thread-safe."""
-
-    def __init__(self) -> None:
-        self._counts: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def count(self, kind: str) -> None:
-        with self._lock:
-            self._counts[kind] += 1
-
-    def __getitem__(self, kind: str) -> int:
-        with self._lock:
-            return self._counts[kind]
-
-    @property
-    def total(self) -> int:
-        with self._lock:
-            return sum(self._counts.values())
-
-    def counts(self) -> dict[str, int]:
-        """A snapshot: kind → number of requests (kinds never sent are absent)."""
-        with self._lock:
-            return dict(self._counts)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._counts.clear()
-
-    def __repr__(self) -> str:
-        return f"RequestLog({self.counts()})"
 
 
 class _NoLock:
@@ -154,7 +123,7 @@ class S3Store(Store):
 
             cache = ObjectCache.default()
         self.cache = cache
-        self._client = _client(self.location, connect_timeout, timeout)
+        self._client = obstore_client(self.location, connect_timeout, timeout)
         self._leases_impl: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._in_flight: dict[str, Future] = {}
@@ -183,11 +152,11 @@ class S3Store(Store):
                 failure = e
             # Decided outside the ``except``: the typed error must not carry the client's error as its
             # context (its text holds the endpoint and the server's answer, which may name the key id).
-            if _transient(failure):
+            if is_transient(failure):
                 if attempt + 1 < self.attempts:
                     time.sleep(self.backoff * (2**attempt) * random.uniform(0.5, 1.0))
                     continue
-                what = f"{_VERBS.get(kind, kind)} {key!r}" if key else _VERBS.get(kind, kind)
+                what = f"{VERBS.get(kind, kind)} {key!r}" if key else VERBS.get(kind, kind)
                 raise NetworkError(
                     f"{self.url}: {what} failed after {self.attempts} attempts ({self._reason(failure)})"
                 )
@@ -201,12 +170,12 @@ class S3Store(Store):
     def _error(self, e: Exception, kind: str, key: str) -> TensorDBError:
         """The typed error for a failed request (no credentials: only the S3 status and code are quoted)."""
         reason = self._reason(e)
-        verb = f"{_VERBS.get(kind, kind)} {key!r}" if key else _VERBS.get(kind, kind)
+        verb = f"{VERBS.get(kind, kind)} {key!r}" if key else VERBS.get(kind, kind)
         if "NoSuchBucket" in str(e):  # a 404 with that code; obstore raises FileNotFoundError or GenericError
             return BucketNotFoundError(f"{self.url}: the bucket {self.location.bucket!r} does not exist ({verb})")
         if isinstance(e, FileNotFoundError):
             return KeyNotFoundError(f"{self.url}: no object {key!r}")
-        if isinstance(e, (obx.PermissionDeniedError, obx.UnauthenticatedError)) or _status(e) in (401, 403):
+        if isinstance(e, (obx.PermissionDeniedError, obx.UnauthenticatedError)) or status_of(e) in (401, 403):
             return AccessDeniedError(
                 f"{self.url}: access denied {verb} ({reason}); check the credentials and the bucket policy"
             )
@@ -221,7 +190,7 @@ class S3Store(Store):
     def _reason(self, e: Exception) -> str:
         """A short account of ``e``: the HTTP status and S3 error code if any, else its first line."""
         text = str(e)
-        status, code = _STATUS.search(text), _S3_CODE.search(text)
+        status, code = STATUS.search(text), S3_CODE.search(text)
         if status:
             reason = f"HTTP {status.group(1)}" + (f" {code.group(1)}" if code else "")
         else:
@@ -306,7 +275,7 @@ class S3Store(Store):
             try:
                 return obstore.get_range(self._client, key, start=start, length=length)
             except obx.GenericError as e:
-                if _status(e) == 416:  # the range starts at or past the end
+                if status_of(e) == 416:  # the range starts at or past the end
                     return b""
                 raise
 
@@ -405,7 +374,7 @@ class S3Store(Store):
     def put(self, key: str, data: bytes | memoryview | Sequence[bytes | memoryview]) -> None:
         """Create ``key`` (``If-None-Match: *``); an existing object is never replaced."""
         check_key(key)
-        body = _body(data)
+        body = request_body(data)
         length = sum(len(p) for p in body) if isinstance(body, list) else len(body)
 
         def resolve(e: Exception) -> Any:
@@ -429,12 +398,12 @@ class S3Store(Store):
 
     def publish(self, key: str, data: bytes) -> None:
         check_key(key)
-        body = _body(data)
+        body = request_body(data)
         self._request("put", key, lambda: obstore.put(self._client, key, body, mode="overwrite", use_multipart=False))
 
     def swap(self, key: str, data: bytes, expected: str | None) -> None:
         check_key(key)
-        body = _body(data)
+        body = request_body(data)
         mode: Any = "create" if expected is None else {"e_tag": expected}
 
         def resolve(e: Exception) -> Any:
@@ -501,68 +470,3 @@ class S3Store(Store):
 
     def drop_lease(self, name: str) -> None:
         self._leases.drop_lease(name)
-
-
-_VERBS = {
-    "get": "reading",
-    "get_range": "reading a range of",
-    "head": "looking up",
-    "put": "writing",
-    "list": "listing",
-    "delete": "deleting",
-}
-
-
-def _status(e: Exception) -> int | None:
-    match = _STATUS.search(str(e))
-    return int(match.group(1)) if match else None
-
-
-def _transient(e: Exception) -> bool:
-    """Whether retrying ``e`` may succeed: connection failures, timeouts, 5xx and 429 answers."""
-    if isinstance(e, (FileNotFoundError, ValueError, TensorDBError)) or isinstance(
-        e, (obx.PermissionDeniedError, obx.UnauthenticatedError, obx.AlreadyExistsError, obx.PreconditionError)
-    ):
-        return False
-    if isinstance(e, (ConnectionError, TimeoutError)):
-        return True
-    status = _status(e)
-    if status is not None:
-        return status >= 500 or status in (408, 429)
-    text = str(e).lower()
-    return isinstance(e, obx.BaseError) and any(t in text for t in _TRANSIENT_TEXT)
-
-
-def _body(data: bytes | memoryview | Sequence[bytes | memoryview]) -> Any:
-    """What obstore uploads: one flat byte buffer, or a list of them (joined without a Python copy)."""
-    if isinstance(data, (list, tuple)):
-        return [memoryview(p).cast("B") for p in data if len(memoryview(p).cast("B"))]
-    return memoryview(data).cast("B") if not isinstance(data, bytes) else data
-
-
-def _client(location: S3Location, connect_timeout: float, timeout: float) -> _ObstoreS3:
-    """The obstore client: its own retries off (the seam retries), explicit keys over its env lookup."""
-    options: dict[str, Any] = {
-        "connect_timeout": f"{int(connect_timeout * 1000)}ms",
-        "timeout": f"{int(timeout * 1000)}ms",
-        "allow_http": location.allow_http,
-    }
-    kwargs: dict[str, Any] = {"region": location.region}
-    if location.endpoint:
-        kwargs["endpoint"] = location.endpoint
-    if location.access_key_id:
-        credential = {
-            "access_key_id": location.access_key_id,
-            "secret_access_key": location.secret_access_key,
-            "token": location.session_token,
-            "expires_at": None,
-        }
-        # A provider, not config keys: obstore would otherwise pair our keys with AWS_SESSION_TOKEN of the env.
-        kwargs["credential_provider"] = lambda: credential
-    return _ObstoreS3(
-        location.bucket,
-        prefix=location.prefix or None,
-        client_options=options,
-        retry_config={"max_retries": 0},
-        **kwargs,
-    )
