@@ -29,18 +29,16 @@ from tensordb.errors import IndexNotFoundError, TensorDBError
 from tensordb.indexes import IndexFile
 from tensordb.indexes.bm25 import Bm25Index, bm25_params
 
-from .forging import decode, file_of, rebind_index, write
 from .helpers import FIGURES, assert_verify_finds, guarded, scale
-from .test_forged_files_property import mutate_buffers, mutate_record
 from .test_index_files import (
     clear_index_caches,
     damage,
+    draw_index_forgery,
     forge_index,
     index_dir,
     kill_during_build,
     listed_index_files,
     packed_values,
-    read_bytes,
     ref_of,
     with_array,
 )
@@ -213,19 +211,10 @@ def test_forged_bm25_files_drawn_by_hypothesis(source, tmp_path):
         path = str(tmp_path / uuid.uuid4().hex)
         shutil.copytree(source, path)
         try:
-            key = ref_of(path, "fts").key
-            original = read_bytes(file_of(path, key))
-            meta, buffers, codec = decode(path, key)
-            how = mutate_buffers(data.draw, buffers) if data.draw(st.booleans()) else mutate_record(data.draw, meta)
-            try:
-                forged = write(path, key, meta, buffers, codec)
-            except (TypeError, ValueError, OverflowError):  # msgpack cannot pack the drawn value
+            drawn = draw_index_forgery(data.draw, path, "fts", bind)
+            if drawn is None:
                 return
-            if forged == original:
-                return
-            if bind:
-                rebind_index(path, key, forged)
-            where = f"{key}: {how}{' (states rebound)' if bind else ''}"
+            key, where = drawn
             clear_caches()
             ds = tensordb.load(path, read_only=True)
             view, err, warned = runtime_warnings(lambda: ds.query(TOPK))

@@ -343,6 +343,25 @@ def ref_of(path: str, name: str) -> mf.IndexRef:
     return tensordb.load(path, read_only=True)._state.indexes[name]
 
 
+def draw_index_forgery(draw: Callable, path: str, name: str, bind: bool) -> tuple[str, str] | None:
+    """Replace, drop or cut one header field or buffer of index ``name``'s file, packed with valid checksums
+    (and the states rebound to it when ``bind``): its key and what was done, or None when the drawn value
+    cannot be packed or changes nothing."""
+    key = ref_of(path, name).key
+    original = read_bytes(file_of(path, key))
+    meta, buffers, codec = decode(path, key)
+    how = mutate_buffers(draw, buffers) if draw(st.booleans()) else mutate_record(draw, meta)
+    try:
+        forged = write(path, key, meta, buffers, codec)
+    except (TypeError, ValueError, OverflowError):  # msgpack cannot pack the drawn value: nothing to test
+        return None
+    if forged == original:  # the drawn value was the one already there
+        return None
+    if bind:
+        rebind_index(path, key, forged)
+    return key, f"{key}: {how}{' (states rebound)' if bind else ''}"
+
+
 #: Searches that use ``vec`` (with a wide WHERE that ``meta`` answers, too) and ones that use ``meta`` beside ``vec``.
 SEARCHES = {
     "vec": [(None, 0), (WIDE_WHERE, 1)],
@@ -678,19 +697,10 @@ def test_forged_index_files_drawn_by_hypothesis(small, tmp_path, name):
         path = str(tmp_path / uuid.uuid4().hex)
         shutil.copytree(source, path)
         try:
-            key = ref_of(path, name).key
-            original = read_bytes(file_of(path, key))
-            meta, buffers, codec = decode(path, key)
-            how = mutate_buffers(data.draw, buffers) if data.draw(st.booleans()) else mutate_record(data.draw, meta)
-            try:
-                forged = write(path, key, meta, buffers, codec)
-            except (TypeError, ValueError, OverflowError):  # msgpack cannot pack the drawn value: nothing to test
+            drawn = draw_index_forgery(data.draw, path, name, bind)
+            if drawn is None:
                 return
-            if forged == original:  # the drawn value was the one already there
-                return
-            if bind:
-                rebind_index(path, key, forged)
-            where = f"{key}: {how}{' (states rebound)' if bind else ''}"
+            key, where = drawn
             clear_index_caches()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
