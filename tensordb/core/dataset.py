@@ -680,12 +680,12 @@ class Dataset(Table):
             record = self._versions.new_commit(
                 self._checkout.commit, self.branch, str(message), self._checkout.state_key
             )
-            ref = refs[self.branch] = refs[self.branch].installing(record.id, self._checkout.state_key)
+            refs[self.branch] = refs[self.branch].installing(record.id, self._checkout.state_key)
             try:
                 if not self._swap_refs(refs, version, attempt):
                     continue
             except BaseException:
-                if self._ref_landed(self.branch, ref) or self._commit_landed(record.id):  # e.g. the final fsync failed
+                if self._commit_landed(record.id):  # e.g. only the final fsync failed: the commit is visible
                     self._checkout = replace(self._checkout, commit=record.id)
                 raise
             self._checkout = replace(self._checkout, commit=record.id)

@@ -231,10 +231,8 @@ class S3Store(Store):
     def _fill(self, key: str, max_bytes: int | None = None) -> memoryview:
         """Fetch an immutable ``key`` whole into the cache (refused unread if larger than ``max_bytes``)."""
         data, _ = self._fetch(key, max_bytes)
-        try:
-            return self.cache.put(self._identity(key), memoryview(data))
-        except (OSError, StorageError):  # a full or unwritable cache costs speed, never the read
-            return memoryview(data)
+        kept = self._keep(key, memoryview(data))
+        return kept if kept is not None else memoryview(data)
 
     def get(self, key: str, max_bytes: int | None = None) -> bytes:
         check_key(key)
@@ -313,9 +311,7 @@ class S3Store(Store):
             return
         fetched.set_result(memoryview(data))
         try:
-            self.cache.put(self._identity(key), memoryview(data))
-        except (OSError, StorageError):  # a full or unwritable cache costs speed, never the read
-            pass
+            self._keep(key, memoryview(data))
         finally:
             self._prefetched(key)
 
@@ -387,14 +383,14 @@ class S3Store(Store):
             "put", key, lambda: obstore.put(self._client, key, body, mode="create", use_multipart=False), resolve
         )
         if length <= WRITE_THROUGH_BYTES and self._immutable(key):
-            self._keep(key, body)
+            self._keep(key, body)  # small chunks are read back soon (appends merge them), states on open
 
-    def _keep(self, key: str, body: Any) -> None:
-        """Cache what was just written: small chunks are read back soon (appends merge them), states on open."""
+    def _keep(self, key: str, body: Any) -> memoryview | None:
+        """Put the immutable ``key``'s bytes in the cache; its cached view, or None if the cache cannot take it."""
         try:
-            self.cache.put(self._identity(key), body)
-        except (OSError, StorageError):  # a full or unwritable cache costs speed, never the write
-            pass
+            return self.cache.put(self._identity(key), body)
+        except (OSError, StorageError):  # a full or unwritable cache costs speed, never the read or write
+            return None
 
     def publish(self, key: str, data: bytes) -> None:
         check_key(key)
