@@ -184,6 +184,9 @@ def dataset(
     path: str | Store, read_only: bool = False, overwrite: bool = False, lock_timeout: float = 0.0, creds: Creds = None
 ) -> Dataset:
     """Open the dataset at ``path``, creating it when there is none."""
+    location, address = _split_address(path)
+    if address is None:  # one store for the look and the open (on S3 each store is a client and a cache)
+        path, creds = _open(location, creds), None
     if overwrite or not exists(path, creds):
         return empty(path, overwrite=overwrite, lock_timeout=lock_timeout, creds=creds)
     return load(path, read_only=read_only, lock_timeout=lock_timeout, creds=creds)
