@@ -39,3 +39,13 @@ def vs_path(request, tmp_path):
     if request.param == "local":
         return str(tmp_path / "vs")
     return f"mem://vs-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster of 2 CPUs for the whole session (started on first use, about 5 s)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

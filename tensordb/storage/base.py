@@ -44,6 +44,9 @@ class Store(ABC):
     #: Whether an object is durable as soon as readers can see it (object stores). Then a write whose
     #: answer was lost, but which readers see, is done; on a local disk a failed fsync leaves it in doubt.
     durable_once_visible: bool = False
+    #: Whether a pickled handle opens the same objects in another process, on this machine or another
+    #: (a path or a bucket); a store that lives in one process's memory cannot be shared that way.
+    reopenable: bool = True
 
     @abstractmethod
     def get(self, key: str, max_bytes: int | None = None) -> bytes:

@@ -62,6 +62,10 @@ class LocalStore(Store):
         self._changes = 0
         self._dirs_lock = threading.Lock()
 
+    def __reduce__(self) -> tuple:
+        # A handle in another process (a Ray or PyTorch worker) is a fresh store on the same directory.
+        return (LocalStore, (self.root,))
+
     def _path(self, key: str) -> str:
         check_key(key)
         path = os.path.join(self.root, *key.split("/"))

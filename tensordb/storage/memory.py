@@ -36,6 +36,8 @@ class _Lease:
 class MemoryStore(Store):
     """Objects live in a dict; ``publish`` is a single assignment, so it is atomic."""
 
+    reopenable = False  # the objects live in this process alone
+
     def __init__(self, name: str = ""):
         self.url = f"mem://{name}"
         self._objects: dict[str, bytes] = {}
