@@ -66,17 +66,21 @@ def execute_many(queries: Sequence[str | ast.Query], source: ScanSource) -> list
     with _as_tql_errors():
         plans = [plan_query(q, source) for q in parsed]
         results: list[QueryResult | None] = [None] * len(plans)
-        groups: dict[Any, list[int]] = {}
-        for i, plan in enumerate(plans):
-            sig = _vector_signature(plan)
-            if sig is not None:
-                groups.setdefault(sig, []).append(i)
-        for members in groups.values():
-            if len(members) > 1:
-                batch = Executor(source).run_vector_batch([plans[i] for i in members])
-                for i, r in zip(members, batch, strict=True):
-                    results[i] = r
+        for members in vector_groups(plans):
+            batch = Executor(source).run_vector_batch([plans[i] for i in members])
+            for i, r in zip(members, batch, strict=True):
+                results[i] = r
         return [r if r is not None else Executor(source).run(plans[i]) for i, r in enumerate(results)]
+
+
+def vector_groups(plans: Sequence[Plan]) -> list[list[int]]:
+    """The positions of the plans that share one scan, per group of two or more (see ``execute_many``)."""
+    groups: dict[Any, list[int]] = {}
+    for i, plan in enumerate(plans):
+        sig = _vector_signature(plan)
+        if sig is not None:
+            groups.setdefault(sig, []).append(i)
+    return [members for members in groups.values() if len(members) > 1]
 
 
 @contextmanager
@@ -161,12 +165,18 @@ class _DerivedSource:
 
 
 class Executor:
-    """Executes plans; holds per-execution function caches."""
+    """Executes plans; holds per-execution function caches.
 
-    def __init__(self, source: ScanSource) -> None:
+    With ``rows_range`` ``(start, stop)``, a run of whole units of the source (see
+    :class:`~query_lang.source.DivisibleSource`), a top-k, sort or filter scans only those
+    rows: what it selects there is the part of the whole answer that :mod:`.distributed` merges.
+    """
+
+    def __init__(self, source: ScanSource, rows_range: tuple[int, int] | None = None) -> None:
         self.source = source
         self.fn_caches: dict[str, dict] = {}
         self._row_map: np.ndarray | None = None
+        self._range = rows_range
 
     def run(self, plan: Plan, source: ScanSource | None = None) -> QueryResult:
         """Execute ``plan`` and return rows in result order with computed columns."""
@@ -188,11 +198,16 @@ class Executor:
 
     def run_vector_batch(self, plans: list[Plan]) -> list[QueryResult]:
         """Execute top-k vector searches sharing a :func:`_vector_signature` in one scan."""
+        found = self.vector_batch_rows(plans)
+        return [self._result(plan, plan.order[0][0], rows, keys) for plan, (rows, keys) in zip(plans, found)]
+
+    def vector_batch_rows(self, plans: list[Plan]) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+        """The best ``offset + limit`` rows of each plan and their keys, from one shared scan (or index search)."""
         first = plans[0]
         passing = None if first.where is None else indexed_where(first.where, self.source, self._ctx)
         indexed, passing = self._indexed_topk(plans, self.source, passing)
         if indexed is not None:
-            return [self._result(plan, plan.order[0][0], rows, keys) for plan, (rows, keys) in zip(plans, indexed)]
+            return indexed
         keys = [p.order[0][0] for p in plans]
         vary = [c.const for c in keys[0].children].index(True)
         column = keys[0].children[1 - vary]
@@ -211,11 +226,8 @@ class Executor:
             with np.errstate(all="ignore"):
                 scores = [key_array(v, ctx.n) for v in fn.evaluate_many(args, vary, values, cc)]
             _push_many(topks, batch.rows, scores, stop, first.order[0][1])
-        out = []
-        for plan, key, topk in zip(plans, keys, topks or [None] * len(plans), strict=True):
-            rows, ks = topk.result() if topk is not None else (np.empty(0, dtype=np.int64), [])
-            out.append(self._result(plan, key, rows, ks))
-        return out
+        empty: tuple[np.ndarray, list[np.ndarray]] = (np.empty(0, dtype=np.int64), [])
+        return [topk.result() for topk in topks] if topks else [empty for _ in plans]
 
     def _result(self, plan: Plan, key: BExpr, rows: np.ndarray, keys: list[np.ndarray]) -> QueryResult:
         """One vector search's result from its top rows and their scores (before OFFSET)."""
@@ -232,15 +244,25 @@ class Executor:
 
     def _filtered(self, plan: Plan, source: ScanSource,
                   passing: np.ndarray | None = None) -> Iterator[tuple[Batch, EvalContext]]:
-        batches = source.scan(plan.scan_columns)
+        ranged = self._range is not None and source is self.source
+        batches = source.scan(plan.scan_columns, np.arange(*self._range, dtype=np.int64) if ranged else None)
         if plan.where is not None:
             # A plain scan may stop at LIMIT: hand on rows at once rather than merging batches.
             yield from filter_batches(batches, plan.where, self._ctx, merge=plan.strategy != "scan",
-                                      passing=passing)
+                                      passing=passing, units=split_points(source, plan.scan_columns))
             return
         for batch in batches:
             if len(batch.rows):
                 yield batch, self._ctx(batch)
+
+    def select_rows(self, plan: Plan) -> tuple[np.ndarray, dict[int, Any]]:
+        """``plan``'s result rows and the values already computed for them, keyed by ``id`` of the
+        expression: the ORDER BY keys of a top-k or sort, the outputs of a filter."""
+        return self._select_rows(plan, self.source)
+
+    def project(self, plan: Plan, rows: np.ndarray, known: dict[int, Any]) -> dict[str, Any]:
+        """The computed outputs of ``plan`` at ``rows``, reusing ``known`` values (see :meth:`select_rows`)."""
+        return self._project(plan, self.source, rows, known)
 
     def _select_rows(self, plan: Plan, source: ScanSource) -> tuple[np.ndarray, dict[int, Any]]:
         """Result rows (positions in ``source``) and already computed per-output values."""
@@ -308,7 +330,9 @@ class Executor:
         if passing is None and plan.where is not None:
             passing = self._where_mask(plan, source)
         rows = np.arange(len(source), dtype=np.int64) if passing is None else np.flatnonzero(passing)
-        keys = scores if passing is None else scores[rows]
+        if self._range is not None:
+            rows = rows[(rows >= self._range[0]) & (rows < self._range[1])]
+        keys = scores if len(rows) == len(scores) else scores[rows]
         stop = plan.offset + plan.limit
         if np.isnan(keys).any():  # NaN sorts last either way: the general top-k knows how
             topk = TopK(stop, [descending])
@@ -332,7 +356,8 @@ class Executor:
         function must always score are scored exactly. If fewer than k come back while more
         rows pass, that plan is scanned exactly instead, so k rows come back whenever k pass.
         """
-        find = getattr(source, "vector_candidates", None)
+        # A part of a divided query scans exactly: :mod:`.distributed` runs indexed searches whole.
+        find = getattr(source, "vector_candidates", None) if self._range is None else None
         requests = [vector_request(p, source) for p in plans]
         if find is None or any(r is None for r in requests):
             return None, passing
@@ -429,6 +454,12 @@ class Executor:
             for o in todo:
                 out[o.name] = _as_values(concat(parts[o.name], o.expr.type), o.expr.type)
         return out
+
+
+def split_points(source: ScanSource, columns: Sequence[str]) -> np.ndarray | None:
+    """The source's units for a scan of ``columns`` (see :class:`DivisibleSource`), or None."""
+    points = getattr(source, "split_points", None)
+    return None if points is None else points(columns)
 
 
 def _push_many(topks: list[TopK], rows: np.ndarray, scores: list[np.ndarray], k: int,

@@ -58,19 +58,28 @@ def concat(parts: list[Any], t: ValueType | None = None) -> Any:
 
 
 def filter_batches(batches: Iterable[Batch], where: BExpr, make_ctx: Callable[[Batch], EvalContext],
-                   merge: bool = True, passing: np.ndarray | None = None) -> Iterator[tuple[Batch, EvalContext]]:
+                   merge: bool = True, passing: np.ndarray | None = None,
+                   units: np.ndarray | None = None) -> Iterator[tuple[Batch, EvalContext]]:
     """Yield ``(batch, context)`` pairs holding only the rows where ``where`` is true, in order.
 
     ``merge=False`` hands on each batch's passing rows at once (for a scan that may stop early).
     ``passing``, a mask over source positions, is ``where``'s answer when already known (from indexes).
+    ``units``, the source's split points, bound the merging: rows of two units never share a batch,
+    so a scan of some units alone computes what a whole scan computes there.
     """
     pending: list[_Part] = []
     pending_rows = 0
     derived: DerivedCache | None = None
+    unit_end = None
     for batch in batches:
         n = len(batch.rows)
         if n == 0:
             continue
+        if units is not None and (unit_end is None or batch.rows[0] >= unit_end):
+            if pending:  # a new unit begins: what is pending belongs to the last one
+                yield _emit(pending, derived, make_ctx)
+                pending, pending_rows = [], 0
+            unit_end = _unit_end(units, int(batch.rows[0]))
         ctx = make_ctx(batch)
         derived = ctx.derived
         idx, where_key = _passing(where, batch, ctx, passing)
@@ -89,6 +98,12 @@ def filter_batches(batches: Iterable[Batch], where: BExpr, make_ctx: Callable[[B
             pending, pending_rows = [], 0
     if pending:
         yield _emit(pending, derived, make_ctx)
+
+
+def _unit_end(units: np.ndarray, row: int) -> int | None:
+    """The first split point after ``row`` (None past the last one)."""
+    i = int(np.searchsorted(units, row, side="right"))
+    return int(units[i]) if i < len(units) else None
 
 
 class _Part:

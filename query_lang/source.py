@@ -157,3 +157,23 @@ class IndexedSource(Protocol):
     def substring_candidates(self, column: str, needles: Sequence[str]) -> np.ndarray | None:
         """A bool mask of the rows whose ``column`` may contain every needle (a superset), or None."""
         ...
+
+    def serves_vector_search(self, column: str, metric: str) -> bool:
+        """Whether a vector index may propose candidates for searches of ``column`` under ``metric``."""
+        ...
+
+
+# -- optional: how a source's scans may be divided ------------------------------------------------
+
+
+class DivisibleSource(Protocol):
+    """A source whose scans can be cut into row ranges that are each scanned exactly as in a whole scan."""
+
+    def split_points(self, columns: Sequence[str]) -> np.ndarray:
+        """Ascending row numbers from 0 to ``len``: a scan of ``columns`` starts a batch at each of them.
+
+        Between two neighbours lies a *unit*. The executor never merges rows of different units
+        into one batch, so a scan of any run of whole units meets exactly the batches, and
+        computes exactly the values, that a scan of the whole source meets there.
+        """
+        ...

@@ -119,3 +119,7 @@ class IndexNotFoundError(TensorDBError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class WorkerFailedError(TensorDBError):
+    """A distributed task's worker died, and its retries too; no partial answer is returned."""

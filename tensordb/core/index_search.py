@@ -79,7 +79,7 @@ class IndexAccess:
         )
 
     def vector_candidates(self, search: VectorSearch) -> VectorCandidates | None:
-        ref = self._vector_ref(search)
+        ref = self._vector_ref(search.column, search.metric)
         if ref is None:
             return None
         params = vector_module().check_search_params(ref.kind, {k: v for k, v in self._params.items() if k != "index"})
@@ -103,13 +103,17 @@ class IndexAccess:
         hits = [row[(row >= 0) & (row < self._length)] for row in positions]
         return VectorCandidates(hits, fresh)
 
-    def _vector_ref(self, search: VectorSearch) -> IndexRef | None:
+    def serves_vector_search(self, column: str, metric: str) -> bool:
+        """Whether a vector index would be asked for candidates of such a search."""
+        return self._vector_ref(column, metric) is not None
+
+    def _vector_ref(self, column: str, metric: str) -> IndexRef | None:
         """The vector index a search uses: the one named by ``search_params["index"]``, else the first that fits."""
         if self._exact:
             return None
         named = self._named("vector")
-        fitting = [ref for ref in self._refs(search.column, "vector")
-                   if ref.params["metric"] == search.metric and named in (None, ref.name)]
+        fitting = [ref for ref in self._refs(column, "vector")
+                   if ref.params["metric"] == metric and named in (None, ref.name)]
         return fitting[0] if fitting else None
 
     def text_scores(self, column: str, text: str, read_texts: ReadTexts) -> np.ndarray:

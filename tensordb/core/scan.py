@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from .table import Table
 
 VIEW_BATCH_ROWS = 16384
+#: Batches (chunks of the widest tensor read) per unit of a divided scan: a part of a query running
+#: on a Ray worker covers whole units, and filtered rows are merged into batches within a unit only.
+UNIT_BATCHES = 8
 
 
 class _LazyColumns(Mapping):
@@ -95,6 +98,21 @@ class TableSource:
         scores = self._indexes.text_scores(column, text, lambda rows: read_rows(self._reader, tensor, rows))
         return scores if self._base is None else scores[self._base]
 
+    def serves_vector_search(self, column: str, metric: str) -> bool:
+        if self._base is not None or column in self._virtual:
+            return False
+        return self._indexes.serves_vector_search(column, metric)
+
+    def split_points(self, columns: Sequence[str]) -> np.ndarray:
+        """Every ``UNIT_BATCHES``-th batch start of a scan of ``columns``, then the row count (see ``scan``)."""
+        tensors = [c for c in columns if c not in self._virtual]
+        if self._base is not None or not tensors:
+            starts = np.arange(0, self._length, VIEW_BATCH_ROWS, dtype=np.int64)
+        else:
+            starts = np.asarray(self._chunk_starts(self._primary(tensors))[:-1], dtype=np.int64)
+            starts = starts[starts < self._length]
+        return np.append(starts[::UNIT_BATCHES], self._length) if self._length else np.zeros(1, dtype=np.int64)
+
     def substring_candidates(self, column: str, needles: Sequence[str]) -> np.ndarray | None:
         if column in self._virtual:
             return None
@@ -131,7 +149,7 @@ class TableSource:
         tensors = [c for c in columns if c not in self._virtual]
         if self._base is None and tensors and rows is None:
             # Whole table: walk the primary tensor's chunks without a per-row position array.
-            primary = max(tensors, key=lambda c: self._row_bytes(self._state.tensors[c]))
+            primary = self._primary(tensors)
             # A remote store streams the chunks, several requests in flight, while the first ones are scanned.
             self._reader.store.prefetch([k for c in tensors for k in self._state.tensors[c].chunk_keys])
             start = 0
@@ -147,13 +165,17 @@ class TableSource:
                 group = positions[start : start + VIEW_BATCH_ROWS]
                 yield self._gathered_batch(columns, group)
             return
-        primary = max(tensors, key=lambda c: self._row_bytes(self._state.tensors[c]))
+        primary = self._primary(tensors)
         chunk_no, _, _ = locate(self._state.tensors[primary], positions)
         keys = self._state.tensors[primary].chunk_keys
         self._reader.store.prefetch([keys[int(c)] for c in np.unique(chunk_no)])
         bounds = np.flatnonzero(np.diff(chunk_no)) + 1
         for group in np.split(positions, bounds) if len(positions) else []:
             yield self._batch(columns, group)
+
+    def _primary(self, tensors: Sequence[str]) -> str:
+        """The tensor whose chunks cut a scan into batches: the widest (an embedding batch is then one slice)."""
+        return max(tensors, key=lambda c: self._row_bytes(self._state.tensors[c]))
 
     @staticmethod
     def _row_bytes(t: TensorState) -> int:
@@ -255,15 +277,15 @@ def run_query(table: Table, text: str | Query, exact: bool = False,
               search_params: Mapping[str, Any] | None = None) -> Selection:
     """Execute TQL (text or a parsed ``Query``) over ``table``."""
     source = TableSource(table, exact, search_params)
-    with _storage_errors_surface():
-        return _selection(source, execute(text, source))
+    with storage_errors_surface():
+        return selection_of(source, execute(text, source))
 
 
 #: tensordb errors that surface from inside a query as what they are, not as a TQLError.
 SURFACING_ERRORS = (DataCorruptionError, StorageError, IndexDefinitionError, IndexNotFoundError, MissingExtraError)
 
 
-class _storage_errors_surface:
+class storage_errors_surface:
     """query_lang turns every failure inside a function into a TQLError; damaged or unreadable
     files met during a query, and misused indexes, must surface as what they are."""
 
@@ -276,7 +298,8 @@ class _storage_errors_surface:
             raise cause
 
 
-def _selection(source: TableSource, result: QueryResult) -> Selection:
+def selection_of(source: TableSource, result: QueryResult) -> Selection:
+    """A query's result over ``source`` as dataset rows of the scanned snapshot, with its computed columns."""
     state = source._state
     rows = result.rows if source._base is None else source._base[result.rows]
     selected = [c for c in result.columns if c in state.tensors]
@@ -293,5 +316,5 @@ def run_queries(table: Table, texts: Sequence[str | Query], exact: bool = False,
     Top-k vector searches that differ only in their query vector share one scan (or one index search).
     """
     source = TableSource(table, exact, search_params)
-    with _storage_errors_surface():
-        return [_selection(source, r) for r in execute_many(list(texts), source)]
+    with storage_errors_surface():
+        return [selection_of(source, r) for r in execute_many(list(texts), source)]

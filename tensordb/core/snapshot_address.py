@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xxhash
@@ -20,9 +20,11 @@ import xxhash
 from ..errors import TensorDBError, VersionError
 from ..format import manifest as mf
 from ..storage import Store
-from .dataset import Dataset
 from .lifecycle import load
 from .table import DatasetView, Table
+
+if TYPE_CHECKING:
+    from .dataset import Dataset
 
 #: Snapshots a worker process keeps open, so that the tasks of one query (and the next queries on
 #: the same snapshot) reuse one handle, its decoded state and its memory maps.

@@ -12,6 +12,7 @@ from ..errors import ReadOnlyError, TensorNotFoundError
 from ..format.manifest import DatasetState, TensorState
 from .chunk_io import ChunkReader
 from .indexing import normalize_index, take_values
+from .engines import check_engine
 from .scan import Selection, run_queries, run_query
 from .tensor import Tensor
 
@@ -167,18 +168,32 @@ class Table:
             print(text)
         return text
 
-    def query(self, text: Any, exact: bool = False, search_params: Mapping[str, Any] | None = None) -> DatasetView:
+    def query(self, text: Any, exact: bool = False, search_params: Mapping[str, Any] | None = None,
+              engine: str = "local", num_workers: int | None = None) -> DatasetView:
         """Run a TQL query; the result is a view of the matching rows, in result order.
 
         A fitting index serves ``ORDER BY <similarity> LIMIT k`` and the WHERE; ``exact=True`` forces the
         exact vector scan, and ``search_params`` (``ef_search``, ``nprobe``, ``refine``, ``index``) tune it.
+        ``engine="ray"`` divides the scan over ``num_workers`` Ray tasks (default: the cluster's CPUs),
+        which read the snapshot themselves; the answer is the local one (see ``core/ray_engine.py``).
         """
+        check_engine(engine, num_workers)
+        if engine == "ray":
+            return self.query_batch([text], exact, search_params, engine, num_workers)[0]
         return self._view_of(run_query(self, text, exact, search_params))
 
-    def query_batch(self, texts: Sequence[Any], exact: bool = False,
-                    search_params: Mapping[str, Any] | None = None) -> list[DatasetView]:
-        """Run several TQL queries; top-k vector searches differing only in their vector share one scan."""
-        return [self._view_of(selection) for selection in run_queries(self, texts, exact, search_params)]
+    def query_batch(self, texts: Sequence[Any], exact: bool = False, search_params: Mapping[str, Any] | None = None,
+                    engine: str = "local", num_workers: int | None = None) -> list[DatasetView]:
+        """Run several TQL queries; top-k vector searches differing only in their vector share one scan.
+        ``engine`` and ``num_workers`` as in :meth:`query`."""
+        check_engine(engine, num_workers)
+        if engine == "ray":
+            from .ray_engine import run_queries_on_ray
+
+            selections = run_queries_on_ray(self, texts, exact, search_params, num_workers)
+        else:
+            selections = run_queries(self, texts, exact, search_params)
+        return [self._view_of(selection) for selection in selections]
 
     def with_columns(self, columns: Mapping[str, Any]) -> DatasetView:
         """These rows with computed columns added (each one value per row), such as a fused search score."""

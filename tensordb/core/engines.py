@@ -1,0 +1,24 @@
+"""Where a query runs: in this process (``"local"``), or divided over a Ray cluster (``"ray"``)."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+from ..errors import SampleError
+
+#: The engines a query may run on.
+ENGINES = ("local", "ray")
+
+
+def check_engine(engine: Any, num_workers: Any) -> None:
+    """Refuse an unknown engine, or a worker count that is not a positive int (or is given for local)."""
+    if engine not in ENGINES:
+        raise SampleError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
+    if num_workers is None:
+        return
+    if engine != "ray":
+        raise SampleError(f"num_workers applies to engine='ray' only, got num_workers={num_workers!r} "
+                          f"with engine={engine!r}")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 1:
+        raise SampleError(f"num_workers must be a positive integer, got {num_workers!r}")

@@ -1,0 +1,197 @@
+"""``engine="ray"``: a query's scan divided over Ray tasks, merged on the driver.
+
+The driver plans each query (reading nothing) and asks query_lang's
+:mod:`~query_lang.distributed` how to divide it. It sends every task the same work
+order, put into Ray's object store once: the snapshot's address (store location and
+chunk keys, never chunk data), the queries, and the TQL functions this process
+registered that a worker would not know. Each task opens the snapshot itself, runs
+its part over a range of chunk units and sends back only that part's best rows and
+keys; the driver merges them into exactly the local answer.
+
+A task whose worker dies is retried by Ray (``TASK_RETRIES`` times); if it still fails,
+the query raises :class:`~tensordb.errors.WorkerFailedError`. An error inside a task (a
+bad query, a damaged file) surfaces as itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from query_lang import Function, function_names, get_function, parse, plan_query, register_function
+from query_lang.ast import Query
+from query_lang.distributed import Part, divide, merge, run_parts
+from query_lang.executor import QueryResult, execute_many
+
+from ..errors import MissingExtraError, WorkerFailedError
+from .scan import Selection, TableSource, selection_of, storage_errors_surface
+from .snapshot_address import SnapshotAddress, snapshot_address
+
+if TYPE_CHECKING:
+    from .table import Table
+
+#: How many times Ray reruns a task whose worker died before the query fails.
+TASK_RETRIES = 2
+#: Modules whose TQL functions every worker registers itself (by importing tensordb).
+BUILTIN_MODULES = ("query_lang", "tensordb")
+
+
+def ray_module() -> Any:
+    """The ``ray`` module, or MissingExtraError naming the extra."""
+    try:
+        import ray
+    except ImportError:
+        raise MissingExtraError('engine="ray" needs Ray: pip install "tensordb[ray]"') from None
+    return ray
+
+
+@dataclass(frozen=True)
+class WorkOrder:
+    """What every task of one call is sent (once, through Ray's object store)."""
+
+    address: SnapshotAddress
+    queries: list[Query]
+    exact: bool
+    search_params: dict[str, Any]
+    functions: list[Function] = field(default_factory=list)
+
+    def source(self) -> TableSource:
+        """The snapshot, opened in this (worker) process, as a query source."""
+        for fn in self.functions:
+            if fn.name not in function_names():
+                register_function(fn)
+        return TableSource(self.address.open(), self.exact, self.search_params)
+
+
+def run_queries_on_ray(table: Table, texts: Sequence[str | Query], exact: bool,
+                       search_params: Mapping[str, Any] | None, num_workers: int | None) -> list[Selection]:
+    """Run the queries over ``table`` on Ray; the selections equal those of a local run."""
+    ray = ray_module()
+    driver_source = TableSource(table, exact, search_params)
+    queries = [parse(t) if isinstance(t, str) else t for t in texts]
+    with storage_errors_surface():
+        plans = [plan_query(q, driver_source) for q in queries]
+    order = WorkOrder(snapshot_address(table, "engine='ray'"), queries, exact, dict(search_params or {}),
+                      _registered_functions())
+    parts = _worker_count(ray, num_workers)
+    divisions = [divide(plan, driver_source, parts) for plan in plans]
+    results = _Dispatch(ray, order, divisions).run()
+    with storage_errors_surface():
+        merged = [r if isinstance(r, QueryResult) else merge(plans[i], driver_source, r)
+                  for i, r in enumerate(results)]
+    return [selection_of(driver_source, r) for r in merged]
+
+
+def _worker_count(ray: Any, num_workers: int | None) -> int:
+    if num_workers is not None:
+        return int(num_workers)
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _registered_functions() -> list[Function]:
+    """TQL functions registered in this process that a worker does not register by importing tensordb."""
+    found = [get_function(name) for name in function_names()]
+    return [fn for fn in found if not type(fn).__module__.startswith(BUILTIN_MODULES)]
+
+
+class _Dispatch:
+    """The tasks of one call: the whole queries in one task, and each range of the divided ones in one."""
+
+    def __init__(self, ray: Any, order: WorkOrder, divisions: list[list[tuple[int, int]]]) -> None:
+        if not ray.is_initialized():
+            ray.init()  # as Ray Data does: no cluster given, a local one
+        self.ray = ray
+        self.divisions = divisions
+        self.whole = [i for i, d in enumerate(divisions) if not d]
+        # Queries divided alike share their tasks (several top-k searches then share one scan per range).
+        self.ranges = sorted({r for d in divisions for r in d})
+        self.order_ref = ray.put(order)
+
+    def run(self) -> list[QueryResult | list[Part]]:
+        whole_task, part_task = _remote_tasks(self.ray)
+        refs, labels = [], []
+        if self.whole:
+            refs.append(whole_task.remote(self.order_ref, self.whole))
+            labels.append(f"{len(self.whole)} whole quer{'y' if len(self.whole) == 1 else 'ies'}")
+        for lo, hi in self.ranges:
+            refs.append(part_task.remote(self.order_ref, self._members(lo, hi), (lo, hi)))
+            labels.append(f"rows {lo}..{hi}")
+        return self._assembled(_gathered(self.ray, refs, labels))
+
+    def _members(self, lo: int, hi: int) -> list[int]:
+        return [i for i, d in enumerate(self.divisions) if (lo, hi) in d]
+
+    def _assembled(self, answers: list[Any]) -> list[QueryResult | list[Part]]:
+        out: list[Any] = [None] * len(self.divisions)
+        position = 0
+        if self.whole:
+            for i, result in zip(self.whole, answers[0], strict=True):
+                out[i] = result
+            position = 1
+        for (lo, hi), parts in zip(self.ranges, answers[position:], strict=True):
+            for i, part in zip(self._members(lo, hi), parts, strict=True):
+                out[i] = [*(out[i] or []), part]
+        return out
+
+
+_REMOTE_TASKS: list[Any] = []
+
+
+def _remote_tasks(ray: Any) -> tuple[Any, Any]:
+    """The two Ray tasks, made once per process (each new remote function is exported to the cluster again)."""
+    if not _REMOTE_TASKS:
+        options = {"max_retries": TASK_RETRIES, "retry_exceptions": False}
+        _REMOTE_TASKS.extend([ray.remote(_run_whole).options(**options), ray.remote(_run_parts).options(**options)])
+    return _REMOTE_TASKS[0], _REMOTE_TASKS[1]
+
+
+def _gathered(ray: Any, refs: list[Any], labels: list[str]) -> list[Any]:
+    """The tasks' answers; a task's own error surfaces as itself, a worker lost for good as WorkerFailedError."""
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as e:
+        _cancel(ray, refs)
+        cause = e.cause
+        if isinstance(cause, BaseException):
+            raise cause from None
+        raise
+    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError,
+            ray.exceptions.TaskCancelledError) as e:
+        _cancel(ray, refs)
+        failed = _failed_label(ray, refs, labels)
+        raise WorkerFailedError(
+            f"engine='ray': the worker running {failed} died, and so did its {TASK_RETRIES} retries "
+            f"({type(e).__name__}); no result is returned"
+        ) from None
+
+
+def _failed_label(ray: Any, refs: list[Any], labels: list[str]) -> str:
+    for ref, label in zip(refs, labels, strict=True):
+        try:
+            ray.get(ref, timeout=0)
+        except Exception:  # noqa: BLE001 - the first task that did not answer is the one named
+            return label
+    return "a task"
+
+
+def _cancel(ray: Any, refs: list[Any]) -> None:
+    for ref in refs:
+        try:
+            ray.cancel(ref)
+        except Exception:  # noqa: BLE001 - a finished or lost task cannot be cancelled, which is fine
+            pass
+
+
+def _run_whole(order: WorkOrder, members: list[int]) -> list[QueryResult]:
+    """Task: queries that run whole, as a local run of them (``execute_many``) runs them."""
+    source = order.source()
+    with storage_errors_surface():
+        return execute_many([order.queries[i] for i in members], source)
+
+
+def _run_parts(order: WorkOrder, members: list[int], rows_range: tuple[int, int]) -> list[Part]:
+    """Task: the queries' parts over one range of rows."""
+    source = order.source()
+    with storage_errors_surface():
+        return run_parts([order.queries[i] for i in members], source, rows_range)
