@@ -1,14 +1,21 @@
-"""Where a query runs: in this process (``"local"``), or divided over a Ray cluster (``"ray"``)."""
+"""Where a query runs: in this process (``"local"``), or divided over a Ray cluster (``"ray"``).
+
+The Ray side opens snapshots as tables in its workers, so it sits above ``table.py`` in the
+import order and cannot be imported by it. It registers its entry points here instead, when
+``tensordb.core`` is imported (``core/__init__.py``), and ``Table`` finds them by name.
+"""
 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import SampleError
 
 #: The engines a query may run on.
 ENGINES = ("local", "ray")
+_RAY_ENTRY_POINTS: dict[str, Callable[..., Any]] = {}
 
 
 def check_engine(engine: Any, num_workers: Any) -> None:
@@ -22,3 +29,13 @@ def check_engine(engine: Any, num_workers: Any) -> None:
                           f"with engine={engine!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 1:
         raise SampleError(f"num_workers must be a positive integer, got {num_workers!r}")
+
+
+def register_ray_entry_point(name: str, fn: Callable[..., Any]) -> None:
+    """Make ``fn`` the Ray implementation of ``name`` (e.g. ``"queries"``)."""
+    _RAY_ENTRY_POINTS[name] = fn
+
+
+def ray_entry_point(name: str) -> Callable[..., Any]:
+    """The Ray implementation of ``name``, registered when ``tensordb.core`` was imported."""
+    return _RAY_ENTRY_POINTS[name]
