@@ -18,6 +18,7 @@ from query_lang import ast
 
 from ..core import Dataset, Table, dataset, empty, load
 from ..core.arguments import refuse_unknown_keywords
+from ..core.engines import check_engine
 from ..deep_memory.api import DeepMemory
 from ..deep_memory.fusion import RRF_K, Ranking
 from ..errors import IndexNotFoundError, SampleError, TensorDBError
@@ -417,6 +418,8 @@ class VectorStore:
         alpha: float | None = None,
         rrf_k: int = RRF_K,
         sparse_top_k: int | None = None,
+        engine: str = "local",
+        num_workers: int | None = None,
         **deeplake_v3_arguments: Any,
     ) -> dict[str, list] | Any:
         """Top-``k`` chunks for a query text, a query vector, or a whole TQL ``query``.
@@ -436,12 +439,15 @@ class VectorStore:
         (``return_tensors`` picks the columns) or the result view with ``return_view``.
         ``filter`` may also be a WHERE expression of query_lang's AST (``query_lang.ast.Expr``).
         A vector index serves the search when there is one (``exact=True`` scans instead;
-        ``search_params`` tune the index, see ``Dataset.query``).
+        ``search_params`` tune the index, see ``Dataset.query``). ``engine="ray"`` runs each query
+        divided over ``num_workers`` Ray tasks, with the local answer (see ``Dataset.query``).
         Deep Lake v3's ``exec_option`` and ``token`` are accepted and ignored; any other unknown
         keyword argument is a :class:`TypeError` naming it.
         """
         refuse_unknown_keywords(VectorStore.search, deeplake_v3_arguments, IGNORED_SEARCH_ARGUMENTS)
         request = HybridRequest.parse(mode, fusion, alpha, rrf_k, sparse_top_k)
+        check_engine(engine, num_workers)
+        run = {"exact": exact, "search_params": search_params, "engine": engine, "num_workers": num_workers}
         if len(self.dataset) == 0:
             raise TensorDBError("search on an empty vector store: add documents first")
         if query is not None:
@@ -451,16 +457,16 @@ class VectorStore:
                 )
             if request.mode != "vector":
                 raise SampleError(f"search: a TQL query ranks itself; mode={request.mode!r} does not apply")
-            view = self.dataset.query(query, exact=exact, search_params=search_params)
+            view = self.dataset.query(query, **run)
         elif request.mode == "vector":
             found = self._vector_search(
                 embedding_data, embedding_function, embedding, k, distance_metric, filter, deep_memory, ids
             )
-            view = found[0].query(found[1], exact=exact, search_params=search_params)
+            view = found[0].query(found[1], **run)
         else:
             view = self._text_or_hybrid_search(
                 request, embedding_data, embedding_function, embedding, k, distance_metric, filter, deep_memory, ids,
-                exact, search_params)
+                run)
         if return_view:
             return view
         names = list(return_tensors) if return_tensors is not None else [t for t in DEFAULT_RETURN if t in view.tensors]
@@ -471,21 +477,21 @@ class VectorStore:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in out.items()}
 
     def _text_or_hybrid_search(self, request: HybridRequest, embedding_data, embedding_function, embedding, k,
-                               distance_metric, filter, deep_memory, ids, exact, search_params) -> Table:
+                               distance_metric, filter, deep_memory, ids, run: dict[str, Any]) -> Table:
         """The rows of a text or hybrid search, as a view of one snapshot with their (fused) ``score``."""
         k = self._check_text_or_hybrid(request, embedding_function, embedding, k, deep_memory)
         text = embedding_data if isinstance(embedding_data, str) or embedding_data is None else embedding_data[0]
         snapshot = self.dataset.snapshot()  # both sides and the rows returned come from one snapshot
         target, where = self._search_target(filter, ids, snapshot)
         depth = k if request.mode == "text" else request.sparse_top_k or max(k, CANDIDATES)
-        lexical = ranking(target.query(text_query(text, where, depth), search_params=search_params), drop_zero=True)
+        text_run = {**run, "exact": False}  # exact concerns vector indexes; the text side always has its bm25 index
+        lexical = ranking(target.query(text_query(text, where, depth), **text_run), drop_zero=True)
         if request.mode == "text":
             chosen = Ranking(lexical.keys[:k], lexical.scores[:k])
         else:
             _, dense_query = self._vector_search(embedding_data, embedding_function, embedding, max(k, CANDIDATES),
                                                  distance_metric, None, deep_memory, None)
-            dense = ranking(target.query(dataclasses.replace(dense_query, where=where), exact=exact,
-                                         search_params=search_params))
+            dense = ranking(target.query(dataclasses.replace(dense_query, where=where), **run))
             if distance_metric in ("l2", "l1", "max"):  # distances: nearer is better, so negate for fusion
                 dense = Ranking(dense.keys, -dense.scores)
             chosen = fused_rows(dense, lexical, request.choice(self._learned_fusion() if deep_memory else None), k)
