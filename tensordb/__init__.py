@@ -1,6 +1,6 @@
 """tensordb: an embedded, versioned, columnar tensor database for AI retrieval."""
 
-from .core import Dataset, DatasetView, Tensor, dataset, deepcopy, empty, exists, from_arrow, load, verify
+from .core import Dataset, DatasetView, Tensor, dataset, deepcopy, empty, exists, from_arrow, from_ray, load, verify
 from .deep_memory.tql import register as _register_tql_functions
 from .errors import (
     DataCorruptionError,
@@ -35,6 +35,7 @@ __all__ = [
     "empty",
     "exists",
     "from_arrow",
+    "from_ray",
     "ingest_jsonl",
     "load",
     "verify",

@@ -1,8 +1,10 @@
 """Core layer: tensors, datasets, views and versions, on top of the format and storage layers."""
 
 from .dataset import Dataset
-from .ingest import from_arrow
+from .engines import register_ray_entry_point
+from .ingest import from_arrow, from_ray
 from .lifecycle import dataset, deepcopy, empty, exists, load, verify
+from .ray_data import read_table
 from .table import DatasetView, Table, VirtualColumn
 from .tensor import Tensor
 
@@ -19,4 +21,6 @@ __all__ = [
     "load",
     "verify",
 ]
-__all__ += ["from_arrow"]
+__all__ += ["from_arrow", "from_ray"]
+
+register_ray_entry_point("ray_data", read_table)

@@ -26,7 +26,7 @@ DEFAULT_BATCH_ROWS = 16_384
 
 
 # -- import ----------------------------------------------------------------------------------------
-class _Column:
+class ArrowColumn:
     """How one Arrow field becomes a tensor: its htype, create_tensor settings and a value converter."""
 
     def __init__(self, field: pa.Field):
@@ -207,7 +207,7 @@ def from_arrow(
 
     schema, total, batches = _batches(source, batch_size)
     fields = [f for f in schema if tensors is None or f.name in tensors]
-    columns = [_Column(f) for f in fields]
+    columns = [ArrowColumn(f) for f in fields]
     ds = empty(path, overwrite=overwrite)
     try:
         with tqdm(total=total, desc="from_arrow", unit="row", disable=not progress) as bar, ds:

@@ -75,6 +75,33 @@ def _index_footprint(name: str, tensor: str) -> Footprint:
     return Footprint.on_rows({tensor: np.empty(0, dtype=np.int64)}, indexes=frozenset({name}))
 
 
+def _joined_meta(current: mf.TensorState, added: mf.TensorState, where: str) -> mf.TensorMeta:
+    """The schema of tensor ``current`` once the rows ``added`` (encoded elsewhere) are appended to it."""
+    current_rows, added_rows = current.nrows, added.nrows
+    current, added = current.meta, added.meta
+
+    def refuse(what: str, have: Any, got: Any) -> SampleError:
+        return SampleError(f"{where}: the rows were written as {what} {got!r}; the tensor has {have!r}")
+
+    for what in ("htype", "compression"):
+        if getattr(current, what) != getattr(added, what):
+            raise refuse(what, getattr(current, what), getattr(added, what))
+    if current.dtype is not None and added.dtype is not None and np.dtype(current.dtype) != np.dtype(added.dtype):
+        raise refuse("dtype", current.dtype, added.dtype)
+    if current.dim is not None and added.dim is not None and current.dim != added.dim:
+        raise refuse("vectors of dimension", current.dim, added.dim)
+    names, more = sorted((current.class_names, added.class_names), key=len)
+    if more[: len(names)] != names:
+        raise refuse("class names", list(current.class_names), list(added.class_names))
+    shape = added.shape if not current_rows else current.shape if not added_rows else None
+    if current_rows and added_rows and current.shape is not None and added.shape is not None:
+        if len(current.shape) != len(added.shape):
+            raise refuse("rows of shape", current.shape, added.shape)
+        shape = tuple(a if a == b else None for a, b in zip(current.shape, added.shape))
+    return replace(current, dtype=current.dtype or added.dtype, shape=shape, dim=current.dim or added.dim,
+                   class_names=more)
+
+
 def _back_off(attempt: int) -> None:
     """Wait before retrying a lost swap of ``refs``: exponential with jitter, so racing writers spread out."""
     time.sleep(random.uniform(0.0, min(1.0, 0.005 * 2**attempt)))
@@ -586,6 +613,45 @@ class Dataset(Table):
 
         needs = {name: np.empty(0, dtype=np.int64) for name in columns}  # each tensor must still be there
         self._apply("extend", change, Footprint.on_rows(needs, same_tensor_set=require_all))
+
+    @_serialized
+    def append_chunks(self, blocks: Sequence[Mapping[str, mf.TensorState]], operation: str = "append chunks") -> None:
+        """Append rows whose chunk files other processes (e.g. Ray workers) already wrote into this store.
+
+        Each block maps every tensor to a ``TensorState`` listing that block's new chunks and the schema
+        its rows were encoded with (``encode_rows`` from this tensor's schema). The blocks land in order,
+        as one atomic write; as with ``extend``, every tensor gets the same rows, and each schema must
+        agree with the tensor's (``SampleError`` otherwise, and nothing changes).
+        """
+        self._as_writable(operation)
+
+        def change(state: mf.DatasetState) -> mf.DatasetState:
+            tensors = dict(state.tensors)
+            if len({t.nrows for t in tensors.values()}) > 1:
+                counts = {n: t.nrows for n, t in tensors.items()}
+                raise SampleError(f"{operation}: tensors have different lengths {counts}")
+            known = state.chunk_keys()
+            for number, block in enumerate(blocks):
+                where = f"{operation}: block {number}"
+                if set(block) != set(tensors):
+                    raise SampleError(f"{where} holds tensors {sorted(block)}; the dataset has {sorted(tensors)}")
+                if len({piece.nrows for piece in block.values()}) > 1:
+                    raise SampleError(f"{where}: tensors got different numbers of rows "
+                                      f"{ {n: p.nrows for n, p in block.items()} }")
+                for name, piece in block.items():
+                    for key in piece.chunk_keys:
+                        if not key.startswith(mf.CHUNK_PREFIX) or ".." in key or key in known:
+                            raise SampleError(f"{where}, tensor {name!r}: chunk key {key!r} is not a new chunk")
+                        known.add(key)
+                    t = tensors[name]
+                    tensors[name] = mf.TensorState(
+                        _joined_meta(t, piece, f"{where}, tensor {name!r}"),
+                        t.chunk_keys + piece.chunk_keys, t.chunk_rows + piece.chunk_rows,
+                        t.chunk_nbytes + piece.chunk_nbytes, t.chunk_checksums + piece.chunk_checksums)
+            return state.with_tensors(tensors)
+
+        needs = {name: np.empty(0, dtype=np.int64) for name in self._state.tensors}  # each must still be there
+        self._apply(operation, change, Footprint.on_rows(needs, same_tensor_set=True))
 
     @_serialized
     def _update_tensor(self, name: str, rows: np.ndarray, values: Any) -> None:

@@ -6,7 +6,7 @@ JSON Lines files come in through ``tensordb.vectorstore.ingest.ingest_jsonl`` (t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -33,3 +33,25 @@ def from_arrow(
 
     return arrow_import.from_arrow(source, path, overwrite=overwrite, progress=progress, batch_size=batch_size,
                                tensors=tensors)
+
+
+def from_ray(
+    rds: Any,
+    path: Any,
+    creds: Mapping[str, str] | None = None,
+    tensors: Sequence[str] | None = None,
+    message: str | None = None,
+) -> Dataset:
+    """Write the rows of the ``ray.data.Dataset`` ``rds`` into the dataset at ``path`` (created if absent).
+
+    Ray tasks convert the Arrow blocks as :func:`from_arrow` does (same htype inference and
+    ``tensordb.*`` field metadata) and write their chunks straight into the store; the driver
+    then appends them, in block order, as one atomic write, and records one commit (``message``).
+    An existing dataset is appended to when its tensors are the columns, with matching htypes.
+    If any block fails, nothing is published: an existing dataset keeps its rows, a new one is
+    removed. Rows land in the order ``rds`` yields its blocks (``ds.ray()`` keeps row order).
+    Needs ``pip install "tensordb[ray]"``.
+    """
+    from .ray_ingest import from_ray as write
+
+    return write(rds, path, creds=creds, tensors=tensors, message=message)

@@ -11,8 +11,8 @@ import numpy as np
 from ..errors import ReadOnlyError, TensorNotFoundError
 from ..format.manifest import DatasetState, TensorState
 from .chunk_io import ChunkReader
+from .engines import check_engine, ray_entry_point
 from .indexing import normalize_index, take_values
-from .engines import check_engine
 from .scan import Selection, run_queries, run_query
 from .tensor import Tensor
 
@@ -220,6 +220,11 @@ class Table:
         from .arrow_export import to_arrow
 
         return to_arrow(self, tensors)
+
+    def ray(self, tensors: Any = None) -> Any:
+        """These rows as a ``ray.data.Dataset`` of Arrow blocks laid out as ``to_arrow``'s, one per run of
+        whole chunks, which Ray tasks read from the store themselves (see ``core/ray_data.py``)."""
+        return ray_entry_point("ray_data")(self, tensors)
 
     def to_pandas(self, tensors: Any = None) -> Any:
         """These rows as a ``pandas.DataFrame``."""
