@@ -1,7 +1,5 @@
-"""TQL functions that end the Ray worker evaluating them, for the worker-failure tests.
-
-They live in a module of their own, which the workers of the ``ray_cluster`` fixture can import.
-Each takes an int column and returns true for every row, unless it ends the process first.
+"""Helpers of the Ray tests: the check that two answers are the same, and TQL functions that end
+the Ray worker evaluating them (a module of its own, which the ``ray_cluster`` workers can import).
 """
 
 from __future__ import annotations
@@ -13,6 +11,21 @@ from typing import Any
 import numpy as np
 
 from query_lang import Arg, CallContext, Function, ValueType
+
+
+def assert_same(local: Any, ray: Any, where: str) -> None:
+    """Equal rows in equal order, equal computed columns (NaN equal to NaN), equal tensors read back."""
+    assert np.array_equal(local.row_positions, ray.row_positions), where
+    local_virtual, ray_virtual = local.virtual_columns, ray.virtual_columns
+    assert list(local_virtual) == list(ray_virtual), where
+    for name, values in local_virtual.items():
+        a, b = np.asarray(values), np.asarray(ray_virtual[name])
+        assert a.dtype == b.dtype, (where, name)
+        if a.dtype.kind == "f":
+            assert np.array_equal(a, b, equal_nan=True), (where, name)
+        else:
+            assert a.tolist() == b.tolist(), (where, name)
+    assert list(local.tensors) == list(ray.tensors), where
 
 
 class CrashOnce(Function):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ray_helpers import CrashAlways, CrashOnce
+from ray_helpers import CrashAlways, CrashOnce, assert_same
 
 import tensordb
 from query_lang import TQLError, function_names, parse, plan_query, register_function, unregister_function
@@ -62,21 +62,6 @@ def indexed(tmp_path_factory) -> tensordb.Dataset:
 def _vector(seed: int) -> str:
     v = np.random.default_rng(seed).standard_normal(DIM)
     return "ARRAY[" + ", ".join(f"{x:.6f}" for x in v) + "]"
-
-
-def assert_same(local: tensordb.DatasetView, ray: tensordb.DatasetView, where: str) -> None:
-    """Equal rows in equal order, equal computed columns (NaN equal to NaN), equal tensors read back."""
-    assert np.array_equal(local.row_positions, ray.row_positions), where
-    local_virtual, ray_virtual = local.virtual_columns, ray.virtual_columns
-    assert list(local_virtual) == list(ray_virtual), where
-    for name, values in local_virtual.items():
-        a, b = np.asarray(values), np.asarray(ray_virtual[name])
-        assert a.dtype == b.dtype, (where, name)
-        if a.dtype.kind == "f":
-            assert np.array_equal(a, b, equal_nan=True), (where, name)
-        else:
-            assert a.tolist() == b.tolist(), (where, name)
-    assert list(local.tensors) == list(ray.tensors), where
 
 
 WHERES = st.sampled_from([None, "k = 2", "k > 1 AND f < 0.5", "f IS NULL OR k = 0", "contains(text, 'flock')",
