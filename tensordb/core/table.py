@@ -188,9 +188,7 @@ class Table:
         ``engine`` and ``num_workers`` as in :meth:`query`."""
         check_engine(engine, num_workers)
         if engine == "ray":
-            from .ray_engine import run_queries_on_ray
-
-            selections = run_queries_on_ray(self, texts, exact, search_params, num_workers)
+            selections = ray_entry_point("queries")(self, texts, exact, search_params, num_workers)
         else:
             selections = run_queries(self, texts, exact, search_params)
         return [self._view_of(selection) for selection in selections]
