@@ -44,6 +44,8 @@ class DeepMemory:
         seed: int = 0,
         validation_queries: Sequence[str] | None = None,
         validation_relevance: Sequence[Sequence[Any]] | None = None,
+        engine: str = "local",
+        num_workers: int | None = None,
     ) -> str:
         """Start training in the background and return the job id at once.
 
@@ -51,9 +53,12 @@ class DeepMemory:
         ``validation_queries`` / ``validation_relevance`` (same format): a few real questions
         that alone choose the model and decide whether it beats no model, when the training
         queries are synthetic (see :func:`~.generate.generate_queries`). Without them part of
-        the training queries is held out (k-fold below 200 queries). Bad input raises before
-        anything is written.
+        the training queries is held out (k-fold below 200 queries). ``engine="ray"`` trains as a
+        Ray Train job of ``num_workers`` torch DDP workers (default 2; needs
+        ``pip install "tensordb[ray]"``); the record and model land as a local job's do. Bad input
+        raises before anything is written.
         """
+        workers = _checked_engine(engine, num_workers)
         ds = self._corpus.dataset
         ds.check_writable("train Deep Memory")
         if ds.in_batch:
@@ -67,7 +72,7 @@ class DeepMemory:
             validation = (self._corpus.embed_queries(list(validation_queries or []), embedding_function), validation)
         record = JobRecord(
             id=jobmod.new_job_id(), status=jobmod.PENDING, created=time.time(), commit_id=ds.commit_id,
-            n_queries=len(queries),
+            n_queries=len(queries), engine=_engine_note(workers),
         )
         self._jobs.save(record)
 
@@ -75,7 +80,7 @@ class DeepMemory:
 
         def run(stop: threading.Event) -> None:
             self._run_job(record, doc_embeddings, doc_ids, query_embeddings, pairs, max_seconds, seed, stop,
-                          validation, texts)
+                          validation, texts, workers)
 
         self._jobs.start(record.id, run)
         return record.id
@@ -92,6 +97,7 @@ class DeepMemory:
         stop: threading.Event,
         validation: tuple[np.ndarray, list[list[tuple[str, float]]]] | None = None,
         texts: tuple[list[str], list[str] | None] = ([], None),
+        ray_workers: int | None = None,
     ) -> None:
         record.status, record.started = jobmod.RUNNING, time.time()
         last_save = 0.0
@@ -109,12 +115,18 @@ class DeepMemory:
             # With a text index, the job also learns how hybrid search fuses the model's ranking with BM25's.
             rankings = getattr(self._corpus, "lexical_rankings", None)
             lexical, val_lexical = (rankings(t, FUSION_DEPTH) if t is not None and rankings else None for t in texts)
-            result = train_model(
-                doc_embeddings, doc_ids, query_embeddings, relevance,
+            options: dict[str, Any] = dict(
                 seed=seed, max_seconds=max_seconds, progress=progress, should_stop=stop.is_set,
                 validation_query_embeddings=val_embeddings, validation_relevance=val_relevance,
                 lexical_rankings=lexical, validation_lexical_rankings=val_lexical,
             )
+            if ray_workers is None:
+                result = train_model(doc_embeddings, doc_ids, query_embeddings, relevance, **options)
+            else:
+                from .ray_training import train_on_ray
+
+                result = train_on_ray(doc_embeddings, doc_ids, query_embeddings, relevance,
+                                      num_workers=ray_workers, **options)
             # The model lands before the record says completed: search never sees half a job.
             self._jobs.save_model(record.id, result.model)
             record.baseline, record.results = result.val_metrics_before, result.val_metrics_after
@@ -270,6 +282,36 @@ def status_rows(info: dict[str, Any]) -> list[tuple[str, list[str]]]:
     if info.get("fusion"):  # only a corpus with a text index
         rows.append(("hybrid fusion", [info["fusion"]]))
     return rows
+
+
+#: The engines ``train`` runs on, and the Ray worker count when none is given.
+ENGINES = ("local", "ray")
+DEFAULT_RAY_WORKERS = 2
+
+
+def _checked_engine(engine: Any, num_workers: Any) -> int | None:
+    """The Ray worker count for ``engine="ray"`` (``None`` for local), once Ray is known to be installed."""
+    if engine not in ENGINES:
+        raise SampleError(f"train: engine must be one of {', '.join(map(repr, ENGINES))}, got {engine!r}")
+    if engine == "local":
+        if num_workers is not None:
+            raise SampleError(f"train: num_workers applies to engine='ray' only; got num_workers={num_workers!r} "
+                              f"with engine='local'")
+        return None
+    workers = DEFAULT_RAY_WORKERS if num_workers is None else num_workers
+    if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1:
+        raise SampleError(f"train: num_workers must be a positive int, got {num_workers!r}")
+    from .ray_training import require_ray
+
+    require_ray()
+    return int(workers)
+
+
+def _engine_note(ray_workers: int | None) -> str:
+    """Where a job trains, as its record says it: "local" or "ray (2 workers)"."""
+    if ray_workers is None:
+        return "local"
+    return f"ray ({ray_workers} worker{'s' if ray_workers > 1 else ''})"
 
 
 def _checked_validation(

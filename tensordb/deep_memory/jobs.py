@@ -64,6 +64,8 @@ class JobRecord:
     #: What the time budget cut, in words ("" when it did not run out, and in records from before).
     time_budget: str = ""
     fusion: str = ""  # how hybrid search fuses the model with BM25 (empty: no text index when trained)
+    #: Where it trained: "local" or e.g. "ray (2 workers)" ("" in records from before).
+    engine: str = ""
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> JobRecord:

@@ -137,6 +137,20 @@ def budget_note(phase: str | None, epoch: int, planned: int) -> str:
     return f"{head}; the held-out model was shipped instead of the unfinished refit"
 
 
+class Replicas:
+    """The processes one training run is replicated over; this base is the single local process.
+
+    Every replica runs the same :func:`train_model` on the same data and seed. A data-parallel
+    subclass (:mod:`.ray_training`) replaces each trainer's objective so that a replica computes
+    the loss of its share of every minibatch and the gradients are averaged across replicas:
+    all of them then take the same step, and make the same epoch and stopping decisions.
+    """
+
+    def objective(self, trainer: Any) -> Callable[..., Any]:
+        """What ``trainer.step`` minimises: here the whole minibatch's loss, unchanged."""
+        return trainer.loss
+
+
 def _selection_score(m: Mapping[str, float]) -> float:
     # nDCG rewards the top of the list, recall@10 guards the rest of the page.
     return 0.5 * m["ndcg@10"] + 0.5 * m["recall@10"]
@@ -170,14 +184,17 @@ class _Trainer:
         self.mem_of_row[self.memory_rows] = torch.arange(len(memory_rows))
         g = torch.Generator().manual_seed(seed)
         self.gen = g
-        self.W = torch.zeros(d, d, requires_grad=True)
-        self.M = torch.zeros(len(memory_rows), d, requires_grad=True)
+        # Parameters (not bare tensors) so that a data-parallel wrapper can hold them (see :class:`Replicas`).
+        self.W = torch.nn.Parameter(torch.zeros(d, d))
+        self.M = torch.nn.Parameter(torch.zeros(len(memory_rows), d))
         groups = []
         if use_transform:
             groups.append({"params": [self.W], "lr": cfg.lr_query})
         if cfg.use_memory and len(memory_rows):
             groups.append({"params": [self.M], "lr": cfg.lr_memory})
         self.opt = torch.optim.Adam(groups) if groups else None
+        #: ``objective(q, pos_idx, pos_w, cand)`` → the loss :meth:`step` minimises; :class:`Replicas` may replace it.
+        self.objective: Callable[..., Any] = self.loss
         scale = (cfg.ref_queries / max(n_train, 1)) ** cfg.reg_power
         self.reg_w = cfg.reg_query * scale
         self.reg_m = cfg.reg_memory * scale
@@ -201,21 +218,34 @@ class _Trainer:
             s = s.index_add(1, has, qp @ self.M[mem[has]].T)
         return s
 
-    def step(self, q: Any, pos_idx: Any, pos_w: Any, cand: Any | None) -> float:
-        """One optimiser step; ``pos_idx``/``pos_w`` are (b, P) padded with weight 0."""
-        t = self.torch
-        assert self.opt is not None
+    def log_likelihoods(self, q: Any, pos_idx: Any, pos_w: Any, cand: Any | None) -> Any:
+        """Each query's weighted mean log-probability of its positives; ``pos_idx``/``pos_w`` are (b, P), 0-padded."""
         qp = self.qprime(q)
         logits = self.logits(qp, cand) / self.cfg.temperature
         logp = logits.log_softmax(dim=1)
         lp = logp.gather(1, pos_idx)
-        loss = -((lp * pos_w).sum(1) / pos_w.sum(1)).mean()
-        loss = loss + self.reg_w * (self.W**2).sum() + self.reg_m * (self.M**2).sum()
+        return (lp * pos_w).sum(1) / pos_w.sum(1)
+
+    def penalised(self, data_loss: Any) -> Any:
+        """``data_loss`` plus the L2 pull of ``A`` toward the identity and of the memory toward zero."""
+        return data_loss + self.reg_w * (self.W**2).sum() + self.reg_m * (self.M**2).sum()
+
+    def loss(self, q: Any, pos_idx: Any, pos_w: Any, cand: Any | None) -> Any:
+        """The minibatch's loss: weighted InfoNCE averaged over its queries, plus the L2 terms."""
+        return self.penalised(-self.log_likelihoods(q, pos_idx, pos_w, cand).mean())
+
+    def step(self, q: Any, pos_idx: Any, pos_w: Any, cand: Any | None) -> float:
+        """One optimiser step on a minibatch; ``pos_idx``/``pos_w`` are (b, P) padded with weight 0."""
+        assert self.opt is not None
+        loss = self.objective(q, pos_idx, pos_w, cand)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        del t
         return float(loss.detach())
+
+    def trained_parameters(self) -> list[Any]:
+        """The tensors the optimiser updates (``W`` and/or ``M``)."""
+        return [] if self.opt is None else [p for group in self.opt.param_groups for p in group["params"]]
 
     def to_model(self, memory_ids: list[str]) -> DeepMemoryModel:
         d = self.W.shape[0]
@@ -266,6 +296,7 @@ def train_model(
     clock: Callable[[], float] = time.monotonic,
     lexical_rankings: Sequence[Ranking] | None = None,
     validation_lexical_rankings: Sequence[Ranking] | None = None,
+    replicas: Replicas | None = None,
 ) -> TrainingResult:
     """Train a Deep Memory model.
 
@@ -298,6 +329,8 @@ def train_model(
             When given, the fusion of the model's ranking with BM25's is fitted on the
             validation queries with the held-out model (:func:`~.fusion.fit_fusion`), stored
             in ``model.metadata["fusion"]`` and returned as ``fusion``.
+        replicas: the processes the run is replicated over (default: this one alone); a
+            data-parallel run also passes ``should_stop`` and ``clock`` that every replica agrees on.
     """
     budget = _Clock(clock, max_seconds)
     cfg = config or TrainingConfig()
@@ -306,7 +339,7 @@ def train_model(
     _check_lexical(lexical_rankings, len(relevance), validation_lexical_rankings, validation_relevance)
     with _torch_threads(num_threads):
         run = _Run(docs, queries, [str(i) for i in doc_ids], relevance, val_fraction, cfg, seed, should_stop,
-                   validation)
+                   validation, replicas or Replicas())
         before = run.pooled_metrics([None] * len(run.folds)) if run.folds else {}
         selection = _select_epochs(run, before, budget, progress)
         improved = bool(selection.best_epoch > 0
@@ -440,11 +473,13 @@ class _Run:
 
     def __init__(self, docs: np.ndarray, queries: np.ndarray, ids: list[str], relevance: Sequence[Relevance],
                  val_fraction: float, cfg: TrainingConfig, seed: int, should_stop: Callable[[], bool] | None,
-                 validation: tuple[np.ndarray, Sequence[Relevance]] | None = None) -> None:
+                 validation: tuple[np.ndarray, Sequence[Relevance]] | None = None,
+                 replicas: Replicas | None = None) -> None:
         import torch
 
         self.torch = torch
         self.cfg, self.seed, self.should_stop, self.ids = cfg, seed, should_stop, ids
+        self.replicas = replicas or Replicas()
         n_docs, dim = docs.shape
         keep, self.positives = _usable_queries(ids, relevance)
         self.keep, self.val_keep = keep, []
@@ -488,6 +523,7 @@ class _Run:
         mem_rows = sorted({r for i in train_q for r, _ in self.positives[i]}) if self.cfg.use_memory else []
         tr = _Trainer(self.docs, np.asarray(mem_rows, dtype=np.int64), self.cfg, len(train_q), self.seed,
                       self.use_transform)
+        tr.objective = self.replicas.objective(tr)
         return tr, [self.ids[r] for r in mem_rows]
 
     def pooled_metrics(self, trainers: list[_Trainer | None]) -> dict[str, float]:
