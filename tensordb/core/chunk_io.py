@@ -286,6 +286,10 @@ def read_rows(reader: ChunkReader, state: TensorState, rows: np.ndarray) -> Any:
             return np.empty((0, *meta.shape), dtype=np.dtype(meta.dtype))
         return []
     chunk_no, local, _ = locate(state, rows)
+    if _consecutive(rows):
+        run = _fixed_run(reader, state, chunk_no, local)
+        if run is not None:
+            return run
     order = np.argsort(chunk_no, kind="stable")
     pieces: list[tuple[np.ndarray, Any]] = []
     sorted_chunks = chunk_no[order]
@@ -304,6 +308,27 @@ def read_rows(reader: ChunkReader, state: TensorState, rows: np.ndarray) -> Any:
         for pos, value in zip(group.tolist(), values):
             result[pos] = value
     return result
+
+
+def _consecutive(rows: np.ndarray) -> bool:
+    return len(rows) > 1 and int(rows[-1]) - int(rows[0]) + 1 == len(rows) and bool(np.all(np.diff(rows) == 1))
+
+
+def _fixed_run(reader: ChunkReader, state: TensorState, chunk_no: np.ndarray, local: np.ndarray) -> np.ndarray | None:
+    """Consecutive rows of fixed-shape chunks, sliced from each chunk straight into the result (one copy,
+    where gathering row by row copies twice); None when a chunk holds rows of varying shape."""
+    first, last = int(chunk_no[0]), int(chunk_no[-1])
+    chunks = [reader.chunk(state, state.chunk_keys[c]) for c in range(first, last + 1)]
+    if not all(isinstance(c, chunkfmt.FixedChunk) for c in chunks) or len({c.array.shape[1:] for c in chunks}) != 1:
+        return None
+    out = np.empty((len(local), *chunks[0].array.shape[1:]), dtype=chunks[0].array.dtype)
+    start, at = int(local[0]), 0
+    for chunk in chunks:
+        stop = min(chunk.nrows, start + len(local) - at)
+        out[at : at + stop - start] = chunk.array[start:stop]
+        at += stop - start
+        start = 0
+    return out
 
 
 #: Above this many bytes, a whole-column read checks the chunk files' sizes before it allocates.
