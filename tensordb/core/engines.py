@@ -7,11 +7,12 @@ import order and cannot be imported by it. It registers its entry points here in
 
 from __future__ import annotations
 
+import importlib
 import numbers
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import SampleError
+from ..errors import MissingExtraError, SampleError
 
 #: The engines a query may run on.
 ENGINES = ("local", "ray")
@@ -29,6 +30,19 @@ def check_engine(engine: Any, num_workers: Any) -> None:
                           f"with engine={engine!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 1:
         raise SampleError(f"num_workers must be a positive integer, got {num_workers!r}")
+
+
+def import_ray(feature: str, *parts: str) -> Any:
+    """The ``ray`` module, once ``ray`` and ``ray.<part>`` for each of ``parts`` import; else a
+    MissingExtraError saying that ``feature`` needs the ``ray`` extra."""
+    try:
+        ray = importlib.import_module("ray")
+        for part in parts:
+            importlib.import_module(f"ray.{part}")
+    except ImportError as e:
+        raise MissingExtraError(f'{feature} needs Ray, which is not installed ({e}): pip install "tensordb[ray]"'
+                                ) from None
+    return ray
 
 
 def register_ray_entry_point(name: str, fn: Callable[..., Any]) -> None:

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import MissingExtraError
 from ..format import manifest as mf
+from .engines import import_ray
 from .htypes import OBJECT_HTYPES
 from .snapshot_address import SnapshotAddress, snapshot_address
 
@@ -32,16 +32,6 @@ if TYPE_CHECKING:
 #: (under Ray's default 128 MiB target block size, which would otherwise split it).
 BLOCK_CHUNKS = 8
 BLOCK_BYTES = 64 << 20
-
-
-def import_ray() -> Any:
-    """The ``ray`` module, or ``MissingExtraError`` saying how to install it."""
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError as e:
-        raise MissingExtraError('Ray Data needs Ray, which is not installed: pip install "tensordb[ray]"') from e
-    return ray
 
 
 # -- reading: Table.ray ------------------------------------------------------------------------------
@@ -58,7 +48,7 @@ def read_table(table: Table, tensors: Sequence[str] | str | None = None) -> Any:
     """``table``'s rows as a ``ray.data.Dataset``: one Arrow block per run of whole chunks, read by Ray tasks."""
     from .arrow_export import to_arrow
 
-    ray = import_ray()
+    ray = import_ray("ds.ray()", "data")
     names = table.column_names() if tensors is None else [tensors] if isinstance(tensors, str) else list(tensors)
     schema = to_arrow(table[0:0], names).schema  # also refuses unknown names, before any task starts
     address = snapshot_address(table, "ds.ray()")

@@ -24,7 +24,8 @@ from query_lang.ast import Query
 from query_lang.distributed import Part, divide, merge, run_parts
 from query_lang.executor import QueryResult, execute_many
 
-from ..errors import MissingExtraError, WorkerFailedError
+from ..errors import WorkerFailedError
+from .engines import import_ray
 from .scan import Selection, TableSource, selection_of, storage_errors_surface
 from .snapshot_address import SnapshotAddress, snapshot_address
 
@@ -35,15 +36,6 @@ if TYPE_CHECKING:
 TASK_RETRIES = 2
 #: Modules whose TQL functions every worker registers itself (by importing tensordb).
 BUILTIN_MODULES = ("query_lang", "tensordb")
-
-
-def ray_module() -> Any:
-    """The ``ray`` module, or MissingExtraError naming the extra."""
-    try:
-        import ray
-    except ImportError:
-        raise MissingExtraError('engine="ray" needs Ray: pip install "tensordb[ray]"') from None
-    return ray
 
 
 @dataclass(frozen=True)
@@ -67,7 +59,7 @@ class WorkOrder:
 def run_queries_on_ray(table: Table, texts: Sequence[str | Query], exact: bool,
                        search_params: Mapping[str, Any] | None, num_workers: int | None) -> list[Selection]:
     """Run the queries over ``table`` on Ray; the selections equal those of a local run."""
-    ray = ray_module()
+    ray = import_ray("engine='ray'")
     driver_source = TableSource(table, exact, search_params)
     queries = [parse(t) if isinstance(t, str) else t for t in texts]
     with storage_errors_surface():

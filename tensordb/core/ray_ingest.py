@@ -26,8 +26,8 @@ from . import writes
 from .arrow_export import META_PREFIX
 from .arrow_import import ArrowColumn
 from .chunk_io import ChunkReader, ChunkWriter
+from .engines import import_ray
 from .htypes import encode_rows
-from .ray_data import import_ray
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -39,7 +39,7 @@ def from_ray(rds: Any, path: str | Store, creds: Mapping[str, str] | None = None
 
     See ``tensordb.from_ray``: Ray tasks write the chunks, the driver publishes them at once.
     """
-    ray = import_ray()
+    ray = import_ray("from_ray", "data")
     blocks = rds.to_arrow_refs()  # runs the Ray pipeline first: a failure there leaves ``path`` untouched
     schema = _first_schema(ray, rds, blocks)
     unknown = [n for n in tensors or () if n not in schema.names]

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingExtraError
+from ..core.engines import import_ray
 from .fusion import FusionChoice, Ranking
 from .metrics import Relevance
 from .model import DeepMemoryModel
@@ -42,12 +42,7 @@ CANCEL_CHECK_SECONDS = 0.2
 
 def require_ray() -> None:
     """Raise :class:`MissingExtraError` unless Ray Train and torch are importable."""
-    try:
-        import ray  # noqa: F401
-        import ray.train.torch  # noqa: F401
-    except ImportError as e:
-        raise MissingExtraError(f'engine="ray" needs Ray Train, which is not installed ({e}); '
-                                f'pip install "tensordb[ray]"') from None
+    import_ray('Deep Memory training with engine="ray"', "train.torch")
 
 
 class JobChannel:

@@ -5,6 +5,7 @@ The datasets have small chunks, so the scans really are divided: several units, 
 
 from __future__ import annotations
 
+import sys
 import uuid
 
 import numpy as np
@@ -17,7 +18,7 @@ import tensordb
 from query_lang import TQLError, function_names, parse, plan_query, register_function, unregister_function
 from query_lang.distributed import divide
 from tensordb.core.scan import TableSource
-from tensordb.errors import DataCorruptionError, SampleError, TensorDBError, WorkerFailedError
+from tensordb.errors import DataCorruptionError, MissingExtraError, SampleError, TensorDBError, WorkerFailedError
 
 ROWS = 1200
 DIM = 384  # wide enough for a matrix product to round differently over other batches
@@ -218,3 +219,10 @@ def test_errors_inside_a_task_surface_as_themselves(ray_cluster, tmp_path):
 def test_a_bad_engine_or_worker_count_is_refused(plain, engine, workers, message):
     with pytest.raises(SampleError, match=message):
         plain.query("SELECT *", engine=engine, num_workers=workers)
+
+
+def test_without_ray_the_engine_names_the_extra(plain, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    for run in (lambda: plain.query("SELECT * LIMIT 2", engine="ray"), lambda: plain.ray()):
+        with pytest.raises(MissingExtraError, match=r'pip install "tensordb\[ray\]"'):
+            run()
