@@ -77,6 +77,21 @@ def _even_ranges(units: np.ndarray, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
+def called_functions(query: ast.Query) -> set[str]:
+    """The names (lower case) of every function ``query`` calls, subqueries included."""
+    found: set[str] = set()
+    pending: list[Any] = [query]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Call):
+            found.add(node.name.lower())
+        if dataclasses.is_dataclass(node):
+            pending += [getattr(node, f.name) for f in dataclasses.fields(node)]
+        elif isinstance(node, (tuple, list)):
+            pending += node
+    return found
+
+
 def part_plan(plan: Plan) -> Plan:
     """What a part runs: every row up to ``offset + limit``, as the merge cuts OFFSET itself."""
     stop = None if plan.limit is None else plan.offset + plan.limit

@@ -143,6 +143,15 @@ class Function:
             out.append(self.evaluate(call_args, ctx))
         return out
 
+    def shared_state(self, owner: object | None) -> Any:
+        """What, beyond its arguments, this function reads of the source's ``owner`` (e.g. which trained
+        model), taken where a query is planned so that the workers that run its parts use the same
+        (see :meth:`use_shared_state`); None: nothing."""
+        return None
+
+    def use_shared_state(self, owner: object | None, state: Any) -> None:
+        """In a worker: compute with ``state``, as :meth:`shared_state` took it on the planning side."""
+
     def check_arity(self, nargs: int) -> None:
         """Raise :class:`TQLTypeError` for a wrong argument count."""
         hi = self.max_args

@@ -61,3 +61,20 @@ class CrashAlways(Function):
 
     def evaluate(self, args: list[Any], ctx: CallContext) -> np.ndarray:
         os._exit(1)
+
+
+class Above(Function):
+    """``above(x)``: x > ``bar``; the same name registered again with another bar computes differently."""
+
+    name = "above"
+    min_args = max_args = 1
+    pure = False  # not cached by its text: registered again, it is computed again
+
+    def __init__(self, bar: int) -> None:
+        self.bar = bar
+
+    def check(self, args: Sequence[Arg]) -> ValueType:
+        return ValueType("bool")
+
+    def evaluate(self, args: list[Any], ctx: CallContext) -> np.ndarray:
+        return np.asarray(args[0]) > self.bar

@@ -19,12 +19,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from query_lang import Function, function_names, get_function, parse, plan_query, register_function
+from query_lang import (
+    Function,
+    Plan,
+    function_names,
+    get_function,
+    parse,
+    plan_query,
+    register_function,
+    unregister_function,
+)
 from query_lang.ast import Query
-from query_lang.distributed import Part, divide, merge, run_parts
-from query_lang.executor import QueryResult, execute_many
+from query_lang.distributed import Part, called_functions, divide, merge, run_parts
+from query_lang.executor import QueryResult, execute_many, vector_groups
 
-from ..errors import WorkerFailedError
+from ..errors import SampleError, WorkerFailedError
 from .engines import import_ray
 from .scan import Selection, TableSource, selection_of, storage_errors_surface
 from .snapshot_address import SnapshotAddress, snapshot_address
@@ -46,29 +55,37 @@ class WorkOrder:
     queries: list[Query]
     exact: bool
     search_params: dict[str, Any]
+    #: TQL functions the queries call that a worker does not register by importing tensordb.
     functions: list[Function] = field(default_factory=list)
+    #: What the functions the queries call read of the dataset beyond columns (``Function.shared_state``).
+    shared_states: dict[str, Any] = field(default_factory=dict)
 
     def source(self) -> TableSource:
-        """The snapshot, opened in this (worker) process, as a query source."""
-        for fn in self.functions:
-            if fn.name not in function_names():
-                register_function(fn)
-        return TableSource(self.address.open(), self.exact, self.search_params)
+        """The snapshot, opened in this (worker) process, as a query source computing as the driver does."""
+        _install_functions(self.functions)
+        table = self.address.open()
+        for name, state in self.shared_states.items():
+            get_function(name).use_shared_state(table._root, state)
+        return TableSource(table, self.exact, self.search_params)
 
 
 def run_queries_on_ray(table: Table, texts: Sequence[str | Query], exact: bool,
                        search_params: Mapping[str, Any] | None, num_workers: int | None) -> list[Selection]:
     """Run the queries over ``table`` on Ray; the selections equal those of a local run."""
     ray = import_ray("engine='ray'")
-    driver_source = TableSource(table, exact, search_params)
+    if not ray.is_initialized():
+        ray.init()  # as Ray Data does: no cluster given, a local one
+    pinned = table.snapshot() if table is table._root else table  # planning and workers: one snapshot
+    driver_source = TableSource(pinned, exact, search_params)
     queries = [parse(t) if isinstance(t, str) else t for t in texts]
     with storage_errors_surface():
         plans = [plan_query(q, driver_source) for q in queries]
-    order = WorkOrder(snapshot_address(table, "engine='ray'"), queries, exact, dict(search_params or {}),
-                      _registered_functions())
+    called = set().union(*(called_functions(q) for q in queries))
+    order = WorkOrder(snapshot_address(pinned, "engine='ray'"), queries, exact, dict(search_params or {}),
+                      _shipped_functions(ray, called), _shared_states(called, pinned._root))
     parts = _worker_count(ray, num_workers)
     divisions = [divide(plan, driver_source, parts) for plan in plans]
-    results = _Dispatch(ray, order, divisions).run()
+    results = _Dispatch(ray, order, divisions, _whole_tasks(plans, divisions, parts)).run()
     with storage_errors_surface():
         merged = [r if isinstance(r, QueryResult) else merge(plans[i], driver_source, r)
                   for i, r in enumerate(results)]
@@ -81,21 +98,67 @@ def _worker_count(ray: Any, num_workers: int | None) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def _registered_functions() -> list[Function]:
-    """TQL functions registered in this process that a worker does not register by importing tensordb."""
-    found = [get_function(name) for name in function_names()]
-    return [fn for fn in found if not type(fn).__module__.startswith(BUILTIN_MODULES)]
+def _shipped_functions(ray: Any, called: set[str]) -> list[Function]:
+    """The called TQL functions a worker would not know, each checked to travel (pickled) to it."""
+    shipped = []
+    for name in sorted(called & set(function_names())):
+        fn = get_function(name)
+        if type(fn).__module__.startswith(BUILTIN_MODULES):
+            continue
+        try:
+            ray.cloudpickle.dumps(fn)
+        except Exception as e:  # noqa: BLE001 - any failure to pickle means it cannot reach a worker
+            raise SampleError(f"engine='ray': the TQL function {name!r} cannot be sent to the Ray workers "
+                              f"({type(e).__name__}: {e}); make it picklable, or query with engine='local'"
+                              ) from None
+        shipped.append(fn)
+    return shipped
+
+
+def _shared_states(called: set[str], owner: object) -> dict[str, Any]:
+    states = {}
+    for name in sorted(called & set(function_names())):
+        state = get_function(name).shared_state(owner)
+        if state is not None:
+            states[name] = state
+    return states
+
+
+#: Names of the functions the last work order in this (worker) process installed.
+_INSTALLED: set[str] = set()
+
+
+def _install_functions(functions: list[Function]) -> None:
+    """Register exactly the functions a work order ships, replacing what an earlier order installed."""
+    for name in _INSTALLED - {fn.name for fn in functions}:
+        unregister_function(name)
+    for fn in functions:
+        register_function(fn, replace=True)
+    _INSTALLED.clear()
+    _INSTALLED.update(fn.name for fn in functions)
+
+
+def _whole_tasks(plans: list[Plan], divisions: list[list[tuple[int, int]]], parts: int) -> list[list[int]]:
+    """The queries that run whole, dealt out over up to ``parts`` tasks; top-k searches that a local run
+    would batch (one shared scan or index search) stay together, so that they compute alike."""
+    whole = [i for i, d in enumerate(divisions) if not d]
+    grouped = [[whole[j] for j in members] for members in vector_groups([plans[i] for i in whole])]
+    in_group = {i for group in grouped for i in group}
+    items = grouped + [[i] for i in whole if i not in in_group]
+    tasks: list[list[int]] = [[] for _ in range(min(parts, len(items)))]
+    for n, item in enumerate(items):
+        tasks[n % len(tasks)] += item
+    return [sorted(t) for t in tasks]
 
 
 class _Dispatch:
-    """The tasks of one call: the whole queries in one task, and each range of the divided ones in one."""
+    """The tasks of one call: the whole queries in a few tasks, and each range of the divided ones in one."""
 
-    def __init__(self, ray: Any, order: WorkOrder, divisions: list[list[tuple[int, int]]]) -> None:
-        if not ray.is_initialized():
-            ray.init()  # as Ray Data does: no cluster given, a local one
+    def __init__(self, ray: Any, order: WorkOrder, divisions: list[list[tuple[int, int]]],
+                 whole_tasks: list[list[int]]) -> None:
         self.ray = ray
         self.divisions = divisions
-        self.whole = [i for i, d in enumerate(divisions) if not d]
+        self.whole_tasks = whole_tasks
         # Queries divided alike share their tasks (several top-k searches then share one scan per range).
         self.ranges = sorted({r for d in divisions for r in d})
         self.order_ref = ray.put(order)
@@ -103,9 +166,9 @@ class _Dispatch:
     def run(self) -> list[QueryResult | list[Part]]:
         whole_task, part_task = _remote_tasks(self.ray)
         refs, labels = [], []
-        if self.whole:
-            refs.append(whole_task.remote(self.order_ref, self.whole))
-            labels.append(f"{len(self.whole)} whole quer{'y' if len(self.whole) == 1 else 'ies'}")
+        for members in self.whole_tasks:
+            refs.append(whole_task.remote(self.order_ref, members))
+            labels.append(f"queries {members} (whole)")
         for lo, hi in self.ranges:
             refs.append(part_task.remote(self.order_ref, self._members(lo, hi), (lo, hi)))
             labels.append(f"rows {lo}..{hi}")
@@ -116,12 +179,10 @@ class _Dispatch:
 
     def _assembled(self, answers: list[Any]) -> list[QueryResult | list[Part]]:
         out: list[Any] = [None] * len(self.divisions)
-        position = 0
-        if self.whole:
-            for i, result in zip(self.whole, answers[0], strict=True):
+        for members, results in zip(self.whole_tasks, answers, strict=False):
+            for i, result in zip(members, results, strict=True):
                 out[i] = result
-            position = 1
-        for (lo, hi), parts in zip(self.ranges, answers[position:], strict=True):
+        for (lo, hi), parts in zip(self.ranges, answers[len(self.whole_tasks):], strict=True):
             for i, part in zip(self._members(lo, hi), parts, strict=True):
                 out[i] = [*(out[i] or []), part]
         return out
@@ -138,8 +199,12 @@ def _remote_tasks(ray: Any) -> tuple[Any, Any]:
     return _REMOTE_TASKS[0], _REMOTE_TASKS[1]
 
 
+#: Ray's errors that mean a task's worker (or its node) is gone, not that the task failed.
+WORKER_DEATHS = ("WorkerCrashedError", "NodeDiedError", "ObjectLostError", "OutOfMemoryError")
+
+
 def _gathered(ray: Any, refs: list[Any], labels: list[str]) -> list[Any]:
-    """The tasks' answers; a task's own error surfaces as itself, a worker lost for good as WorkerFailedError."""
+    """The tasks' answers; a task's own error surfaces as itself, any failure of Ray's as WorkerFailedError."""
     try:
         return ray.get(refs)
     except ray.exceptions.RayTaskError as e:
@@ -148,21 +213,23 @@ def _gathered(ray: Any, refs: list[Any], labels: list[str]) -> list[Any]:
         if isinstance(cause, BaseException):
             raise cause from None
         raise
-    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError,
-            ray.exceptions.TaskCancelledError) as e:
-        _cancel(ray, refs)
+    except ray.exceptions.RayError as e:
         failed = _failed_label(ray, refs, labels)
-        raise WorkerFailedError(
-            f"engine='ray': the worker running {failed} died, and so did its {TASK_RETRIES} retries "
-            f"({type(e).__name__}); no result is returned"
-        ) from None
+        _cancel(ray, refs)
+        what = (f"died, and so did its {TASK_RETRIES} retries" if type(e).__name__ in WORKER_DEATHS
+                else "failed in Ray")
+        raise WorkerFailedError(f"engine='ray': the worker running {failed} {what} ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0] if str(e) else ''}); no result is returned") from None
 
 
 def _failed_label(ray: Any, refs: list[Any], labels: list[str]) -> str:
+    """The first task that has failed (those still running are passed over)."""
     for ref, label in zip(refs, labels, strict=True):
         try:
             ray.get(ref, timeout=0)
-        except Exception:  # noqa: BLE001 - the first task that did not answer is the one named
+        except ray.exceptions.GetTimeoutError:
+            continue
+        except Exception:  # noqa: BLE001 - the first task that failed is the one named
             return label
     return "a task"
 

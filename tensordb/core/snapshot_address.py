@@ -10,6 +10,7 @@ reads exactly that snapshot, whatever a writer has committed since.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,8 +28,9 @@ if TYPE_CHECKING:
     from .dataset import Dataset
 
 #: Snapshots a worker process keeps open, so that the tasks of one query (and the next queries on
-#: the same snapshot) reuse one handle, its decoded state and its memory maps.
+#: the same snapshot) reuse one handle, its decoded state and its memory maps; and datasets likewise.
 OPEN_SNAPSHOTS = 8
+OPEN_DATASETS = 8
 
 
 @dataclass(frozen=True)
@@ -39,14 +41,18 @@ class SnapshotAddress:
     state: bytes  # mf.encode_state of the snapshot: chunk keys and versions, never chunk data
     rows: np.ndarray | None = None  # a view's dataset rows in its order; None: every row
     virtual: dict[str, Any] = field(default_factory=dict)  # a view's computed columns
+    #: Names an address with computed columns: those are not hashed, so only its own tasks share it.
+    token: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
         """Identifies the snapshot and the rows: equal keys read equal data."""
+        if self.token:
+            return self.store.url, self.token
         digest = xxhash.xxh3_128(self.state)
         if self.rows is not None:
             digest.update(np.ascontiguousarray(self.rows, dtype=np.int64).tobytes())
-        return self.store.url, digest.hexdigest() + ("+virtual" if self.virtual else "")
+        return self.store.url, digest.hexdigest()
 
     def open(self) -> Table:
         """The snapshot as a read-only table (cached in this process)."""
@@ -54,7 +60,11 @@ class SnapshotAddress:
 
 
 def snapshot_address(table: Table, purpose: str) -> SnapshotAddress:
-    """Where ``table``'s snapshot lies, for workers of ``purpose`` (named in errors) to read it."""
+    """Where ``table``'s snapshot lies, for workers of ``purpose`` (named in errors) to read it.
+
+    Pass a view (``ds.snapshot()`` for a whole dataset): a dataset's snapshot moves on as writers
+    commit, and every piece of one job must name the same one.
+    """
     root = table._root
     store = root._store
     if not store.reopenable:
@@ -63,9 +73,9 @@ def snapshot_address(table: Table, purpose: str) -> SnapshotAddress:
     if root.in_batch:
         raise VersionError(f"{purpose}: workers read what is published, and this thread's 'with ds:' block is "
                            f"not yet; run it after the block")
-    rows = table._scanned_rows()
+    rows, virtual = table._scanned_rows(), dict(table._virtual)
     return SnapshotAddress(store, mf.encode_state(table._state), None if rows is None else np.asarray(rows),
-                           dict(table._virtual))
+                           virtual, uuid.uuid4().hex if virtual else "")
 
 
 class _OpenSnapshots:
@@ -73,7 +83,7 @@ class _OpenSnapshots:
 
     def __init__(self) -> None:
         self._tables: OrderedDict[tuple[str, str], Table] = OrderedDict()
-        self._datasets: dict[str, Dataset] = {}
+        self._datasets: OrderedDict[str, Dataset] = OrderedDict()
         self._lock = threading.Lock()
 
     def table(self, address: SnapshotAddress) -> Table:
@@ -93,6 +103,9 @@ class _OpenSnapshots:
         root = self._datasets.get(address.store.url)
         if root is None:
             root = self._datasets[address.store.url] = load(address.store, read_only=True)
+            while len(self._datasets) > OPEN_DATASETS:
+                self._datasets.popitem(last=False)
+        self._datasets.move_to_end(address.store.url)
         state = mf.decode_state(address.state, f"{address.store.url}: the snapshot a worker was sent")
         rows = np.arange(state.nrows, dtype=np.int64) if address.rows is None else address.rows
         every_row = address.rows is None and not address.virtual

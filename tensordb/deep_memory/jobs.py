@@ -184,6 +184,12 @@ class JobStore:
             self._latest_known = True
         return self._latest
 
+    def use_model(self, job_id: str | None) -> None:
+        """Take ``job_id``'s model (None: no model) as the latest, as another process chose it."""
+        latest = None if job_id is None else (job_id, self.model(job_id))
+        with self._lock:
+            self._latest, self._latest_known = latest, True
+
     def delete(self, job_id: str) -> None:
         # The record goes first: a crash in between leaves an unused model, never a completed job without one.
         self.dataset.delete_attachment(JOB_PREFIX + job_id)

@@ -108,6 +108,17 @@ class DeepMemoryDistance(Function):
                  for batch in source.scan(["id"])]
         return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
 
+    def shared_state(self, owner: object | None) -> str | None:
+        """The job whose model this process scores with (its latest completed one), or "" for none."""
+        if not isinstance(owner, Dataset):
+            return None
+        latest = jobs_of(owner).latest_model()
+        return "" if latest is None else latest[0]
+
+    def use_shared_state(self, owner: object | None, state: Any) -> None:
+        if isinstance(owner, Dataset) and isinstance(state, str):
+            jobs_of(owner).use_model(state or None)
+
     def evaluate(self, args: list[Any], ctx: CallContext) -> np.ndarray:
         owner = ctx.source.owner if ctx.source is not None else None
         # Only a dataset keeps Deep Memory jobs: any other source has no model to score with.

@@ -5,18 +5,21 @@ The datasets have small chunks, so the scans really are divided: several units, 
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import threading
 import uuid
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ray_helpers import CrashAlways, CrashOnce, assert_same
+from ray_helpers import Above, CrashAlways, CrashOnce, assert_same
 
 import tensordb
 from query_lang import TQLError, function_names, parse, plan_query, register_function, unregister_function
 from query_lang.distributed import divide
+from tensordb.core import ray_engine
 from tensordb.core.scan import TableSource
 from tensordb.errors import DataCorruptionError, MissingExtraError, SampleError, TensorDBError, WorkerFailedError
 
@@ -226,3 +229,66 @@ def test_without_ray_the_engine_names_the_extra(plain, monkeypatch):
     for run in (lambda: plain.query("SELECT * LIMIT 2", engine="ray"), lambda: plain.ray()):
         with pytest.raises(MissingExtraError, match=r'pip install "tensordb\[ray\]"'):
             run()
+
+
+def test_views_of_the_same_rows_with_other_computed_columns_are_not_confused(ray_cluster, plain):
+    # A worker keeps snapshots open between queries; computed columns must not be taken from another view.
+    first = plain.with_columns({"w": np.arange(ROWS, dtype=np.float64)})
+    second = plain.with_columns({"w": -np.arange(ROWS, dtype=np.float64)})
+    text = "SELECT * ORDER BY w DESC LIMIT 3"
+    for view in (first, second, first):
+        assert_same(view.query(text), view.query(text, engine="ray", num_workers=2), text)
+
+
+def test_planning_and_workers_read_one_snapshot_while_a_writer_commits(ray_cluster, tmp_path, monkeypatch):
+    ds = tensordb.empty(str(tmp_path / "racing"))
+    _fill(ds)
+    ds.update(slice(0, ROWS), {"k": np.where(np.arange(ROWS) == 5, 7, 0)})
+    real = ray_engine.snapshot_address
+
+    def commit_first(table, purpose):  # another writer's commit lands between planning and dispatch
+        ds.update(slice(0, ROWS), {"k": np.where(np.arange(ROWS) == 900, 7, 0)})
+        return real(table, purpose)
+
+    monkeypatch.setattr(ray_engine, "snapshot_address", commit_first)
+    found = ds.query("SELECT k WHERE k = 7", engine="ray", num_workers=2)
+    assert found.row_positions.tolist() == [5] and found.k.numpy().tolist() == [7]
+
+
+def test_a_function_registered_again_is_the_new_one_in_the_workers(ray_cluster, plain):
+    text = "SELECT * WHERE above(k)"
+    try:
+        for bar in (3, 0, 3):
+            register_function(Above(bar), replace=True)
+            ray = plain.query(text, engine="ray", num_workers=2)
+            assert len(ray) == int((plain.k.numpy() > bar).sum()), f"bar {bar}"
+            assert_same(plain.query(text), ray, f"bar {bar}")
+    finally:
+        unregister_function("above")
+
+
+def test_a_function_that_cannot_travel_is_named_and_spares_other_queries(ray_cluster, plain):
+    unpicklable = Above(1)
+    unpicklable.lock = threading.Lock()
+    register_function(unpicklable)
+    try:
+        assert_same(plain.query("SELECT * WHERE k = 1"), plain.query("SELECT * WHERE k = 1", engine="ray"), "k")
+        with pytest.raises(SampleError, match="the TQL function 'above' cannot be sent to the Ray workers"):
+            plain.query("SELECT * WHERE above(k)", engine="ray")
+    finally:
+        unregister_function("above")
+
+
+def test_ray_starts_a_local_cluster_when_none_is_running(tmp_path):
+    script = f"""
+import numpy as np, ray, tensordb
+ds = tensordb.empty({str(tmp_path / "auto")!r})
+ds.create_tensor("k", dtype="int64", max_chunk_size=1024)
+ds.extend({{"k": np.arange(1000)}})
+assert not ray.is_initialized()
+found = ds.query("SELECT * WHERE k > 500 ORDER BY k DESC LIMIT 4", engine="ray")
+assert found.k.numpy().tolist() == [999, 998, 997, 996], found.k.numpy()
+print("started", ray.is_initialized())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0 and "started True" in done.stdout, done.stderr[-2000:]

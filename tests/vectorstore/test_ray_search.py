@@ -61,3 +61,19 @@ def test_a_tql_query_and_an_ids_search_on_ray_answer_as_locally(ray_cluster, tra
     ids = [f"c{i}" for i in range(0, 400, 3)]
     asked = {"embedding_data": "ember birch", "k": 6, "ids": ids, "deep_memory": True, "return_view": True}
     assert_same(trained.search(**asked), trained.search(**asked, engine="ray", num_workers=2), "ids")
+
+
+def test_workers_score_with_the_model_trained_after_they_opened_the_store(ray_cluster, tmp_path):
+    rng = np.random.default_rng(3)
+    texts = [" ".join(rng.choice(WORDS, size=6)) for _ in range(150)]
+    vs = VectorStore(str(tmp_path / "late"), embedding_function=HashingEmbedding(32))
+    vs.add(text=texts, id=[f"c{i}" for i in range(150)])
+    asked = {"embedding_data": "salt moss tide", "k": 5, "return_view": True}
+    assert_same(vs.search(**asked), vs.search(**asked, engine="ray", num_workers=2), "before training")
+    for seed in (0, 1):  # a second model replaces the first
+        job = vs.deep_memory.train([" ".join(t.split()[:2]) for t in texts[:40]],
+                                   [[(f"c{i}", 1.0)] for i in range(40)], max_seconds=2, seed=seed)
+        assert vs.deep_memory.wait(job, timeout=120)["status"] == "completed"
+        assert_same(vs.search(**asked, deep_memory=True),
+                    vs.search(**asked, deep_memory=True, engine="ray", num_workers=2), f"model {seed}")
+
