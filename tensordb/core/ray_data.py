@@ -49,6 +49,7 @@ def read_table(table: Table, tensors: Sequence[str] | str | None = None) -> Any:
     from .arrow_export import to_arrow
 
     ray = import_ray("ds.ray()", "data")
+    table = table.snapshot() if table is table._root else table  # the blocks and their schema: one snapshot
     names = table.column_names() if tensors is None else [tensors] if isinstance(tensors, str) else list(tensors)
     schema = to_arrow(table[0:0], names).schema  # also refuses unknown names, before any task starts
     address = snapshot_address(table, "ds.ray()")

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tensordb
+from tensordb.core import ray_data
 from tensordb.core.ray_data import BLOCK_CHUNKS
 from tensordb.errors import SampleError
 
@@ -93,6 +94,20 @@ def test_ray_reads_the_snapshot_it_was_made_from(tmp_path):
     ds.extend({"embedding": np.ones((5, 8), np.float32), "text": ["x"] * 5, "meta": [{}] * 5, "n": [0] * 5,
                "label": [1] * 5})
     assert _joined(rds).equals(before)
+
+
+def test_ray_blocks_come_from_one_snapshot_while_a_writer_commits(tmp_path, monkeypatch):
+    ds = _filled(str(tmp_path / "db"), rows=64)
+    before = ds.to_arrow()
+    real = ray_data.snapshot_address
+
+    def commit_first(table, purpose):  # another writer's rows land between cutting the blocks and addressing them
+        ds.extend({"embedding": np.ones((40, 8), np.float32), "text": ["x"] * 40, "meta": [{}] * 40, "n": [0] * 40,
+                   "label": [1] * 40})
+        return real(table, purpose)
+
+    monkeypatch.setattr(ray_data, "snapshot_address", commit_first)
+    assert _joined(ds.ray()).equals(before)
 
 
 # -- from_ray ----------------------------------------------------------------------------------------
