@@ -28,18 +28,23 @@ def assert_same(local: Any, ray: Any, where: str) -> None:
     assert list(local.tensors) == list(ray.tensors), where
 
 
-class CrashOnce(Function):
+class Predicate(Function):
+    """A function of one column that is true or false per row (the check every helper below shares)."""
+
+    min_args = max_args = 1
+
+    def check(self, args: Sequence[Arg]) -> ValueType:
+        return ValueType("bool")
+
+
+class CrashOnce(Predicate):
     """``crash_once(x)``: the first process to evaluate it (marked by creating ``marker``) dies at once."""
 
     name = "crash_once"
-    min_args = max_args = 1
     pure = False
 
     def __init__(self, marker: str) -> None:
         self.marker = marker
-
-    def check(self, args: Sequence[Arg]) -> ValueType:
-        return ValueType("bool")
 
     def evaluate(self, args: list[Any], ctx: CallContext) -> np.ndarray:
         try:
@@ -49,32 +54,24 @@ class CrashOnce(Function):
         os._exit(1)
 
 
-class CrashAlways(Function):
+class CrashAlways(Predicate):
     """``crash_always(x)``: every process evaluating it dies (never evaluate it in the test process)."""
 
     name = "crash_always"
-    min_args = max_args = 1
     pure = False
-
-    def check(self, args: Sequence[Arg]) -> ValueType:
-        return ValueType("bool")
 
     def evaluate(self, args: list[Any], ctx: CallContext) -> np.ndarray:
         os._exit(1)
 
 
-class Above(Function):
+class Above(Predicate):
     """``above(x)``: x > ``bar``; the same name registered again with another bar computes differently."""
 
     name = "above"
-    min_args = max_args = 1
     pure = False  # not cached by its text: registered again, it is computed again
 
     def __init__(self, bar: int) -> None:
         self.bar = bar
-
-    def check(self, args: Sequence[Arg]) -> ValueType:
-        return ValueType("bool")
 
     def evaluate(self, args: list[Any], ctx: CallContext) -> np.ndarray:
         return np.asarray(args[0]) > self.bar
