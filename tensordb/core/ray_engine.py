@@ -1,12 +1,13 @@
 """``engine="ray"``: a query's scan divided over Ray tasks, merged on the driver.
 
-The driver plans each query (reading nothing) and asks query_lang's
-:mod:`~query_lang.distributed` how to divide it. It sends every task the same work
-order, put into Ray's object store once: the snapshot's address (store location and
-chunk keys, never chunk data), the queries, and the TQL functions this process
-registered that a worker would not know. Each task opens the snapshot itself, runs
-its part over a range of chunk units and sends back only that part's best rows and
-keys; the driver merges them into exactly the local answer.
+The driver pins one snapshot, plans each query over it (reading nothing) and asks
+query_lang's :mod:`~query_lang.distributed` how to divide it. It sends every task the
+same work order, put into Ray's object store once: the snapshot's address (store
+location and chunk keys, never chunk data), the queries, the TQL functions they call
+that a worker would not know, and what those functions read of the dataset beyond its
+columns (``Function.shared_state``: for Deep Memory, the driver's model). Each task opens
+the snapshot itself, runs its part over a range of chunk units and sends back only that
+part's best rows and keys; the driver merges them into exactly the local answer.
 
 A task whose worker dies is retried by Ray (``TASK_RETRIES`` times); if it still fails,
 the query raises :class:`~tensordb.errors.WorkerFailedError`. An error inside a task (a

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.engines import check_engine
 from ..errors import SampleError, TensorDBError, VersionError
 from . import jobs as jobmod
 from .corpus import DocumentCorpus
@@ -284,27 +285,19 @@ def status_rows(info: dict[str, Any]) -> list[tuple[str, list[str]]]:
     return rows
 
 
-#: The engines ``train`` runs on, and the Ray worker count when none is given.
-ENGINES = ("local", "ray")
+#: The Ray worker count when none is given.
 DEFAULT_RAY_WORKERS = 2
 
 
 def _checked_engine(engine: Any, num_workers: Any) -> int | None:
     """The Ray worker count for ``engine="ray"`` (``None`` for local), once Ray is known to be installed."""
-    if engine not in ENGINES:
-        raise SampleError(f"train: engine must be one of {', '.join(map(repr, ENGINES))}, got {engine!r}")
+    check_engine(engine, num_workers)
     if engine == "local":
-        if num_workers is not None:
-            raise SampleError(f"train: num_workers applies to engine='ray' only; got num_workers={num_workers!r} "
-                              f"with engine='local'")
         return None
-    workers = DEFAULT_RAY_WORKERS if num_workers is None else num_workers
-    if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1:
-        raise SampleError(f"train: num_workers must be a positive int, got {num_workers!r}")
     from .ray_training import require_ray
 
     require_ray()
-    return int(workers)
+    return DEFAULT_RAY_WORKERS if num_workers is None else int(num_workers)
 
 
 def _engine_note(ray_workers: int | None) -> str:

@@ -129,10 +129,10 @@ def test_cancel_stops_a_ray_job(ray_cluster, problem, tmp_path) -> None:
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"engine": "spark"}, "engine must be one of 'local', 'ray', got 'spark'"),
-    ({"engine": "ray", "num_workers": 0}, "num_workers must be a positive int, got 0"),
-    ({"engine": "ray", "num_workers": 1.5}, "num_workers must be a positive int, got 1.5"),
-    ({"engine": "ray", "num_workers": True}, "num_workers must be a positive int, got True"),
+    ({"engine": "spark"}, r"engine must be one of \['local', 'ray'\], got 'spark'"),
+    ({"engine": "ray", "num_workers": 0}, "num_workers must be a positive integer, got 0"),
+    ({"engine": "ray", "num_workers": 1.5}, "num_workers must be a positive integer, got 1.5"),
+    ({"engine": "ray", "num_workers": True}, "num_workers must be a positive integer, got True"),
     ({"num_workers": 2}, "num_workers applies to engine='ray' only"),
 ])
 def test_bad_engine_or_workers_is_refused_before_anything_is_written(problem, options, message) -> None:
