@@ -484,14 +484,18 @@ class VectorStore:
         snapshot = self.dataset.snapshot()  # both sides and the rows returned come from one snapshot
         target, where = self._search_target(filter, ids, snapshot)
         depth = k if request.mode == "text" else request.sparse_top_k or max(k, CANDIDATES)
-        text_run = {**run, "exact": False}  # exact concerns vector indexes; the text side always has its bm25 index
-        lexical = ranking(target.query(text_query(text, where, depth), **text_run), drop_zero=True)
+        lexical_query = text_query(text, where, depth)
         if request.mode == "text":
+            lexical = ranking(target.query(lexical_query, **run), drop_zero=True)
             chosen = Ranking(lexical.keys[:k], lexical.scores[:k])
         else:
             _, dense_query = self._vector_search(embedding_data, embedding_function, embedding, max(k, CANDIDATES),
                                                  distance_metric, None, deep_memory, None)
-            dense = ranking(target.query(dataclasses.replace(dense_query, where=where), **run))
+            # One call for both sides: on Ray, one dispatch. They share no scan, so each is computed as alone
+            # (and ``exact`` keeps only vector indexes out, never the bm25 index the text side needs).
+            lexical_view, dense_view = target.query_batch(
+                [lexical_query, dataclasses.replace(dense_query, where=where)], **run)
+            lexical, dense = ranking(lexical_view, drop_zero=True), ranking(dense_view)
             if distance_metric in ("l2", "l1", "max"):  # distances: nearer is better, so negate for fusion
                 dense = Ranking(dense.keys, -dense.scores)
             chosen = fused_rows(dense, lexical, request.choice(self._learned_fusion() if deep_memory else None), k)
