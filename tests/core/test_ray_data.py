@@ -226,3 +226,19 @@ def test_round_trip_through_ray_keeps_every_row(tmp_path_factory, rows, dim, chu
     assert _joined(rds).equals(ds.to_arrow())
     copy = tensordb.from_ray(rds, str(root / "copy"))
     assert snapshot(copy) == snapshot(ds) and len(copy) == rows
+
+
+def test_from_ray_refuses_unknown_tensors_and_mismatched_columns_leaving_the_target_as_it_was(tmp_path):
+    import ray
+
+    table = pa.table({"n": pa.array([1, 2, 3], pa.int64()), "t": ["a", "b", "c"]})
+    with pytest.raises(SampleError, match=r"tensors \['nope'\] are not columns of the Ray dataset"):
+        tensordb.from_ray(ray.data.from_arrow(table), str(tmp_path / "new"), tensors=["nope"])
+    assert not tensordb.exists(str(tmp_path / "new")) and not _files(str(tmp_path / "new"))
+    existing = tensordb.from_ray(ray.data.from_arrow(table), str(tmp_path / "db"))
+    existing.close()
+    files = _files(str(tmp_path / "db"))
+    with pytest.raises(SampleError, match=r"has tensors \['n', 't'\]; the Ray dataset's columns are \['n'\]"):
+        tensordb.from_ray(ray.data.from_arrow(table.select(["n"])), str(tmp_path / "db"))
+    assert _files(str(tmp_path / "db")) == files
+    assert len(tensordb.load(str(tmp_path / "db"), read_only=True)) == 3

@@ -21,7 +21,14 @@ from query_lang import TQLError, function_names, parse, plan_query, register_fun
 from query_lang.distributed import divide
 from tensordb.core import ray_engine
 from tensordb.core.scan import TableSource
-from tensordb.errors import DataCorruptionError, MissingExtraError, SampleError, TensorDBError, WorkerFailedError
+from tensordb.errors import (
+    DataCorruptionError,
+    MissingExtraError,
+    SampleError,
+    TensorDBError,
+    VersionError,
+    WorkerFailedError,
+)
 
 ROWS = 1200
 DIM = 384  # wide enough for a matrix product to round differently over other batches
@@ -292,3 +299,16 @@ print("started", ray.is_initialized())
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0 and "started True" in done.stdout, done.stderr[-2000:]
+
+
+def test_inside_a_with_block_ray_is_refused_and_the_block_still_lands(ray_cluster, tmp_path):
+    ds = tensordb.empty(str(tmp_path / "batch"))
+    _fill(ds)
+    with ds:
+        ds.extend({"embedding": np.zeros((2, DIM), np.float32), "k": [9, 9], "f": [0.0, 0.0], "text": ["x", "y"],
+                   "meta": [{}, {}]})
+        for run in (lambda: ds.query("SELECT * WHERE k = 9", engine="ray"), lambda: ds.ray(["k"])):
+            with pytest.raises(VersionError, match="workers read what is published"):
+                run()
+    assert len(ds) == ROWS + 2
+    assert_same(ds.query("SELECT * WHERE k = 9"), ds.query("SELECT * WHERE k = 9", engine="ray"), "after the block")
